@@ -1,0 +1,106 @@
+//! The contract between the delivery engine and a destination.
+//!
+//! A destination says how to encode a batch, how to send it and what the answer means. Every
+//! other decision (when to retry, how long to wait, what to acknowledge) is the engine's, so
+//! delivery semantics are the same for every destination.
+
+use crate::batch::BatchLimits;
+use crate::event::Event;
+use std::future::Future;
+use std::time::Duration;
+
+/// A destination API.
+pub trait Connector: Send + Sync + 'static {
+    /// An encoded request, ready to send (and to send again on a whole-request retry).
+    type Request: Send + Sync;
+    /// What came back, before classification.
+    type Response: Send;
+
+    /// The API's own limits; configured batch limits are clamped to these.
+    fn hard_limits(&self) -> BatchLimits;
+
+    /// Bytes `event` adds to an uncompressed request body.
+    fn encoded_len(&self, event: &Event) -> usize;
+
+    fn encode(&self, events: &[Event]) -> Result<Self::Request, EncodeError>;
+
+    /// Bytes `request` puts on the wire (for the bytes-sent counter).
+    fn request_size(&self, request: &Self::Request) -> usize;
+
+    fn send(
+        &self,
+        request: &Self::Request,
+    ) -> impl Future<Output = Result<Self::Response, SendError>> + Send;
+
+    /// What `response` means for the `events` that were sent, in order.
+    fn classify(&self, response: &Self::Response, events: &[Event]) -> Verdict;
+}
+
+/// A request could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("encoding failed: {0}")]
+pub struct EncodeError(pub String);
+
+/// No answer came back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    #[error("request timed out")]
+    Timeout,
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// Any other transport failure. `retryable` is false only when resending cannot help
+    /// (for example a request the client refuses to build).
+    #[error("transport error: {message}")]
+    Transport { message: String, retryable: bool },
+}
+
+impl SendError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SendError::Timeout | SendError::Connect(_) => true,
+            SendError::Transport { retryable, .. } => *retryable,
+        }
+    }
+}
+
+/// What one response means.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    /// The status reported in timings and logs; 0 when there was no answer.
+    pub status_code: u16,
+    pub outcome: Outcome,
+    /// The destination's `Retry-After`, which overrides the backoff schedule.
+    pub retry_after: Option<Duration>,
+}
+
+impl Verdict {
+    pub fn new(status_code: u16, outcome: Outcome) -> Self {
+        Verdict {
+            status_code,
+            outcome,
+            retry_after: None,
+        }
+    }
+}
+
+/// The one place where "delivered" is defined.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Every event was accepted.
+    Delivered,
+    /// Nothing was accepted; the same events may succeed later.
+    Retry { reason: String },
+    /// Nothing was accepted and resending cannot help.
+    Reject { reason: String },
+    /// The request was too large: send the events again in smaller requests.
+    Split,
+    /// Each event has its own verdict, in the order sent.
+    Partial(Vec<EventVerdict>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventVerdict {
+    Delivered,
+    Retry,
+    Reject { reason: String },
+}

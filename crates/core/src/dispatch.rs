@@ -1,0 +1,110 @@
+//! From a raw record to queued deliveries: parse, route, register the offset, fan out.
+
+use crate::engine::ConnectorHandle;
+use crate::event::{Event, Malformed, Origin};
+use crate::offsets::Acker;
+use crate::route::{Router, TargetSet};
+use crate::stats::SourceStats;
+use bytes::Bytes;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::task::JoinHandle;
+
+/// What became of one record.
+#[derive(Debug)]
+pub enum Accepted {
+    /// Queued for these connectors (possibly none: the offset then finishes at once).
+    Routed(TargetSet),
+    /// Not an event; logged, counted, and its offset finished.
+    Malformed(Malformed),
+    /// This offset was already registered (a redelivery within one assignment): skipped.
+    Duplicate,
+}
+
+/// Owns the connector queues. The Kafka source feeds it records; dropping it (or
+/// [`Dispatcher::close`]) closes every queue.
+pub struct Dispatcher {
+    router: Arc<Router>,
+    /// Indexed by `ConnectorIndex`; `None` for disabled connectors.
+    connectors: Vec<Option<ConnectorHandle>>,
+    acker: Arc<Acker>,
+    stats: Arc<SourceStats>,
+    max_event_bytes: usize,
+}
+
+impl Dispatcher {
+    pub fn new(
+        router: Arc<Router>,
+        connectors: Vec<Option<ConnectorHandle>>,
+        acker: Arc<Acker>,
+        stats: Arc<SourceStats>,
+        max_event_bytes: usize,
+    ) -> Self {
+        Dispatcher {
+            router,
+            connectors,
+            acker,
+            stats,
+            max_event_bytes,
+        }
+    }
+
+    pub fn acker(&self) -> &Arc<Acker> {
+        &self.acker
+    }
+
+    pub fn stats(&self) -> &Arc<SourceStats> {
+        &self.stats
+    }
+
+    pub fn accept(&self, raw: Bytes, origin: Origin) -> Accepted {
+        self.stats.consumed.fetch_add(1, Relaxed);
+        let (partition, offset) = (origin.partition, origin.offset);
+        let event = match Event::parse(raw, origin.clone(), self.max_event_bytes) {
+            Ok(e) => e,
+            Err(bad) => {
+                self.stats.count_malformed(bad.reason);
+                tracing::warn!(
+                    topic = %origin.topic,
+                    partition = origin.kafka_partition,
+                    offset,
+                    reason = bad.reason.as_str(),
+                    detail = %bad.detail,
+                    "malformed record skipped"
+                );
+                // Finished with no targets: the watermark moves past it in order.
+                let _ = self.acker.lock().register(partition, offset, TargetSet::default());
+                return Accepted::Malformed(bad);
+            }
+        };
+        let targets = self.router.route(&event);
+        if let Err(e) = self.acker.lock().register(partition, offset, targets) {
+            tracing::debug!(partition = origin.kafka_partition, offset, error = %e, "record not tracked");
+            return Accepted::Duplicate;
+        }
+        if targets.is_empty() {
+            self.stats.unrouted.fetch_add(1, Relaxed);
+        }
+        for i in targets.iter() {
+            let sent = self.connectors[i.0 as usize]
+                .as_ref()
+                .is_some_and(|c| c.send(event.clone()));
+            if !sent {
+                // Left unfinished on purpose: its offset is never committed, so it is
+                // redelivered after a restart rather than lost.
+                tracing::error!(connector = %self.router.routes()[i.0 as usize].id, offset, "connector worker is not running; event left uncommitted");
+            }
+        }
+        Accepted::Routed(targets)
+    }
+
+    /// Closes every connector queue; the returned handles finish when each worker has
+    /// flushed and settled its in-flight deliveries.
+    pub fn close(self) -> Vec<JoinHandle<()>> {
+        self.connectors
+            .into_iter()
+            .flatten()
+            .map(ConnectorHandle::close)
+            .collect()
+    }
+}

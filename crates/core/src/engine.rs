@@ -1,0 +1,380 @@
+//! The delivery engine: one worker per connector that batches its events, sends batches with
+//! bounded concurrency, retries by the shared policy, records timings and acknowledges each
+//! event exactly once, as delivered or rejected.
+
+use crate::batch::{Batch, BatchLimits, Batcher, Push};
+use crate::connector::{Connector, EventVerdict, Outcome, Verdict};
+use crate::event::Event;
+use crate::offsets::Acker;
+use crate::retry::RetryPolicy;
+use crate::route::ConnectorIndex;
+use crate::stats::ConnectorStats;
+use crate::timings::{CallTiming, DeliveryTimings, TimingRecorder, now_ms};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+
+/// How one connector instance batches, retries and limits concurrency.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineSettings {
+    pub limits: BatchLimits,
+    pub retry: RetryPolicy,
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// One attempt's limit, from sending to the full answer.
+    pub request_timeout: Duration,
+}
+
+/// The way into a running connector worker.
+pub struct ConnectorHandle {
+    pub id: Arc<str>,
+    pub index: ConnectorIndex,
+    pub stats: Arc<ConnectorStats>,
+    tx: mpsc::UnboundedSender<Event>,
+    task: JoinHandle<()>,
+}
+
+impl ConnectorHandle {
+    /// Queues `event`. The queue is not bounded here: the source bounds it by pausing
+    /// partitions once too many offsets are unfinished. False if the worker has stopped.
+    pub fn send(&self, event: Event) -> bool {
+        self.stats.queued.fetch_add(1, Relaxed);
+        self.tx.send(event).is_ok()
+    }
+
+    /// Closes the queue: the worker flushes its open batch, finishes in-flight deliveries and
+    /// ends. Await the returned handle to know when.
+    pub fn close(self) -> JoinHandle<()> {
+        drop(self.tx);
+        self.task
+    }
+}
+
+pub struct Engine;
+
+impl Engine {
+    /// Starts the worker for `connector` on the current tokio runtime.
+    pub fn spawn<C: Connector>(
+        connector: C,
+        id: &str,
+        index: ConnectorIndex,
+        settings: EngineSettings,
+        acker: Arc<Acker>,
+        timings: Arc<TimingRecorder>,
+    ) -> ConnectorHandle {
+        let limits = settings.limits.clamp_to(connector.hard_limits());
+        let shared = Arc::new(Shared {
+            id: Arc::from(id),
+            index,
+            settings,
+            acker,
+            timings,
+            stats: Arc::default(),
+            connector,
+        });
+        let (tx, rx) = mpsc::unbounded_channel();
+        let worker = Worker {
+            batcher: Batcher::new(limits),
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            tasks: JoinSet::new(),
+            shared: shared.clone(),
+        };
+        ConnectorHandle {
+            id: shared.id.clone(),
+            index,
+            stats: shared.stats.clone(),
+            tx,
+            task: tokio::spawn(worker.run(rx)),
+        }
+    }
+}
+
+struct Shared<C> {
+    id: Arc<str>,
+    index: ConnectorIndex,
+    settings: EngineSettings,
+    acker: Arc<Acker>,
+    timings: Arc<TimingRecorder>,
+    stats: Arc<ConnectorStats>,
+    connector: C,
+}
+
+struct Worker<C> {
+    batcher: Batcher,
+    permits: Arc<Semaphore>,
+    tasks: JoinSet<()>,
+    shared: Arc<Shared<C>>,
+}
+
+impl<C: Connector> Worker<C> {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
+        loop {
+            let deadline = self.batcher.deadline();
+            tokio::select! {
+                next = rx.recv() => match next {
+                    Some(event) => self.accept(event).await,
+                    None => break,
+                },
+                _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    self.flush().await;
+                }
+            }
+            // Under a steady trickle `recv` is always ready; linger must still be honoured.
+            if self.batcher.deadline().is_some_and(|d| d <= Instant::now()) {
+                self.flush().await;
+            }
+            while self.tasks.try_join_next().is_some() {}
+        }
+        self.flush().await;
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    async fn accept(&mut self, event: Event) {
+        let size = self.shared.connector.encoded_len(&event);
+        match self.batcher.push(event, size) {
+            Push::Added => {}
+            Push::Full(batch) | Push::Rolled(batch) => self.dispatch(batch).await,
+            Push::TooLarge(event) => {
+                let reason = format!(
+                    "event encodes to {size} bytes, over this connector's max batch bytes {}",
+                    self.batcher.limits().max_bytes
+                );
+                self.shared.finish_rejected(vec![(event, reason)]);
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Some(batch) = self.batcher.take() {
+            self.dispatch(batch).await;
+        }
+    }
+
+    /// Waits for a free request slot (this is where a slow destination pushes back on the
+    /// worker), then delivers `batch` in the background.
+    async fn dispatch(&mut self, batch: Batch) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return; // the semaphore is never closed
+        };
+        let shared = self.shared.clone();
+        self.tasks.spawn(async move {
+            shared.deliver(batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// How one group of events ended.
+enum GroupEnd {
+    Done,
+    /// The destination found the request too large: deliver these in two halves.
+    Split(Vec<Event>),
+}
+
+impl<C: Connector> Shared<C> {
+    async fn deliver(&self, batch: Batch) {
+        let mut groups = vec![batch.events];
+        while let Some(events) = groups.pop() {
+            if let GroupEnd::Split(mut left) = self
+                .deliver_group(events, batch.opened_at, batch.opened_wall_ms)
+                .await
+            {
+                let right = left.split_off(left.len() / 2);
+                groups.push(right);
+                groups.push(left);
+            }
+        }
+    }
+
+    /// Sends `events` until each is delivered or rejected, retrying by the policy.
+    async fn deliver_group(&self, events: Vec<Event>, opened_at: Instant, opened_ms: u64) -> GroupEnd {
+        let count = events.len();
+        let mut pending = events;
+        let mut schedule = self.settings.retry.schedule();
+        let send_start = Instant::now();
+        let send_start_ms = now_ms();
+        let mut calls = Vec::new();
+        let mut status = 0;
+        let mut end = GroupEnd::Done;
+        loop {
+            let attempt = calls.len() as u32 + 1;
+            let request = match self.connector.encode(&pending) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.finish_rejected(with_reason(pending, &e.to_string()));
+                    break;
+                }
+            };
+            let verdict = self.call(&request, &pending, attempt, &mut calls).await;
+            status = verdict.status_code;
+            let reason = match verdict.outcome {
+                Outcome::Delivered => {
+                    self.finish_delivered(std::mem::take(&mut pending));
+                    break;
+                }
+                Outcome::Reject { reason } => {
+                    self.finish_rejected(with_reason(pending, &reason));
+                    break;
+                }
+                Outcome::Split if pending.len() > 1 => {
+                    end = GroupEnd::Split(pending);
+                    break;
+                }
+                Outcome::Split => {
+                    let reason = format!("destination refused a request of this one event as too large (status {status})");
+                    self.finish_rejected(with_reason(pending, &reason));
+                    break;
+                }
+                Outcome::Retry { reason } => reason,
+                Outcome::Partial(verdicts) => {
+                    pending = self.settle_partial(pending, verdicts);
+                    if pending.is_empty() {
+                        break;
+                    }
+                    format!("{} events of the request to retry (status {status})", pending.len())
+                }
+            };
+            self.stats.retried.fetch_add(pending.len() as u64, Relaxed);
+            match schedule.next_delay(attempt, send_start.elapsed(), verdict.retry_after) {
+                Ok(delay) => {
+                    tracing::debug!(connector = %self.id, attempt, status, ?delay, %reason, "retrying");
+                    sleep(delay).await;
+                }
+                Err(exhausted) => {
+                    self.stats.retried.fetch_sub(pending.len() as u64, Relaxed);
+                    let reason = format!("retries exhausted ({exhausted:?}); last failure: {reason}");
+                    self.finish_rejected(with_reason(pending, &reason));
+                    break;
+                }
+            }
+        }
+        let done = Instant::now();
+        self.timings.record(DeliveryTimings {
+            target: self.id.clone(),
+            events: count,
+            enqueued_ms: opened_ms,
+            queue_ms: ms(send_start - opened_at),
+            send_start_ms,
+            send_ms: ms(done - send_start),
+            process_ms: ms(done - opened_at),
+            attempt_count: calls.len() as u32,
+            status_code: status,
+            calls,
+        });
+        end
+    }
+
+    /// One attempt: send with the request timeout, classify, time it.
+    async fn call(
+        &self,
+        request: &C::Request,
+        events: &[Event],
+        attempt: u32,
+        calls: &mut Vec<CallTiming>,
+    ) -> Verdict {
+        self.stats.requests.fetch_add(1, Relaxed);
+        self.stats.in_flight_requests.fetch_add(1, Relaxed);
+        let size = self.connector.request_size(request) as u64;
+        let start = Instant::now();
+        let start_ms = now_ms();
+        let answer = timeout(self.settings.request_timeout, self.connector.send(request)).await;
+        self.stats.in_flight_requests.fetch_sub(1, Relaxed);
+        let verdict = match answer {
+            Ok(Ok(response)) => {
+                self.stats.bytes_sent.fetch_add(size, Relaxed);
+                self.connector.classify(&response, events)
+            }
+            Ok(Err(e)) if e.is_retryable() => {
+                Verdict::new(0, Outcome::Retry { reason: e.to_string() })
+            }
+            Ok(Err(e)) => Verdict::new(0, Outcome::Reject { reason: e.to_string() }),
+            Err(_) => Verdict::new(
+                0,
+                Outcome::Retry {
+                    reason: format!("no answer within {:?}", self.settings.request_timeout),
+                },
+            ),
+        };
+        if verdict.outcome != Outcome::Delivered {
+            self.stats.failed_requests.fetch_add(1, Relaxed);
+        }
+        calls.push(CallTiming {
+            start_ms,
+            duration_ms: ms(start.elapsed()),
+            attempt,
+            status_code: verdict.status_code,
+        });
+        verdict
+    }
+
+    /// Acknowledges what a partial answer settled; returns the events to send again.
+    fn settle_partial(&self, events: Vec<Event>, verdicts: Vec<EventVerdict>) -> Vec<Event> {
+        if verdicts.len() != events.len() {
+            tracing::error!(
+                connector = %self.id,
+                events = events.len(),
+                verdicts = verdicts.len(),
+                "connector classified a different number of events than were sent; retrying them all"
+            );
+            return events;
+        }
+        let mut delivered = Vec::new();
+        let mut rejected = Vec::new();
+        let mut retry = Vec::new();
+        for (event, verdict) in events.into_iter().zip(verdicts) {
+            match verdict {
+                EventVerdict::Delivered => delivered.push(event),
+                EventVerdict::Retry => retry.push(event),
+                EventVerdict::Reject { reason } => rejected.push((event, reason)),
+            }
+        }
+        self.finish_delivered(delivered);
+        self.finish_rejected(rejected);
+        retry
+    }
+
+    fn finish_delivered(&self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        self.stats.delivered.fetch_add(events.len() as u64, Relaxed);
+        self.acker.complete(self.index, &events);
+    }
+
+    /// A permanent refusal: logged with where the event came from, counted, and acknowledged
+    /// so its offset can move on.
+    fn finish_rejected(&self, rejected: Vec<(Event, String)>) {
+        if rejected.is_empty() {
+            return;
+        }
+        const LOGGED: usize = 20;
+        for (event, reason) in rejected.iter().take(LOGGED) {
+            let o = event.origin();
+            tracing::warn!(
+                connector = %self.id,
+                topic = %o.topic,
+                partition = o.kafka_partition,
+                offset = o.offset,
+                %reason,
+                "event rejected"
+            );
+        }
+        if rejected.len() > LOGGED {
+            tracing::warn!(connector = %self.id, more = rejected.len() - LOGGED, "more events of the same request rejected");
+        }
+        self.stats.rejected.fetch_add(rejected.len() as u64, Relaxed);
+        let events: Vec<Event> = rejected.into_iter().map(|(e, _)| e).collect();
+        self.acker.complete(self.index, &events);
+    }
+}
+
+fn with_reason(events: Vec<Event>, reason: &str) -> Vec<(Event, String)> {
+    events.into_iter().map(|e| (e, reason.to_owned())).collect()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}

@@ -1,0 +1,350 @@
+//! An event as read from Kafka: its raw bytes, kept intact for destinations that embed them,
+//! and the few fields routing needs, found by one scan without building a DOM.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de;
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Identifies one assignment of one Kafka partition. A partition that is revoked and assigned
+/// again gets a new id, so late acknowledgements for the old assignment are ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionId(pub u32);
+
+/// Where an event came from: enough to acknowledge it and to name it in a log line.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub partition: PartitionId,
+    pub topic: Arc<str>,
+    pub kafka_partition: i32,
+    pub offset: i64,
+}
+
+/// Why a record could not become an [`Event`]. Each is counted under its `as_str` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MalformedReason {
+    Empty,
+    NotJson,
+    NotObject,
+    MissingTimestamp,
+    InvalidField,
+    Oversize,
+}
+
+impl MalformedReason {
+    pub const ALL: [MalformedReason; 6] = [
+        Self::Empty,
+        Self::NotJson,
+        Self::NotObject,
+        Self::MissingTimestamp,
+        Self::InvalidField,
+        Self::Oversize,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::NotJson => "not_json",
+            Self::NotObject => "not_object",
+            Self::MissingTimestamp => "missing_timestamp",
+            Self::InvalidField => "invalid_field",
+            Self::Oversize => "oversize",
+        }
+    }
+}
+
+impl fmt::Display for MalformedReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A rejected record: the reason, and serde's description of the spot for the log line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Malformed {
+    pub reason: MalformedReason,
+    pub detail: String,
+}
+
+/// A QoE event. Cloning is one reference-count increment, so fan-out never copies bytes.
+#[derive(Clone)]
+pub struct Event {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    raw: Bytes,
+    origin: Origin,
+    connector_list: Text,
+    customer_code: Text,
+    event_type: Text,
+    timestamp_us: i64,
+}
+
+/// A string field: a range of the raw bytes when the JSON had no escapes (the usual case, no
+/// allocation), an owned copy otherwise.
+enum Text {
+    Absent,
+    Span(Range<u32>),
+    Owned(Box<str>),
+}
+
+impl Text {
+    fn from_cow(raw: &[u8], value: Option<Cow<'_, str>>) -> Self {
+        match value {
+            None => Text::Absent,
+            Some(Cow::Borrowed(s)) => {
+                let start = s.as_ptr() as usize - raw.as_ptr() as usize;
+                Text::Span(start as u32..(start + s.len()) as u32)
+            }
+            Some(Cow::Owned(s)) => Text::Owned(s.into_boxed_str()),
+        }
+    }
+
+    fn get<'a>(&'a self, raw: &'a [u8]) -> Option<&'a str> {
+        match self {
+            Text::Absent => None,
+            // The span was cut from a &str that serde borrowed from these same bytes.
+            Text::Span(r) => std::str::from_utf8(&raw[r.start as usize..r.end as usize]).ok(),
+            Text::Owned(s) => Some(s),
+        }
+    }
+}
+
+/// Only the routing fields: serde's derive skips every other key without allocating.
+#[derive(Deserialize)]
+struct Scan<'a> {
+    #[serde(borrow, default)]
+    connector_list: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    customer_code: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    event: Option<ScanEvent<'a>>,
+}
+
+#[derive(Deserialize)]
+struct ScanEvent<'a> {
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default)]
+    timestamp: Option<Millis>,
+}
+
+/// `event.timestamp`: epoch milliseconds, integer or fractional.
+struct Millis(f64);
+
+impl<'de> Deserialize<'de> for Millis {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Millis;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("epoch milliseconds as a number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Millis, E> {
+                Ok(Millis(v as f64))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Millis, E> {
+                Ok(Millis(v as f64))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Millis, E> {
+                Ok(Millis(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Event {
+    /// Scans `raw` once for the routing fields. The bytes are kept as they are.
+    pub fn parse(raw: Bytes, origin: Origin, max_bytes: usize) -> Result<Event, Malformed> {
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            return Err(Malformed {
+                reason: MalformedReason::Empty,
+                detail: "record has no payload".into(),
+            });
+        }
+        if raw.len() > max_bytes {
+            return Err(Malformed {
+                reason: MalformedReason::Oversize,
+                detail: format!("{} bytes is over max_event_bytes {}", raw.len(), max_bytes),
+            });
+        }
+        let scan: Scan<'_> = serde_json::from_slice(&raw).map_err(|e| classify(&raw, e))?;
+        let event = scan.event.ok_or_else(|| missing_timestamp("no `event` object"))?;
+        let ts = event
+            .timestamp
+            .ok_or_else(|| missing_timestamp("no `event.timestamp`"))?;
+        if !ts.0.is_finite() || ts.0 < 0.0 {
+            return Err(Malformed {
+                reason: MalformedReason::InvalidField,
+                detail: "`event.timestamp` is not a non-negative number".into(),
+            });
+        }
+        let inner = Inner {
+            connector_list: Text::from_cow(&raw, scan.connector_list),
+            customer_code: Text::from_cow(&raw, scan.customer_code),
+            event_type: Text::from_cow(&raw, event.kind),
+            timestamp_us: (ts.0 * 1000.0).round() as i64,
+            origin,
+            raw,
+        };
+        Ok(Event {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The record exactly as it was read from Kafka.
+    pub fn raw(&self) -> &Bytes {
+        &self.inner.raw
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.inner.origin
+    }
+
+    /// `connector_list` as written: comma-separated connector ids.
+    pub fn connector_list(&self) -> Option<&str> {
+        self.inner.connector_list.get(&self.inner.raw)
+    }
+
+    pub fn customer_code(&self) -> Option<&str> {
+        self.inner.customer_code.get(&self.inner.raw)
+    }
+
+    /// `event.type`, e.g. `rendition_change`.
+    pub fn event_type(&self) -> Option<&str> {
+        self.inner.event_type.get(&self.inner.raw)
+    }
+
+    /// `event.timestamp` in microseconds since the epoch.
+    pub fn timestamp_us(&self) -> i64 {
+        self.inner.timestamp_us
+    }
+}
+
+impl fmt::Debug for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.inner.origin;
+        write!(
+            f,
+            "Event({}/{}@{}, {} bytes)",
+            o.topic,
+            o.kafka_partition,
+            o.offset,
+            self.inner.raw.len()
+        )
+    }
+}
+
+fn missing_timestamp(detail: &str) -> Malformed {
+    Malformed {
+        reason: MalformedReason::MissingTimestamp,
+        detail: detail.into(),
+    }
+}
+
+fn classify(raw: &[u8], e: serde_json::Error) -> Malformed {
+    let first = raw.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    let reason = match e.classify() {
+        serde_json::error::Category::Data if first != Some(b'{') => MalformedReason::NotObject,
+        serde_json::error::Category::Data => MalformedReason::InvalidField,
+        _ => MalformedReason::NotJson,
+    };
+    Malformed {
+        reason,
+        detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn origin(offset: i64) -> Origin {
+        Origin {
+            partition: PartitionId(0),
+            topic: Arc::from("qoe"),
+            kafka_partition: 0,
+            offset,
+        }
+    }
+
+    pub fn event(json: &str) -> Event {
+        Event::parse(Bytes::from(json.to_owned()), origin(0), 1 << 20).unwrap()
+    }
+
+    fn reason(json: &str) -> MalformedReason {
+        Event::parse(Bytes::from(json.to_owned()), origin(0), 1 << 20)
+            .unwrap_err()
+            .reason
+    }
+
+    #[test]
+    fn finds_routing_fields_without_copying() {
+        let e = event(
+            r#"{"event":{"metrics":{"a":[1,2,{"b":null}]},"type":"stall_start","timestamp":1712167312284},
+               "connector_list":"a,b","customer_code":"c1","other":"x"}"#,
+        );
+        assert_eq!(e.connector_list(), Some("a,b"));
+        assert_eq!(e.customer_code(), Some("c1"));
+        assert_eq!(e.event_type(), Some("stall_start"));
+        assert_eq!(e.timestamp_us(), 1_712_167_312_284_000);
+        assert!(matches!(e.inner.connector_list, Text::Span(_)));
+    }
+
+    #[test]
+    fn escaped_strings_are_unescaped() {
+        let e = event(r#"{"event":{"timestamp":1,"type":"a\u0062"},"customer_code":"x\"y"}"#);
+        assert_eq!(e.event_type(), Some("ab"));
+        assert_eq!(e.customer_code(), Some("x\"y"));
+    }
+
+    #[test]
+    fn fractional_timestamps_keep_microseconds() {
+        let e = event(r#"{"event":{"timestamp":1712167311343.687}}"#);
+        assert_eq!(e.timestamp_us(), 1_712_167_311_343_687);
+    }
+
+    #[test]
+    fn sample_event_parses() {
+        let raw = include_str!("../../testkit/data/sample-event.json");
+        let e = event(raw);
+        assert_eq!(
+            e.connector_list(),
+            Some("dz-connector-splunk,dz-connector-kinesis-firehose,dz-connector-datadog")
+        );
+        assert_eq!(e.event_type(), Some("rendition_change"));
+    }
+
+    #[test]
+    fn bad_input_is_classified() {
+        assert_eq!(reason(""), MalformedReason::Empty);
+        assert_eq!(reason("  \n"), MalformedReason::Empty);
+        assert_eq!(reason("not json"), MalformedReason::NotJson);
+        assert_eq!(reason(r#"{"event":{"timestamp":1}"#), MalformedReason::NotJson);
+        assert_eq!(
+            reason(r#"{"event":{"timestamp":1}} trailing"#),
+            MalformedReason::NotJson
+        );
+        assert_eq!(reason("[1,2]"), MalformedReason::NotObject);
+        assert_eq!(reason("42"), MalformedReason::NotObject);
+        assert_eq!(reason(r#"{"event":{}}"#), MalformedReason::MissingTimestamp);
+        assert_eq!(reason(r#"{"a":1}"#), MalformedReason::MissingTimestamp);
+        assert_eq!(
+            reason(r#"{"event":{"timestamp":"yesterday"}}"#),
+            MalformedReason::InvalidField
+        );
+        assert_eq!(
+            reason(r#"{"event":{"timestamp":1},"connector_list":5}"#),
+            MalformedReason::InvalidField
+        );
+        let big = format!(r#"{{"event":{{"timestamp":1}},"pad":"{}"}}"#, "x".repeat(100));
+        let err = Event::parse(Bytes::from(big), origin(0), 64).unwrap_err();
+        assert_eq!(err.reason, MalformedReason::Oversize);
+    }
+}

@@ -1,0 +1,32 @@
+//! The routing core of switchyard: what an event is, where it goes, how it is delivered and
+//! when its Kafka offset may be committed.
+//!
+//! It owns the shared delivery engine (batching, retry with backoff, bounded concurrency,
+//! `collector_observability` timings, acknowledgements) so that every destination retries the
+//! same way. It knows nothing of Kafka or HTTP: a destination plugs in through [`Connector`],
+//! the Kafka source through [`Dispatcher`] and [`Acker`].
+
+pub mod batch;
+pub mod compress;
+pub mod connector;
+pub mod dispatch;
+pub mod engine;
+pub mod event;
+pub mod offsets;
+pub mod retry;
+pub mod route;
+pub mod secret;
+pub mod stats;
+pub mod timings;
+
+pub use batch::BatchLimits;
+pub use connector::{Connector, EncodeError, EventVerdict, Outcome, SendError, Verdict};
+pub use dispatch::Dispatcher;
+pub use engine::{ConnectorHandle, Engine, EngineSettings};
+pub use event::{Event, MalformedReason, Origin, PartitionId};
+pub use offsets::{Acker, OffsetTracker};
+pub use retry::RetryPolicy;
+pub use route::{ConnectorIndex, Filter, Route, Router, TargetSet};
+pub use secret::Secret;
+pub use stats::{ConnectorStats, SourceStats};
+pub use timings::{DeliveryTimings, TimingRecord, TimingRecorder};

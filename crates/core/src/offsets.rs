@@ -1,0 +1,327 @@
+//! Which Kafka offsets may be committed.
+//!
+//! Completion is tracked per (partition, offset, connector): an offset is finished when every
+//! connector it was routed to has delivered or permanently rejected it. Per partition, the
+//! committable offset is one past the longest finished prefix, so a failed or slow event is
+//! never skipped, however many later events finish first.
+
+use crate::event::{Event, PartitionId};
+use crate::route::{ConnectorIndex, TargetSet};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Entry {
+    offset: i64,
+    pending: TargetSet,
+}
+
+#[derive(Debug, Default)]
+struct Track {
+    /// Registered offsets not yet below the watermark, ascending.
+    entries: VecDeque<Entry>,
+    unfinished: usize,
+    /// One past the highest offset of the finished prefix: what Kafka should store.
+    watermark: Option<i64>,
+    committed: Option<i64>,
+}
+
+/// A registration the tracker refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RegisterError {
+    #[error("partition is not assigned")]
+    NotAssigned,
+    #[error("offset {offset} is not after the last registered offset {last}")]
+    NotAscending { offset: i64, last: i64 },
+}
+
+/// The watermark bookkeeping, without locking. See [`Acker`] for the shared form.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<PartitionId, Track>,
+    total_unfinished: usize,
+}
+
+impl OffsetTracker {
+    pub fn assign(&mut self, p: PartitionId) {
+        self.partitions.entry(p).or_default();
+    }
+
+    /// Forgets `p`; returns the offset to commit for it, if it moved since the last commit.
+    /// Unfinished offsets are abandoned: not committed, so Kafka redelivers them.
+    pub fn revoke(&mut self, p: PartitionId) -> Option<i64> {
+        let t = self.partitions.remove(&p)?;
+        self.total_unfinished -= t.unfinished;
+        t.watermark.filter(|w| Some(*w) != t.committed)
+    }
+
+    pub fn register(
+        &mut self,
+        p: PartitionId,
+        offset: i64,
+        targets: TargetSet,
+    ) -> Result<(), RegisterError> {
+        let t = self
+            .partitions
+            .get_mut(&p)
+            .ok_or(RegisterError::NotAssigned)?;
+        let last = t.entries.back().map(|e| e.offset).or(t.watermark.map(|w| w - 1));
+        if let Some(last) = last.filter(|l| offset <= *l) {
+            return Err(RegisterError::NotAscending { offset, last });
+        }
+        if targets.is_empty() && t.entries.is_empty() {
+            // Nothing ahead of it: finished on arrival.
+            t.watermark = Some(offset + 1);
+            return Ok(());
+        }
+        if !targets.is_empty() {
+            t.unfinished += 1;
+            self.total_unfinished += 1;
+        }
+        t.entries.push_back(Entry {
+            offset,
+            pending: targets,
+        });
+        Ok(())
+    }
+
+    /// Records that `connector` is done with `offset`. Unknown offsets (a revoked assignment,
+    /// a second acknowledgement) are ignored.
+    pub fn complete(&mut self, p: PartitionId, offset: i64, connector: ConnectorIndex) {
+        let Some(t) = self.partitions.get_mut(&p) else {
+            return;
+        };
+        let Ok(i) = t.entries.binary_search_by_key(&offset, |e| e.offset) else {
+            return;
+        };
+        let e = &mut t.entries[i];
+        if e.pending.remove(connector) && e.pending.is_empty() {
+            t.unfinished -= 1;
+            self.total_unfinished -= 1;
+        }
+        while t.entries.front().is_some_and(|e| e.pending.is_empty()) {
+            let done = t.entries.pop_front().map(|e| e.offset);
+            t.watermark = done.map(|o| o + 1);
+        }
+    }
+
+    /// Offsets that have moved past what was last committed, one per partition.
+    pub fn commit_points(&self) -> Vec<(PartitionId, i64)> {
+        let mut v: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, t)| {
+                t.watermark
+                    .filter(|w| Some(*w) != t.committed)
+                    .map(|w| (*p, w))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Records a successful commit.
+    pub fn committed(&mut self, p: PartitionId, offset: i64) {
+        if let Some(t) = self.partitions.get_mut(&p) {
+            t.committed = Some(offset);
+        }
+    }
+
+    pub fn watermark(&self, p: PartitionId) -> Option<i64> {
+        self.partitions.get(&p).and_then(|t| t.watermark)
+    }
+
+    /// Offsets of `p` some connector still owes.
+    pub fn unfinished(&self, p: PartitionId) -> usize {
+        self.partitions.get(&p).map_or(0, |t| t.unfinished)
+    }
+
+    pub fn total_unfinished(&self) -> usize {
+        self.total_unfinished
+    }
+}
+
+/// The tracker shared by the Kafka source (which registers and commits) and the delivery
+/// engines (which complete). Waiters are woken on every completion, so draining on revoke or
+/// shutdown needs no polling.
+#[derive(Debug, Default)]
+pub struct Acker {
+    tracker: Mutex<OffsetTracker>,
+    changed: Condvar,
+}
+
+impl Acker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The tracker, locked. Held briefly: the engines complete through the same lock.
+    pub fn lock(&self) -> MutexGuard<'_, OffsetTracker> {
+        // A panic while holding this lock would be a bug in this module; the data is still
+        // consistent enough to keep committing, which beats stopping the daemon.
+        self.tracker.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks `events` finished at `connector`.
+    pub fn complete(&self, connector: ConnectorIndex, events: &[Event]) {
+        {
+            let mut t = self.lock();
+            for e in events {
+                let o = e.origin();
+                t.complete(o.partition, o.offset, connector);
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Blocks until `done` holds or `timeout` passes; returns whether it holds.
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&OffsetTracker) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut t = self.lock();
+        loop {
+            if done(&t) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            t = match self.changed.wait_timeout(t, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: PartitionId = PartitionId(3);
+    const HEC: ConnectorIndex = ConnectorIndex(0);
+    const DD: ConnectorIndex = ConnectorIndex(1);
+
+    fn set(cs: &[ConnectorIndex]) -> TargetSet {
+        let mut s = TargetSet::default();
+        cs.iter().for_each(|c| s.insert(*c));
+        s
+    }
+
+    #[test]
+    fn design_doc_worked_example() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        t.register(P, 10, set(&[HEC, DD])).unwrap();
+        t.register(P, 11, set(&[DD])).unwrap();
+        t.register(P, 12, set(&[])).unwrap();
+        t.complete(P, 11, DD);
+        assert_eq!(t.watermark(P), None, "10 is still pending");
+        t.complete(P, 10, HEC);
+        assert_eq!(t.watermark(P), None, "10 still pending at dd");
+        t.complete(P, 10, DD);
+        assert_eq!(t.watermark(P), Some(13));
+        assert_eq!(t.commit_points(), [(P, 13)]);
+        assert_eq!(t.total_unfinished(), 0);
+    }
+
+    #[test]
+    fn a_failed_offset_is_never_skipped() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        for o in 0..100 {
+            t.register(P, o, set(&[HEC])).unwrap();
+        }
+        for o in 1..100 {
+            t.complete(P, o, HEC);
+        }
+        assert_eq!(t.watermark(P), None);
+        assert_eq!(t.unfinished(P), 1);
+        t.complete(P, 0, HEC);
+        assert_eq!(t.watermark(P), Some(100));
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_fine() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        t.register(P, 5, set(&[HEC])).unwrap();
+        t.register(P, 9, set(&[HEC])).unwrap();
+        t.complete(P, 9, HEC);
+        t.complete(P, 5, HEC);
+        assert_eq!(t.watermark(P), Some(10));
+    }
+
+    #[test]
+    fn unrouted_offsets_finish_on_arrival_but_wait_their_turn() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        t.register(P, 0, set(&[])).unwrap();
+        assert_eq!(t.watermark(P), Some(1));
+        t.register(P, 1, set(&[HEC])).unwrap();
+        t.register(P, 2, set(&[])).unwrap();
+        assert_eq!(t.watermark(P), Some(1));
+        t.complete(P, 1, HEC);
+        assert_eq!(t.watermark(P), Some(3));
+    }
+
+    #[test]
+    fn commit_points_only_report_movement() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        t.register(P, 0, set(&[HEC])).unwrap();
+        t.complete(P, 0, HEC);
+        assert_eq!(t.commit_points(), [(P, 1)]);
+        t.committed(P, 1);
+        assert!(t.commit_points().is_empty());
+    }
+
+    #[test]
+    fn revoke_abandons_unfinished_and_ignores_late_acks() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        t.register(P, 0, set(&[HEC])).unwrap();
+        t.register(P, 1, set(&[HEC])).unwrap();
+        t.complete(P, 0, HEC);
+        assert_eq!(t.revoke(P), Some(1));
+        assert_eq!(t.total_unfinished(), 0);
+        t.complete(P, 1, HEC);
+        assert_eq!(t.watermark(P), None);
+        assert_eq!(
+            t.register(P, 2, set(&[HEC])),
+            Err(RegisterError::NotAssigned)
+        );
+    }
+
+    #[test]
+    fn duplicate_acks_and_out_of_order_registration() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        t.register(P, 0, set(&[HEC, DD])).unwrap();
+        t.complete(P, 0, HEC);
+        t.complete(P, 0, HEC);
+        assert_eq!(t.unfinished(P), 1);
+        assert_eq!(
+            t.register(P, 0, set(&[HEC])),
+            Err(RegisterError::NotAscending { offset: 0, last: 0 })
+        );
+    }
+
+    #[test]
+    fn waiters_wake_on_completion() {
+        use crate::event::tests::event;
+        let acker = std::sync::Arc::new(Acker::new());
+        let e = event(r#"{"event":{"timestamp":1}}"#);
+        let p = e.origin().partition;
+        acker.lock().assign(p);
+        acker.lock().register(p, 0, set(&[HEC])).unwrap();
+        let a = acker.clone();
+        let waiter = std::thread::spawn(move || {
+            a.wait_until(Duration::from_secs(30), |t| t.total_unfinished() == 0)
+        });
+        acker.complete(HEC, &[e]);
+        assert!(waiter.join().unwrap());
+        assert!(!acker.wait_until(Duration::from_millis(1), |_| false));
+    }
+}

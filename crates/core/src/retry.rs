@@ -1,0 +1,149 @@
+//! The retry schedule every destination shares: exponential backoff with full jitter, capped by
+//! attempts and elapsed time, and a destination's `Retry-After` taking precedence.
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included.
+    pub max_attempts: u32,
+    /// No new attempt starts this long after the first one started.
+    pub max_elapsed: Duration,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 10,
+            max_elapsed: Duration::from_secs(300),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn schedule(&self) -> Schedule {
+        // backon gives the capped exponential ceiling. Its own jitter adds up to 100% on top
+        // of the delay; full jitter (AWS's name) instead draws the whole delay from
+        // [0, ceiling], which spreads a thundering herd of retries best, so it is drawn here.
+        let ceiling = ExponentialBuilder::default()
+            .with_min_delay(self.initial_backoff)
+            .with_max_delay(self.max_backoff)
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
+        Schedule {
+            policy: *self,
+            ceiling,
+            rng: fastrand::Rng::new(),
+        }
+    }
+}
+
+/// The delays of one delivery's retries.
+pub struct Schedule {
+    policy: RetryPolicy,
+    ceiling: ExponentialBackoff,
+    rng: fastrand::Rng,
+}
+
+/// Why no further attempt is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exhausted {
+    Attempts(u32),
+    Elapsed(Duration),
+}
+
+impl Schedule {
+    /// The wait before attempt `attempts_made + 1`, or why there is none. `elapsed` is the time
+    /// since the first attempt started; `retry_after` is the destination's own request.
+    pub fn next_delay(
+        &mut self,
+        attempts_made: u32,
+        elapsed: Duration,
+        retry_after: Option<Duration>,
+    ) -> Result<Duration, Exhausted> {
+        if attempts_made >= self.policy.max_attempts {
+            return Err(Exhausted::Attempts(attempts_made));
+        }
+        let ceiling = self.ceiling.next().unwrap_or(self.policy.max_backoff);
+        let delay = retry_after.unwrap_or_else(|| ceiling.mul_f64(self.rng.f64()));
+        if elapsed + delay >= self.policy.max_elapsed {
+            return Err(Exhausted::Elapsed(elapsed));
+        }
+        Ok(delay)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 6,
+            max_elapsed: Duration::from_secs(3600),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(1000),
+        }
+    }
+
+    #[test]
+    fn delays_stay_under_a_doubling_capped_ceiling() {
+        let ceilings = [100u64, 200, 400, 800, 1000];
+        for _ in 0..200 {
+            let mut s = policy().schedule();
+            for (i, c) in ceilings.iter().enumerate() {
+                let d = s.next_delay(i as u32 + 1, Duration::ZERO, None).unwrap();
+                assert!(d <= Duration::from_millis(*c), "attempt {i}: {d:?} > {c}ms");
+            }
+        }
+    }
+
+    #[test]
+    fn jitter_is_full_not_additive() {
+        // Full jitter draws from [0, ceiling]: some delays must fall well below half of it.
+        let mut low = 0;
+        for _ in 0..200 {
+            let mut s = policy().schedule();
+            if s.next_delay(1, Duration::ZERO, None).unwrap() < Duration::from_millis(50) {
+                low += 1;
+            }
+        }
+        assert!(low > 20, "only {low}/200 delays under half the ceiling");
+    }
+
+    #[test]
+    fn stops_after_max_attempts() {
+        let mut s = policy().schedule();
+        assert!(s.next_delay(5, Duration::ZERO, None).is_ok());
+        assert_eq!(
+            s.next_delay(6, Duration::ZERO, None),
+            Err(Exhausted::Attempts(6))
+        );
+    }
+
+    #[test]
+    fn stops_when_elapsed_budget_is_spent() {
+        let mut s = RetryPolicy {
+            max_elapsed: Duration::from_secs(10),
+            ..policy()
+        }
+        .schedule();
+        let r = s.next_delay(1, Duration::from_secs(10), None);
+        assert_eq!(r, Err(Exhausted::Elapsed(Duration::from_secs(10))));
+    }
+
+    #[test]
+    fn retry_after_wins_over_backoff() {
+        let mut s = policy().schedule();
+        let d = s
+            .next_delay(1, Duration::ZERO, Some(Duration::from_secs(7)))
+            .unwrap();
+        assert_eq!(d, Duration::from_secs(7));
+    }
+}

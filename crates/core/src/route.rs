@@ -1,0 +1,266 @@
+//! Which connectors an event goes to.
+
+use crate::event::Event;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Position of a connector in the router's table; at most [`TargetSet::CAPACITY`] connectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectorIndex(pub u8);
+
+/// The connectors one event must reach, as a bit set: routing and acknowledgement never
+/// allocate per event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TargetSet(u64);
+
+impl TargetSet {
+    pub const CAPACITY: usize = 64;
+
+    pub fn insert(&mut self, i: ConnectorIndex) {
+        self.0 |= 1 << i.0;
+    }
+
+    pub fn remove(&mut self, i: ConnectorIndex) -> bool {
+        let had = self.contains(i);
+        self.0 &= !(1 << i.0);
+        had
+    }
+
+    pub fn contains(self, i: ConnectorIndex) -> bool {
+        self.0 & (1 << i.0) != 0
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = ConnectorIndex> {
+        (0..64u8)
+            .filter(move |i| self.0 & (1 << i) != 0)
+            .map(ConnectorIndex)
+    }
+}
+
+/// Include/exclude lists on `event.type` and `customer_code`. Empty include = everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub include_event_types: HashSet<String>,
+    pub exclude_event_types: HashSet<String>,
+    pub include_customers: HashSet<String>,
+    pub exclude_customers: HashSet<String>,
+}
+
+impl Filter {
+    pub fn accepts(&self, event: &Event) -> bool {
+        fn pass(value: Option<&str>, include: &HashSet<String>, exclude: &HashSet<String>) -> bool {
+            match value {
+                Some(v) => {
+                    (include.is_empty() || include.contains(v)) && !exclude.contains(v)
+                }
+                None => include.is_empty(),
+            }
+        }
+        pass(
+            event.event_type(),
+            &self.include_event_types,
+            &self.exclude_event_types,
+        ) && pass(
+            event.customer_code(),
+            &self.include_customers,
+            &self.exclude_customers,
+        )
+    }
+}
+
+/// One configured connector as routing sees it.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    pub enabled: bool,
+    pub filter: Filter,
+}
+
+/// Maps an event's `connector_list` to the connectors it must reach.
+pub struct Router {
+    routes: Vec<Route>,
+    by_id: HashMap<String, ConnectorIndex>,
+    defaults: TargetSet,
+    unknown: Mutex<UnknownIds>,
+}
+
+/// Counts connector ids that events name but the config lacks, and limits their log lines.
+#[derive(Default)]
+struct UnknownIds {
+    counts: HashMap<String, (u64, Option<Instant>)>,
+}
+
+const UNKNOWN_LOG_EVERY: Duration = Duration::from_secs(60);
+
+impl Router {
+    /// `routes` in connector-index order; `defaults` are the ids used when an event has no
+    /// `connector_list`.
+    pub fn new(routes: Vec<Route>, defaults: &[String]) -> Self {
+        assert!(routes.len() <= TargetSet::CAPACITY, "too many connectors");
+        let by_id = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.clone(), ConnectorIndex(i as u8)))
+            .collect::<HashMap<_, _>>();
+        let mut default_set = TargetSet::default();
+        for id in defaults {
+            if let Some(&i) = by_id.get(id) {
+                default_set.insert(i);
+            }
+        }
+        Router {
+            routes,
+            by_id,
+            defaults: default_set,
+            unknown: Mutex::default(),
+        }
+    }
+
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    pub fn index_of(&self, id: &str) -> Option<ConnectorIndex> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The enabled connectors this event must reach, after filters.
+    pub fn route(&self, event: &Event) -> TargetSet {
+        let named = match event.connector_list() {
+            Some(list) => self.resolve(list, event),
+            None => self.defaults,
+        };
+        let mut out = TargetSet::default();
+        for i in named.iter() {
+            let r = &self.routes[i.0 as usize];
+            if r.enabled && r.filter.accepts(event) {
+                out.insert(i);
+            }
+        }
+        out
+    }
+
+    fn resolve(&self, list: &str, event: &Event) -> TargetSet {
+        let mut set = TargetSet::default();
+        for id in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match self.by_id.get(id) {
+                Some(&i) => set.insert(i),
+                None => self.note_unknown(id, event),
+            }
+        }
+        set
+    }
+
+    fn note_unknown(&self, id: &str, event: &Event) {
+        let Ok(mut unknown) = self.unknown.lock() else {
+            return;
+        };
+        let entry = unknown.counts.entry(id.to_owned()).or_default();
+        entry.0 += 1;
+        let due = entry.1.is_none_or(|t| t.elapsed() >= UNKNOWN_LOG_EVERY);
+        if due {
+            entry.1 = Some(Instant::now());
+            let o = event.origin();
+            tracing::warn!(
+                connector = id,
+                topic = %o.topic,
+                partition = o.kafka_partition,
+                offset = o.offset,
+                seen = entry.0,
+                "event names a connector that is not configured; skipping that target (logged at most once a minute per id)"
+            );
+        }
+    }
+
+    /// How many events named each unknown connector id so far.
+    pub fn unknown_counts(&self) -> Vec<(String, u64)> {
+        let Ok(unknown) = self.unknown.lock() else {
+            return Vec::new();
+        };
+        let mut v: Vec<_> = unknown
+            .counts
+            .iter()
+            .map(|(k, (n, _))| (k.clone(), *n))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::event;
+
+    fn route(id: &str) -> Route {
+        Route {
+            id: id.into(),
+            enabled: true,
+            filter: Filter::default(),
+        }
+    }
+
+    fn ev(list: Option<&str>, ty: &str, customer: &str) -> Event {
+        let list = list
+            .map(|l| format!(r#""connector_list":"{l}","#))
+            .unwrap_or_default();
+        event(&format!(
+            r#"{{{list}"customer_code":"{customer}","event":{{"type":"{ty}","timestamp":1}}}}"#
+        ))
+    }
+
+    fn ids(router: &Router, set: TargetSet) -> Vec<String> {
+        set.iter()
+            .map(|i| router.routes()[i.0 as usize].id.clone())
+            .collect()
+    }
+
+    #[test]
+    fn routes_to_every_configured_id_in_the_list() {
+        let r = Router::new(vec![route("splunk"), route("dd"), route("nr")], &[]);
+        let t = r.route(&ev(Some("splunk, nr,splunk"), "heartbeat", "c"));
+        assert_eq!(ids(&r, t), ["splunk", "nr"]);
+    }
+
+    #[test]
+    fn unknown_ids_are_counted_per_id() {
+        let r = Router::new(vec![route("splunk")], &[]);
+        for _ in 0..3 {
+            r.route(&ev(Some("splunk,ghost,other"), "x", "c"));
+        }
+        assert_eq!(
+            r.unknown_counts(),
+            [("ghost".to_string(), 3), ("other".to_string(), 3)]
+        );
+    }
+
+    #[test]
+    fn disabled_connectors_and_defaults() {
+        let mut off = route("dd");
+        off.enabled = false;
+        let r = Router::new(vec![route("splunk"), off], &["splunk".into(), "dd".into()]);
+        assert_eq!(ids(&r, r.route(&ev(None, "x", "c"))), ["splunk"]);
+        assert!(r.route(&ev(Some("dd"), "x", "c")).is_empty());
+        assert!(r.route(&ev(Some(""), "x", "c")).is_empty());
+    }
+
+    #[test]
+    fn filters_on_event_type_and_customer() {
+        let mut only_stalls = route("splunk");
+        only_stalls.filter.include_event_types.insert("stall_start".into());
+        only_stalls.filter.exclude_customers.insert("blocked".into());
+        let r = Router::new(vec![only_stalls], &[]);
+        assert_eq!(r.route(&ev(Some("splunk"), "stall_start", "c")).len(), 1);
+        assert!(r.route(&ev(Some("splunk"), "heartbeat", "c")).is_empty());
+        assert!(r.route(&ev(Some("splunk"), "stall_start", "blocked")).is_empty());
+    }
+}

@@ -1,0 +1,76 @@
+//! Counters the pipeline keeps as it runs: read by the progress line, tests and (later) the
+//! metrics exporter. Plain atomics: cheap on the hot path, no locks.
+
+use crate::event::MalformedReason;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Per connector.
+#[derive(Debug, Default)]
+pub struct ConnectorStats {
+    /// Events handed to this connector.
+    pub queued: AtomicU64,
+    pub delivered: AtomicU64,
+    /// Permanently refused (by the destination, for size, or after retries ran out).
+    pub rejected: AtomicU64,
+    /// Event re-sends: one event in a retried request counts once per retry.
+    pub retried: AtomicU64,
+    pub requests: AtomicU64,
+    /// Requests that did not end in full delivery on that attempt.
+    pub failed_requests: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub in_flight_requests: AtomicU64,
+}
+
+/// A consistent-enough copy of [`ConnectorStats`] for display and assertions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnectorSnapshot {
+    pub queued: u64,
+    pub delivered: u64,
+    pub rejected: u64,
+    pub retried: u64,
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub bytes_sent: u64,
+    pub in_flight_requests: u64,
+}
+
+impl ConnectorStats {
+    pub fn snapshot(&self) -> ConnectorSnapshot {
+        ConnectorSnapshot {
+            queued: self.queued.load(Relaxed),
+            delivered: self.delivered.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            retried: self.retried.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            failed_requests: self.failed_requests.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            in_flight_requests: self.in_flight_requests.load(Relaxed),
+        }
+    }
+}
+
+/// For the input side.
+#[derive(Debug, Default)]
+pub struct SourceStats {
+    pub consumed: AtomicU64,
+    /// Parsed events that no enabled connector takes.
+    pub unrouted: AtomicU64,
+    malformed: [AtomicU64; MalformedReason::ALL.len()],
+    pub paused_partitions: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+}
+
+impl SourceStats {
+    pub fn count_malformed(&self, reason: MalformedReason) {
+        self.malformed[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn malformed(&self, reason: MalformedReason) -> u64 {
+        self.malformed[reason as usize].load(Relaxed)
+    }
+
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.iter().map(|c| c.load(Relaxed)).sum()
+    }
+}

@@ -1,0 +1,203 @@
+//! `collector_observability` timings: what each delivery cost, in the record shape the
+//! collectors already use (`time`, `metric_name`, `dimension`, `metric_value`).
+//!
+//! Semantics follow the sample's arithmetic: `time` is the start of the measured interval,
+//! `process = queue + send`, `send` spans every attempt, and there is one `call` per attempt.
+
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One HTTP call (or SDK call) of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallTiming {
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// 0 when no answer came back (timeout, connection error).
+    pub status_code: u16,
+}
+
+/// Everything measured for one delivery: a batch (or part of one) from the moment its first
+/// event was queued to its final outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryTimings {
+    pub target: Arc<str>,
+    pub events: usize,
+    pub enqueued_ms: u64,
+    pub queue_ms: u64,
+    pub send_start_ms: u64,
+    pub send_ms: u64,
+    pub process_ms: u64,
+    pub attempt_count: u32,
+    /// The last call's status.
+    pub status_code: u16,
+    pub calls: Vec<CallTiming>,
+}
+
+/// One element of `ops_metadata.collector_observability`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TimingRecord {
+    pub time: u64,
+    pub metric_name: &'static str,
+    pub dimension: Dimension,
+    pub metric_value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dimension {
+    pub target: Arc<str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_count: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+}
+
+impl DeliveryTimings {
+    /// The records in the sample's order: process, queue, send, then one call per attempt.
+    pub fn records(&self) -> Vec<TimingRecord> {
+        let dim = |attempt_count: Option<u32>, attempt: Option<u32>, status: Option<u16>| {
+            Dimension {
+                target: self.target.clone(),
+                attempt_count,
+                attempt,
+                status_code: status,
+            }
+        };
+        let mut out = Vec::with_capacity(3 + self.calls.len());
+        out.push(TimingRecord {
+            time: self.enqueued_ms,
+            metric_name: "process_duration_ms",
+            dimension: dim(Some(self.attempt_count), None, Some(self.status_code)),
+            metric_value: self.process_ms,
+        });
+        out.push(TimingRecord {
+            time: self.enqueued_ms,
+            metric_name: "queue_duration_ms",
+            dimension: dim(None, None, None),
+            metric_value: self.queue_ms,
+        });
+        out.push(TimingRecord {
+            time: self.send_start_ms,
+            metric_name: "send_duration_ms",
+            dimension: dim(Some(self.attempt_count), None, Some(self.status_code)),
+            metric_value: self.send_ms,
+        });
+        for c in &self.calls {
+            out.push(TimingRecord {
+                time: c.start_ms,
+                metric_name: "call_duration_ms",
+                dimension: dim(None, Some(c.attempt), Some(c.status_code)),
+                metric_value: c.duration_ms,
+            });
+        }
+        out
+    }
+}
+
+/// Keeps the most recent deliveries' timings where tests (and later the exporters) can see
+/// them. Bounded: old entries fall off.
+pub struct TimingRecorder {
+    recent: Mutex<VecDeque<DeliveryTimings>>,
+    capacity: usize,
+}
+
+impl TimingRecorder {
+    pub fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(TimingRecorder {
+            recent: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
+            capacity,
+        })
+    }
+
+    pub fn record(&self, t: DeliveryTimings) {
+        if let Ok(mut q) = self.recent.lock() {
+            if q.len() == self.capacity {
+                q.pop_front();
+            }
+            q.push_back(t);
+        }
+    }
+
+    /// The kept deliveries, oldest first.
+    pub fn recent(&self) -> Vec<DeliveryTimings> {
+        self.recent
+            .lock()
+            .map(|q| q.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The newest delivery to `target`.
+    pub fn latest(&self, target: &str) -> Option<DeliveryTimings> {
+        let q = self.recent.lock().ok()?;
+        q.iter().rev().find(|t| &*t.target == target).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_have_the_sample_shape() {
+        let t = DeliveryTimings {
+            target: Arc::from("splunk"),
+            events: 3,
+            enqueued_ms: 1712167311684,
+            queue_ms: 56,
+            send_start_ms: 1712167311740,
+            send_ms: 115,
+            process_ms: 171,
+            attempt_count: 1,
+            status_code: 200,
+            calls: vec![CallTiming {
+                start_ms: 1712167311740,
+                duration_ms: 115,
+                attempt: 1,
+                status_code: 200,
+            }],
+        };
+        let got = serde_json::to_value(t.records()).unwrap();
+        let sample: serde_json::Value =
+            serde_json::from_str(include_str!("../../testkit/data/sample-event.json")).unwrap();
+        let mut want = sample["ops_metadata"]["collector_observability"].clone();
+        for r in want.as_array_mut().unwrap() {
+            r["dimension"]["target"] = "splunk".into();
+        }
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn recorder_is_bounded_and_finds_latest() {
+        let r = TimingRecorder::new(2);
+        for (i, target) in ["a", "b", "a"].iter().enumerate() {
+            r.record(DeliveryTimings {
+                target: Arc::from(*target),
+                events: i,
+                enqueued_ms: 0,
+                queue_ms: 0,
+                send_start_ms: 0,
+                send_ms: 0,
+                process_ms: 0,
+                attempt_count: 1,
+                status_code: 200,
+                calls: vec![],
+            });
+        }
+        assert_eq!(r.recent().len(), 2);
+        assert_eq!(r.latest("a").unwrap().events, 2);
+        assert_eq!(r.latest("b").unwrap().events, 1);
+    }
+}
