@@ -94,8 +94,8 @@ enum Text {
 }
 
 impl Text {
-    fn from_cow(raw: &[u8], value: Option<Cow<'_, str>>) -> Self {
-        match value {
+    fn from_cow(raw: &[u8], value: Option<Str<'_>>) -> Self {
+        match value.map(|s| s.0) {
             None => Text::Absent,
             Some(Cow::Borrowed(s)) => {
                 let start = s.as_ptr() as usize - raw.as_ptr() as usize;
@@ -119,9 +119,9 @@ impl Text {
 #[derive(Deserialize)]
 struct Scan<'a> {
     #[serde(borrow, default)]
-    connector_list: Option<Cow<'a, str>>,
+    connector_list: Option<Str<'a>>,
     #[serde(borrow, default)]
-    customer_code: Option<Cow<'a, str>>,
+    customer_code: Option<Str<'a>>,
     #[serde(borrow, default)]
     event: Option<ScanEvent<'a>>,
 }
@@ -129,9 +129,32 @@ struct Scan<'a> {
 #[derive(Deserialize)]
 struct ScanEvent<'a> {
     #[serde(borrow, default, rename = "type")]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<Str<'a>>,
     #[serde(default)]
     timestamp: Option<Millis>,
+}
+
+/// A JSON string, borrowed from the input unless it had escapes. (serde's own `Cow<str>`
+/// always allocates when wrapped in `Option`.)
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
 }
 
 /// `event.timestamp`: epoch milliseconds, integer or fractional.

@@ -1,1 +1,170 @@
-//! placeholder
+//! The HTTP transport shared by the HTTP destinations: one pooled client, bodies sent as
+//! prepared bytes, transport failures mapped to the engine's [`SendError`], and `Retry-After`
+//! read once here rather than in each destination.
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::time::Duration;
+use switchyard_core::{Secret, SendError};
+
+pub use reqwest::StatusCode;
+pub use url::Url;
+
+/// A finished HTTP exchange, as the destination's classifier sees it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub body: Bytes,
+}
+
+/// A prepared request body.
+#[derive(Debug, Clone)]
+pub struct HttpBody {
+    pub bytes: Bytes,
+    /// `Content-Encoding`, e.g. `gzip`.
+    pub encoding: Option<&'static str>,
+}
+
+/// An HTTP client bound to one endpoint and its fixed headers (auth among them).
+#[derive(Clone)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+    url: Url,
+    headers: HeaderMap,
+}
+
+/// A header value could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("header {0} has characters HTTP does not allow")]
+    Invalid(&'static str),
+}
+
+impl std::fmt::Debug for HttpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // HeaderMap's Debug would print credentials.
+        f.debug_struct("HttpTransport").field("url", &self.url.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl HttpTransport {
+    pub fn new(url: Url) -> Self {
+        let client = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        HttpTransport {
+            client,
+            url,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn header(mut self, name: &'static str, value: &str) -> Result<Self, HeaderError> {
+        let v = HeaderValue::from_str(value).map_err(|_| HeaderError::Invalid(name))?;
+        self.headers.insert(HeaderName::from_static(name), v);
+        Ok(self)
+    }
+
+    /// A credential header: marked sensitive so no HTTP layer logs it.
+    pub fn secret_header(
+        mut self,
+        name: &'static str,
+        prefix: &str,
+        secret: &Secret,
+    ) -> Result<Self, HeaderError> {
+        let mut v = HeaderValue::from_str(&format!("{prefix}{}", secret.expose()))
+            .map_err(|_| HeaderError::Invalid(name))?;
+        v.set_sensitive(true);
+        self.headers.insert(HeaderName::from_static(name), v);
+        Ok(self)
+    }
+
+    pub async fn post(&self, body: &HttpBody) -> Result<HttpResponse, SendError> {
+        let mut req = self
+            .client
+            .post(self.url.clone())
+            .headers(self.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.bytes.clone());
+        if let Some(enc) = body.encoding {
+            req = req.header(reqwest::header::CONTENT_ENCODING, enc);
+        }
+        let resp = req.send().await.map_err(transport_error)?;
+        self.read(resp).await
+    }
+
+    pub async fn get(&self, url: Url) -> Result<HttpResponse, SendError> {
+        let resp = self
+            .client
+            .get(url)
+            .headers(self.headers.clone())
+            .send()
+            .await
+            .map_err(transport_error)?;
+        self.read(resp).await
+    }
+
+    async fn read(&self, resp: reqwest::Response) -> Result<HttpResponse, SendError> {
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let body = resp.bytes().await.map_err(transport_error)?;
+        Ok(HttpResponse {
+            status,
+            retry_after,
+            body,
+        })
+    }
+}
+
+/// `Retry-After` as delta-seconds. (The HTTP-date form is rare from these APIs; a date is
+/// ignored and the normal backoff applies.)
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+fn transport_error(e: reqwest::Error) -> SendError {
+    // Without the URL the message names no endpoint detail, and reqwest never prints headers.
+    let (timeout, connect, builder) = (e.is_timeout(), e.is_connect(), e.is_builder());
+    let message = e.without_url().to_string();
+    if timeout {
+        SendError::Timeout
+    } else if connect {
+        SendError::Connect(message)
+    } else {
+        SendError::Transport {
+            retryable: !builder,
+            message,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn debug_hides_headers() {
+        let t = HttpTransport::new(Url::parse("http://127.0.0.1:1/x").unwrap())
+            .secret_header("authorization", "Splunk ", &Secret::new("s3cr3t-token"))
+            .unwrap();
+        assert!(!format!("{t:?}").contains("s3cr3t"));
+    }
+}

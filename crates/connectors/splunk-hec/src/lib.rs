@@ -1,1 +1,95 @@
-//! placeholder
+//! Splunk HTTP Event Collector (HEC) destination.
+//!
+//! Only what is particular to HEC lives here: its settings ([`config`]), the envelope body
+//! ([`encode`]: concatenated `{"time":…,"event":<raw event>}` objects, the event embedded as
+//! received) and the meaning of HEC's answers ([`classify`], after Splunk's code table).
+//! Batching, retries, concurrency and acknowledgement are the core engine's.
+
+pub mod classify;
+pub mod config;
+pub mod encode;
+
+use switchyard_core::compress::{Compression, gzip};
+use switchyard_core::{BatchLimits, Connector, EncodeError, Event, SendError, Verdict};
+use switchyard_http::{HttpBody, HttpResponse, HttpTransport, Url};
+
+pub use config::HecConfig;
+use encode::Envelope;
+
+/// A configured HEC endpoint.
+#[derive(Debug)]
+pub struct SplunkHec {
+    envelope: Envelope,
+    compression: Compression,
+    transport: HttpTransport,
+}
+
+/// HEC settings that cannot make a working connector.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("endpoint: {0}")]
+    Endpoint(String),
+    #[error("token is missing")]
+    MissingToken,
+    #[error("token: {0}")]
+    Header(#[from] switchyard_http::HeaderError),
+}
+
+impl SplunkHec {
+    pub fn new(cfg: &HecConfig) -> Result<Self, BuildError> {
+        let url = cfg.event_url().map_err(BuildError::Endpoint)?;
+        let token = cfg.token.as_ref().ok_or(BuildError::MissingToken)?;
+        let transport =
+            HttpTransport::new(url).secret_header("authorization", "Splunk ", token)?;
+        Ok(SplunkHec {
+            envelope: Envelope::new(cfg),
+            compression: cfg.compression,
+            transport,
+        })
+    }
+
+    /// `GET /services/collector/health`: whether HEC is accepting data.
+    pub fn health_url(&self) -> Option<Url> {
+        self.transport.url().join(config::HEALTH_PATH).ok()
+    }
+}
+
+impl Connector for SplunkHec {
+    type Request = HttpBody;
+    type Response = HttpResponse;
+
+    fn hard_limits(&self) -> BatchLimits {
+        config::HARD_LIMITS
+    }
+
+    fn encoded_len(&self, event: &Event) -> usize {
+        self.envelope.encoded_len(event)
+    }
+
+    fn encode(&self, events: &[Event]) -> Result<HttpBody, EncodeError> {
+        let mut body = Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum());
+        self.envelope.encode(events, &mut body);
+        Ok(match self.compression {
+            Compression::Gzip => HttpBody {
+                bytes: gzip(&body).into(),
+                encoding: Some("gzip"),
+            },
+            Compression::None => HttpBody {
+                bytes: body.into(),
+                encoding: None,
+            },
+        })
+    }
+
+    fn request_size(&self, request: &HttpBody) -> usize {
+        request.bytes.len()
+    }
+
+    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
+        self.transport.post(request).await
+    }
+
+    fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict {
+        classify::classify(response, events.len())
+    }
+}

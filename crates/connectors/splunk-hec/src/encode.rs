@@ -1,0 +1,133 @@
+//! The HEC event-protocol body: one envelope object per event, concatenated (not a JSON
+//! array). The event is embedded from its raw bytes, never re-serialized; only `time` varies
+//! per event, so the rest of the envelope is rendered once.
+
+use crate::config::HecConfig;
+use std::io::Write;
+use switchyard_core::Event;
+
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// `,"host":…,"source":…,"sourcetype":…,"index":…,"event":` for the configured fields.
+    middle: Vec<u8>,
+}
+
+/// `{"time":` + the longest time we write (`18446744073709.551615`) + `}`.
+const FIXED_LEN: usize = 8 + 21 + 1;
+
+impl Envelope {
+    pub fn new(cfg: &HecConfig) -> Self {
+        let mut middle = Vec::new();
+        for (key, value) in [
+            ("host", &cfg.host),
+            ("source", &cfg.source),
+            ("sourcetype", &cfg.sourcetype),
+            ("index", &cfg.index),
+        ] {
+            if let Some(v) = value {
+                // Serializing a &str into a Vec cannot fail.
+                let quoted = serde_json::to_string(v).unwrap_or_default();
+                let _ = write!(middle, ",\"{key}\":{quoted}");
+            }
+        }
+        middle.extend_from_slice(b",\"event\":");
+        Envelope { middle }
+    }
+
+    /// An upper bound of the bytes `event` adds to a body.
+    pub fn encoded_len(&self, event: &Event) -> usize {
+        FIXED_LEN + self.middle.len() + event.raw().len()
+    }
+
+    pub fn encode(&self, events: &[Event], out: &mut Vec<u8>) {
+        for e in events {
+            out.extend_from_slice(b"{\"time\":");
+            write_epoch_seconds(out, e.timestamp_us());
+            out.extend_from_slice(&self.middle);
+            out.extend_from_slice(trim_end(e.raw()));
+            out.push(b'}');
+        }
+    }
+}
+
+/// Epoch seconds with a fraction: milliseconds when that is exact, else microseconds
+/// (Splunk keeps `_time` to the microsecond).
+fn write_epoch_seconds(out: &mut Vec<u8>, us: i64) {
+    let (secs, frac) = (us.div_euclid(1_000_000), us.rem_euclid(1_000_000));
+    let _ = if frac % 1000 == 0 {
+        write!(out, "{secs}.{:03}", frac / 1000)
+    } else {
+        write!(out, "{secs}.{frac:06}")
+    };
+}
+
+/// Trailing whitespace (a producer's newline) would be legal JSON, but keeps bodies tidy.
+fn trim_end(raw: &[u8]) -> &[u8] {
+    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    &raw[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use serde_json::Value;
+    use switchyard_core::compress::Compression;
+    use switchyard_core::{Origin, PartitionId};
+
+    fn event(json: &str) -> Event {
+        let origin = Origin {
+            partition: PartitionId(0),
+            topic: "qoe".into(),
+            kafka_partition: 0,
+            offset: 0,
+        };
+        Event::parse(Bytes::from(json.to_owned()), origin, 1 << 20).unwrap()
+    }
+
+    fn envelope(index: Option<&str>) -> Envelope {
+        Envelope::new(&HecConfig {
+            endpoint: "http://x".into(),
+            token: None,
+            index: index.map(Into::into),
+            source: Some("switchyard".into()),
+            sourcetype: Some("_json".into()),
+            host: Some("router-\"1\"".into()),
+            compression: Compression::Gzip,
+        })
+    }
+
+    #[test]
+    fn body_is_concatenated_envelopes_with_raw_event() {
+        let raw1 = r#"{"event":{"type":"play","timestamp":1712167312284},"n":1}"#;
+        let raw2 = "{\"event\":{\"timestamp\":1712167311343.687} ,\"n\":2}\n";
+        let mut out = Vec::new();
+        let env = envelope(Some("qoe"));
+        env.encode(&[event(raw1), event(raw2)], &mut out);
+        let text = std::str::from_utf8(&out).unwrap();
+        assert!(text.starts_with("{\"time\":1712167312.284,"));
+        assert!(text.contains(r#""event":{"event":{"type":"play","timestamp":1712167312284},"n":1}}{"time":1712167311.343687,"#));
+        assert!(text.contains(r#""event":{"event":{"timestamp":1712167311343.687} ,"n":2}}"#), "raw bytes embedded as-is");
+
+        let objs: Vec<Value> = serde_json::Deserializer::from_slice(&out)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(objs.len(), 2);
+        assert_eq!(objs[0]["host"], "router-\"1\"");
+        assert_eq!(objs[0]["index"], "qoe");
+        assert_eq!(objs[0]["sourcetype"], "_json");
+        assert_eq!(objs[0]["source"], "switchyard");
+        assert_eq!(objs[1]["event"]["n"], 2);
+        assert!(out.len() <= env.encoded_len(&event(raw1)) + env.encoded_len(&event(raw2)));
+    }
+
+    #[test]
+    fn unset_fields_are_left_to_the_token_defaults() {
+        let mut out = Vec::new();
+        envelope(None).encode(&[event(r#"{"event":{"timestamp":1000}}"#)], &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert!(v.get("index").is_none());
+        assert_eq!(v["time"].as_f64(), Some(1.0));
+    }
+}
