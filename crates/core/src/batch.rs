@@ -90,7 +90,9 @@ impl Batcher {
 
     /// When the open batch must be sent even if not full.
     pub fn deadline(&self) -> Option<Instant> {
-        self.open.as_ref().map(|b| b.opened_at + self.limits.max_linger)
+        self.open
+            .as_ref()
+            .map(|b| b.opened_at + self.limits.max_linger)
     }
 
     pub fn take(&mut self) -> Option<Batch> {

@@ -73,7 +73,10 @@ impl Dispatcher {
                     "malformed record skipped"
                 );
                 // Finished with no targets: the watermark moves past it in order.
-                let _ = self.acker.lock().register(partition, offset, TargetSet::default());
+                let _ = self
+                    .acker
+                    .lock()
+                    .register(partition, offset, TargetSet::default());
                 return Accepted::Malformed(bad);
             }
         };

@@ -190,7 +190,12 @@ impl<C: Connector> Shared<C> {
     }
 
     /// Sends `events` until each is delivered or rejected, retrying by the policy.
-    async fn deliver_group(&self, events: Vec<Event>, opened_at: Instant, opened_ms: u64) -> GroupEnd {
+    async fn deliver_group(
+        &self,
+        events: Vec<Event>,
+        opened_at: Instant,
+        opened_ms: u64,
+    ) -> GroupEnd {
         let count = events.len();
         let mut pending = events;
         let mut schedule = self.settings.retry.schedule();
@@ -224,7 +229,9 @@ impl<C: Connector> Shared<C> {
                     break;
                 }
                 Outcome::Split => {
-                    let reason = format!("destination refused a request of this one event as too large (status {status})");
+                    let reason = format!(
+                        "destination refused a request of this one event as too large (status {status})"
+                    );
                     self.finish_rejected(with_reason(pending, &reason));
                     break;
                 }
@@ -234,7 +241,10 @@ impl<C: Connector> Shared<C> {
                     if pending.is_empty() {
                         break;
                     }
-                    format!("{} events of the request to retry (status {status})", pending.len())
+                    format!(
+                        "{} events of the request to retry (status {status})",
+                        pending.len()
+                    )
                 }
             };
             self.stats.retried.fetch_add(pending.len() as u64, Relaxed);
@@ -245,7 +255,8 @@ impl<C: Connector> Shared<C> {
                 }
                 Err(exhausted) => {
                     self.stats.retried.fetch_sub(pending.len() as u64, Relaxed);
-                    let reason = format!("retries exhausted ({exhausted:?}); last failure: {reason}");
+                    let reason =
+                        format!("retries exhausted ({exhausted:?}); last failure: {reason}");
                     self.finish_rejected(with_reason(pending, &reason));
                     break;
                 }
@@ -287,10 +298,18 @@ impl<C: Connector> Shared<C> {
                 self.stats.bytes_sent.fetch_add(size, Relaxed);
                 self.connector.classify(&response, events)
             }
-            Ok(Err(e)) if e.is_retryable() => {
-                Verdict::new(0, Outcome::Retry { reason: e.to_string() })
-            }
-            Ok(Err(e)) => Verdict::new(0, Outcome::Reject { reason: e.to_string() }),
+            Ok(Err(e)) if e.is_retryable() => Verdict::new(
+                0,
+                Outcome::Retry {
+                    reason: e.to_string(),
+                },
+            ),
+            Ok(Err(e)) => Verdict::new(
+                0,
+                Outcome::Reject {
+                    reason: e.to_string(),
+                },
+            ),
             Err(_) => Verdict::new(
                 0,
                 Outcome::Retry {
@@ -365,7 +384,9 @@ impl<C: Connector> Shared<C> {
         if rejected.len() > LOGGED {
             tracing::warn!(connector = %self.id, more = rejected.len() - LOGGED, "more events of the same request rejected");
         }
-        self.stats.rejected.fetch_add(rejected.len() as u64, Relaxed);
+        self.stats
+            .rejected
+            .fetch_add(rejected.len() as u64, Relaxed);
         let events: Vec<Event> = rejected.into_iter().map(|(e, _)| e).collect();
         self.acker.complete(self.index, &events);
     }

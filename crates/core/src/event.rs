@@ -198,7 +198,9 @@ impl Event {
             });
         }
         let scan: Scan<'_> = serde_json::from_slice(&raw).map_err(|e| classify(&raw, e))?;
-        let event = scan.event.ok_or_else(|| missing_timestamp("no `event` object"))?;
+        let event = scan
+            .event
+            .ok_or_else(|| missing_timestamp("no `event` object"))?;
         let ts = event
             .timestamp
             .ok_or_else(|| missing_timestamp("no `event.timestamp`"))?;
@@ -349,7 +351,10 @@ pub(crate) mod tests {
         assert_eq!(reason(""), MalformedReason::Empty);
         assert_eq!(reason("  \n"), MalformedReason::Empty);
         assert_eq!(reason("not json"), MalformedReason::NotJson);
-        assert_eq!(reason(r#"{"event":{"timestamp":1}"#), MalformedReason::NotJson);
+        assert_eq!(
+            reason(r#"{"event":{"timestamp":1}"#),
+            MalformedReason::NotJson
+        );
         assert_eq!(
             reason(r#"{"event":{"timestamp":1}} trailing"#),
             MalformedReason::NotJson
@@ -366,7 +371,10 @@ pub(crate) mod tests {
             reason(r#"{"event":{"timestamp":1},"connector_list":5}"#),
             MalformedReason::InvalidField
         );
-        let big = format!(r#"{{"event":{{"timestamp":1}},"pad":"{}"}}"#, "x".repeat(100));
+        let big = format!(
+            r#"{{"event":{{"timestamp":1}},"pad":"{}"}}"#,
+            "x".repeat(100)
+        );
         let err = Event::parse(Bytes::from(big), origin(0), 64).unwrap_err();
         assert_eq!(err.reason, MalformedReason::Oversize);
     }

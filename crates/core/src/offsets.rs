@@ -66,7 +66,11 @@ impl OffsetTracker {
             .partitions
             .get_mut(&p)
             .ok_or(RegisterError::NotAssigned)?;
-        let last = t.entries.back().map(|e| e.offset).or(t.watermark.map(|w| w - 1));
+        let last = t
+            .entries
+            .back()
+            .map(|e| e.offset)
+            .or(t.watermark.map(|w| w - 1));
         if let Some(last) = last.filter(|l| offset <= *l) {
             return Err(RegisterError::NotAscending { offset, last });
         }

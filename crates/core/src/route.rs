@@ -59,9 +59,7 @@ impl Filter {
     pub fn accepts(&self, event: &Event) -> bool {
         fn pass(value: Option<&str>, include: &HashSet<String>, exclude: &HashSet<String>) -> bool {
             match value {
-                Some(v) => {
-                    (include.is_empty() || include.contains(v)) && !exclude.contains(v)
-                }
+                Some(v) => (include.is_empty() || include.contains(v)) && !exclude.contains(v),
                 None => include.is_empty(),
             }
         }
@@ -256,11 +254,20 @@ mod tests {
     #[test]
     fn filters_on_event_type_and_customer() {
         let mut only_stalls = route("splunk");
-        only_stalls.filter.include_event_types.insert("stall_start".into());
-        only_stalls.filter.exclude_customers.insert("blocked".into());
+        only_stalls
+            .filter
+            .include_event_types
+            .insert("stall_start".into());
+        only_stalls
+            .filter
+            .exclude_customers
+            .insert("blocked".into());
         let r = Router::new(vec![only_stalls], &[]);
         assert_eq!(r.route(&ev(Some("splunk"), "stall_start", "c")).len(), 1);
         assert!(r.route(&ev(Some("splunk"), "heartbeat", "c")).is_empty());
-        assert!(r.route(&ev(Some("splunk"), "stall_start", "blocked")).is_empty());
+        assert!(
+            r.route(&ev(Some("splunk"), "stall_start", "blocked"))
+                .is_empty()
+        );
     }
 }

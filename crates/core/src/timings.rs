@@ -68,14 +68,13 @@ pub struct Dimension {
 impl DeliveryTimings {
     /// The records in the sample's order: process, queue, send, then one call per attempt.
     pub fn records(&self) -> Vec<TimingRecord> {
-        let dim = |attempt_count: Option<u32>, attempt: Option<u32>, status: Option<u16>| {
-            Dimension {
+        let dim =
+            |attempt_count: Option<u32>, attempt: Option<u32>, status: Option<u16>| Dimension {
                 target: self.target.clone(),
                 attempt_count,
                 attempt,
                 status_code: status,
-            }
-        };
+            };
         let mut out = Vec::with_capacity(3 + self.calls.len());
         out.push(TimingRecord {
             time: self.enqueued_ms,

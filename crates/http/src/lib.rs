@@ -44,7 +44,9 @@ pub enum HeaderError {
 impl std::fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // HeaderMap's Debug would print credentials.
-        f.debug_struct("HttpTransport").field("url", &self.url.as_str()).finish_non_exhaustive()
+        f.debug_struct("HttpTransport")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
     }
 }
 

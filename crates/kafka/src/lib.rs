@@ -1,1 +1,16 @@
-//! placeholder
+//! The Kafka side of switchyard: an at-least-once consumer group member.
+//!
+//! It reads records, hands them to the core's [`Dispatcher`], and commits each partition's
+//! watermark (from the core's [`Acker`]) periodically, when a partition is revoked (after
+//! letting its in-flight deliveries finish, up to a timeout) and at shutdown. Offsets are
+//! stored manually; nothing is committed that some destination still owes. A partition with
+//! too much unfinished work is paused rather than buffered.
+//!
+//! The consumer runs on its own thread with librdkafka's `BaseConsumer`, so rebalance
+//! callbacks, which must block while a revoked partition drains, block only that thread.
+
+mod context;
+mod source;
+
+pub use source::{Source, SourceConfig, SourceError, SourceExit};
+pub use switchyard_core::{Acker, Dispatcher};

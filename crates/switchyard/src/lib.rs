@@ -1,1 +1,11 @@
-//! placeholder
+//! The switchyard daemon as a library: settings, the pipeline that wires the core, the Kafka
+//! source and the destinations together, and the embedded demo. `main.rs` is only the CLI.
+
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod pipeline;
+pub mod progress;
+pub mod settings;
+
+pub use pipeline::{Pipeline, Progress};
+pub use settings::Settings;

@@ -1,1 +1,200 @@
-fn main() {}
+//! `switchyard`: route QoE events from Kafka to observability destinations.
+
+use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use switchyard::settings::{Settings, env_lookup};
+use switchyard::{Pipeline, progress};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Routes streaming-video QoE events from Kafka to Splunk HEC and other destinations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume from the configured Kafka cluster and deliver until SIGTERM/SIGINT.
+    Run {
+        #[arg(
+            long,
+            short,
+            default_value = "connectors.toml",
+            env = "SWITCHYARD_CONFIG"
+        )]
+        config: String,
+    },
+    /// Check a configuration file; lists every problem and exits 2 if there are any.
+    Validate {
+        #[arg(
+            long,
+            short,
+            default_value = "connectors.toml",
+            env = "SWITCHYARD_CONFIG"
+        )]
+        config: String,
+    },
+    /// Run the config against an embedded broker, generated events and local stand-ins.
+    #[cfg(feature = "demo")]
+    Demo {
+        #[arg(long, short, default_value = "connectors.toml")]
+        config: String,
+        /// Events per second to generate.
+        #[arg(long, default_value_t = 2000)]
+        rate: u64,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        /// Stop by itself after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration_secs: Option<u64>,
+    },
+}
+
+fn init_logging() {
+    let filter =
+        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let plain = match std::env::var("SWITCHYARD_LOG_FORMAT").as_deref() {
+        Ok("json") => false,
+        Ok("plain") => true,
+        // JSON for log collectors (containers), plain for people at a terminal.
+        _ => std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if plain {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Validate { config } => validate(&config),
+        Command::Run { config } => run(&config).await,
+        #[cfg(feature = "demo")]
+        Command::Demo {
+            config,
+            rate,
+            partitions,
+            duration_secs,
+        } => {
+            let opts = switchyard::demo::DemoOptions {
+                rate,
+                partitions,
+                malformed_every: 10_000,
+            };
+            let stop = async move {
+                match duration_secs {
+                    Some(s) => {
+                        tokio::select! { _ = shutdown_signal() => {}, _ = tokio::time::sleep(Duration::from_secs(s)) => {} }
+                    }
+                    None => shutdown_signal().await,
+                }
+            };
+            match switchyard::demo::run(&config, opts, stop).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn validate(path: &str) -> ExitCode {
+    match Settings::load(path, &env_lookup) {
+        Ok(s) => {
+            let enabled: Vec<&str> = s
+                .connectors
+                .iter()
+                .filter(|c| c.enabled)
+                .map(|c| c.id.as_str())
+                .collect();
+            println!(
+                "{path}: ok ({} connector(s), enabled: {})",
+                s.connectors.len(),
+                enabled.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(invalid) => {
+            eprint!("{path}: {invalid}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(path: &str) -> ExitCode {
+    let settings = match Settings::load(path, &env_lookup) {
+        Ok(s) => s,
+        Err(invalid) => {
+            eprint!("{path}: {invalid}");
+            return ExitCode::from(2);
+        }
+    };
+    let pipeline = match Pipeline::start(&settings) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "could not start");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "switchyard running");
+    let started = Instant::now();
+    let every = Duration::from_secs(30);
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    let mut before = pipeline.progress();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = ticker.tick() => {
+                let now = pipeline.progress();
+                tracing::info!(progress = %progress::line(&now, &before, started.elapsed(), every), "progress");
+                before = now;
+            }
+        }
+    }
+    tracing::info!("signal received; shutting down");
+    let clean = pipeline.shutdown().await;
+    tracing::info!(clean, "stopped");
+    ExitCode::SUCCESS
+}
+
+/// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! { _ = term.recv() => {}, _ = tokio::signal::ctrl_c() => {} }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

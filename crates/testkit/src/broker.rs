@@ -29,7 +29,9 @@ impl Broker {
         match std::env::var("SWITCHYARD_TEST_KAFKA").as_deref() {
             Ok("testcontainers") => Self::container(),
             Ok("mock") | Ok("") | Err(_) => Self::mock(),
-            Ok(other) => Err(format!("SWITCHYARD_TEST_KAFKA={other:?}: expected mock or testcontainers")),
+            Ok(other) => Err(format!(
+                "SWITCHYARD_TEST_KAFKA={other:?}: expected mock or testcontainers"
+            )),
         }
     }
 
@@ -55,7 +57,10 @@ impl Broker {
 
     #[cfg(not(feature = "testcontainers"))]
     fn container() -> Result<Broker, BrokerError> {
-        Err("SWITCHYARD_TEST_KAFKA=testcontainers needs the testkit's `testcontainers` feature".into())
+        Err(
+            "SWITCHYARD_TEST_KAFKA=testcontainers needs the testkit's `testcontainers` feature"
+                .into(),
+        )
     }
 
     pub fn bootstrap_servers(&self) -> &str {
@@ -73,7 +78,9 @@ impl Broker {
 
     pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), BrokerError> {
         match &self.kind {
-            Kind::Mock(m) => m.create_topic(name, partitions, 1).map_err(|e| e.to_string()),
+            Kind::Mock(m) => m
+                .create_topic(name, partitions, 1)
+                .map_err(|e| e.to_string()),
             #[cfg(feature = "testcontainers")]
             Kind::Container(c) => c.create_topic(name, partitions),
         }
@@ -92,14 +99,21 @@ impl Broker {
     pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = (i32, Vec<u8>)>) {
         let p = self.producer();
         for (partition, payload) in records {
-            let mut record = BaseRecord::<(), [u8]>::to(topic).partition(partition).payload(&payload);
+            let mut record = BaseRecord::<(), [u8]>::to(topic)
+                .partition(partition)
+                .payload(&payload);
             loop {
                 match p.send(record) {
                     Ok(()) => break,
                     Err((e, r)) => {
                         // Queue full: let deliveries drain, then try again.
                         assert!(
-                            matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                            matches!(
+                                e,
+                                rdkafka::error::KafkaError::MessageProduction(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull
+                                )
+                            ),
                             "produce failed: {e}"
                         );
                         p.poll(Duration::from_millis(10));
@@ -109,7 +123,8 @@ impl Broker {
             }
             p.poll(Duration::ZERO);
         }
-        p.flush(Duration::from_secs(60)).expect("all records reach the broker");
+        p.flush(Duration::from_secs(60))
+            .expect("all records reach the broker");
     }
 }
 
@@ -119,8 +134,8 @@ mod containers {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
-    use testcontainers_modules::testcontainers::runners::SyncRunner;
     use testcontainers_modules::testcontainers::Container;
+    use testcontainers_modules::testcontainers::runners::SyncRunner;
 
     pub struct Running {
         _container: Container<Kafka>,
@@ -129,7 +144,9 @@ mod containers {
 
     pub fn start() -> Result<Running, String> {
         let container = Kafka::default().start().map_err(|e| e.to_string())?;
-        let port = container.get_host_port_ipv4(KAFKA_PORT).map_err(|e| e.to_string())?;
+        let port = container
+            .get_host_port_ipv4(KAFKA_PORT)
+            .map_err(|e| e.to_string())?;
         Ok(Running {
             _container: container,
             bootstrap: format!("127.0.0.1:{port}"),

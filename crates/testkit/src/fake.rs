@@ -63,7 +63,11 @@ pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, Strin
 }
 
 /// Waits until `check` holds, re-checking whenever `notify` fires. False on timeout.
-pub async fn wait_until(notify: &Notify, timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub async fn wait_until(
+    notify: &Notify,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let notified = notify.notified();

@@ -6,8 +6,16 @@ use serde_json::Value;
 const SAMPLE: &str = include_str!("../data/sample-event.json");
 
 const TYPES: [&str; 10] = [
-    "playback_start", "heartbeat", "heartbeat", "heartbeat", "stall_start", "stall_end",
-    "rendition_change", "pause", "resume", "webrtc_stats",
+    "playback_start",
+    "heartbeat",
+    "heartbeat",
+    "heartbeat",
+    "stall_start",
+    "stall_end",
+    "rendition_change",
+    "pause",
+    "resume",
+    "webrtc_stats",
 ];
 
 const CUSTOMERS: [&str; 5] = ["486a1f", "77be02", "c0ffee", "d15ea5", "0ba5ed"];
@@ -54,7 +62,9 @@ impl Generator {
         e["event"]["type"] = kind.into();
         e["event"]["timestamp"] = (self.base_ts + self.seq * 17).into();
         e["customer_code"] = CUSTOMERS[self.rng.usize(..CUSTOMERS.len())].into();
-        e["connector_list"] = self.lists[self.rng.usize(..self.lists.len())].clone().into();
+        e["connector_list"] = self.lists[self.rng.usize(..self.lists.len())]
+            .clone()
+            .into();
         e["event"]["metrics"]["event_count"] = self.seq.into();
         if kind != "webrtc_stats" {
             // Only WebRTC stats carry the large `custom` block: sizes vary like real traffic.
@@ -82,7 +92,10 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 200);
         let sizes: Vec<usize> = events.iter().map(|(_, b)| b.len()).collect();
-        assert!(sizes.iter().any(|s| *s > 4000) && sizes.iter().any(|s| *s < 3300), "{sizes:?}");
+        assert!(
+            sizes.iter().any(|s| *s > 4000) && sizes.iter().any(|s| *s < 3300),
+            "{sizes:?}"
+        );
         let v: Value = serde_json::from_slice(&events[0].1).unwrap();
         assert_eq!(v["event_id"], "t-0");
         assert!(["a,b", "b"].contains(&v["connector_list"].as_str().unwrap()));

@@ -26,7 +26,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn busy() -> Reply {
-        Reply { status: 503, code: 9, text: "Server is busy", retry_after: None }
+        Reply {
+            status: 503,
+            code: 9,
+            text: "Server is busy",
+            retry_after: None,
+        }
     }
     pub fn queue_full(retry_after: Option<u64>) -> Reply {
         Reply {
@@ -171,11 +176,22 @@ impl FakeHec {
 
     /// Waits until `check` holds over the requests seen so far.
     pub async fn wait_for_seen(&self, timeout: Duration, check: impl Fn(&[Seen]) -> bool) -> bool {
-        wait_until(&self.state.notify, timeout, || check(&self.state.seen.lock().unwrap())).await
+        wait_until(&self.state.notify, timeout, || {
+            check(&self.state.seen.lock().unwrap())
+        })
+        .await
     }
 }
 
-const ENVELOPE_KEYS: [&str; 7] = ["time", "host", "source", "sourcetype", "index", "event", "fields"];
+const ENVELOPE_KEYS: [&str; 7] = [
+    "time",
+    "host",
+    "source",
+    "sourcetype",
+    "index",
+    "event",
+    "fields",
+];
 
 fn answer(status: u16, code: i64, text: &str, extra: Option<(&str, usize)>) -> Response {
     let mut body = json!({"text": text, "code": code});
@@ -183,23 +199,51 @@ fn answer(status: u16, code: i64, text: &str, extra: Option<(&str, usize)>) -> R
         body[k] = json!(v);
     }
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
-async fn handle(State(hec): State<Arc<Hec>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(hec): State<Arc<Hec>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path();
     if path == "/services/collector/health" || path == "/services/collector/health/1.0" {
         return answer(200, 17, "HEC is healthy", None);
     }
-    if !matches!(path, "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0") {
-        return answer(404, 404, "The requested URL was not found on this server.", None);
+    if !matches!(
+        path,
+        "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0"
+    ) {
+        return answer(
+            404,
+            404,
+            "The requested URL was not found on this server.",
+            None,
+        );
     }
     if method != Method::POST {
         return answer(405, 405, "Method Not Allowed", None);
     }
-    let gzip = headers.get("content-encoding").and_then(|v| v.to_str().ok()) == Some("gzip");
+    let gzip = headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        == Some("gzip");
     let (status, code, envelopes, resp) = hec.ingest(&headers, &body);
-    hec.seen.lock().unwrap().push(Seen { status, code, envelopes, gzip, body_bytes: body.len() });
+    hec.seen.lock().unwrap().push(Seen {
+        status,
+        code,
+        envelopes,
+        gzip,
+        body_bytes: body.len(),
+    });
     hec.notify.notify_waiters();
     resp
 }
@@ -211,7 +255,9 @@ impl Hec {
 
     /// Returns (status, code, envelopes parsed, response).
     fn ingest(&self, headers: &HeaderMap, body: &[u8]) -> (u16, i64, usize, Response) {
-        let done = |status: u16, code: i64, text: &str| (status, code, 0, answer(status, code, text, None));
+        let done = |status: u16, code: i64, text: &str| {
+            (status, code, 0, answer(status, code, text, None))
+        };
         match headers.get("authorization").and_then(|v| v.to_str().ok()) {
             None => return done(401, 2, "Token is required"),
             Some(a) => match a.strip_prefix("Splunk ") {
@@ -228,12 +274,20 @@ impl Hec {
             return (r.status, r.code, 0, resp);
         }
         if body.len() > self.max_content_length {
-            return done(413, 413, "Content-Length of the request exceeds max_content_length");
+            return done(
+                413,
+                413,
+                "Content-Length of the request exceeds max_content_length",
+            );
         }
-        let encoding = headers.get("content-encoding").and_then(|v| v.to_str().ok());
+        let encoding = headers
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok());
         let body = match decode_body(encoding, body) {
             Ok(b) => b,
-            Err(e) if e.starts_with("unsupported") => return done(415, 415, "Unsupported Media Type"),
+            Err(e) if e.starts_with("unsupported") => {
+                return done(415, 415, "Unsupported Media Type");
+            }
             Err(_) => return done(400, 6, "Invalid data format"),
         };
         if body.iter().all(u8::is_ascii_whitespace) {
@@ -241,7 +295,10 @@ impl Hec {
         }
         let mut accepted = Vec::new();
         let mut failure = None;
-        for (i, item) in serde_json::Deserializer::from_slice(&body).into_iter::<Value>().enumerate() {
+        for (i, item) in serde_json::Deserializer::from_slice(&body)
+            .into_iter::<Value>()
+            .enumerate()
+        {
             match self.check_envelope(item) {
                 Ok(v) => accepted.push(v),
                 Err((code, text)) => {
@@ -258,15 +315,26 @@ impl Hec {
         self.indexed_count.fetch_add(n, Relaxed);
         match failure {
             None => (200, 0, parsed, answer(200, 0, "Success", None)),
-            Some((i, code, text)) => (400, code, parsed, answer(400, code, text, Some(("invalid-event-number", i)))),
+            Some((i, code, text)) => (
+                400,
+                code,
+                parsed,
+                answer(400, code, text, Some(("invalid-event-number", i))),
+            ),
         }
     }
 
     /// Splunk's per-object rules, made strict: what Splunk would silently mangle is refused
     /// here and recorded as a violation.
-    fn check_envelope(&self, item: Result<Value, serde_json::Error>) -> Result<Value, (i64, &'static str)> {
+    fn check_envelope(
+        &self,
+        item: Result<Value, serde_json::Error>,
+    ) -> Result<Value, (i64, &'static str)> {
         let Ok(Value::Object(obj)) = item else {
-            self.violation("body element is not a JSON object (HEC wants concatenated objects, not an array)".into());
+            self.violation(
+                "body element is not a JSON object (HEC wants concatenated objects, not an array)"
+                    .into(),
+            );
             return Err((6, "Invalid data format"));
         };
         if let Some(k) = obj.keys().find(|k| !ENVELOPE_KEYS.contains(&k.as_str())) {
@@ -275,7 +343,9 @@ impl Hec {
         }
         match obj.get("event") {
             None => return Err((12, "Event field is required")),
-            Some(Value::String(s)) if s.trim().is_empty() => return Err((13, "Event field cannot be blank")),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err((13, "Event field cannot be blank"));
+            }
             Some(Value::Null) | Some(Value::Bool(false)) => return Err((6, "Invalid data format")),
             Some(_) => {}
         }
@@ -295,13 +365,20 @@ impl Hec {
                 return Err((6, "Invalid data format"));
             }
         }
-        if let (Some(allowed), Some(index)) = (&self.indexes, obj.get("index").and_then(Value::as_str))
+        if let (Some(allowed), Some(index)) =
+            (&self.indexes, obj.get("index").and_then(Value::as_str))
             && !allowed.contains(index)
         {
             return Err((7, "Incorrect index"));
         }
         let obj = Value::Object(obj);
-        if self.poison.lock().unwrap().as_ref().is_some_and(|bad| bad(&obj)) {
+        if self
+            .poison
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|bad| bad(&obj))
+        {
             return Err((6, "Invalid data format"));
         }
         Ok(obj)

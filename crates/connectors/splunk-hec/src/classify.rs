@@ -20,7 +20,13 @@ pub fn classify(response: &HttpResponse, sent: usize) -> Verdict {
     let reply: Reply = serde_json::from_slice(&response.body).unwrap_or_default();
     let why = || match reply.code {
         Some(code) => format!("HEC {status} code {code}: {}", reply.text),
-        None => format!("HEC {status}: {}", String::from_utf8_lossy(&response.body).chars().take(200).collect::<String>()),
+        None => format!(
+            "HEC {status}: {}",
+            String::from_utf8_lossy(&response.body)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        ),
     };
     let outcome = match status {
         200..=299 => Outcome::Delivered,
@@ -74,22 +80,40 @@ mod tests {
 
     #[test]
     fn success() {
-        assert_eq!(outcome(200, r#"{"text":"Success","code":0}"#, 3), Outcome::Delivered);
+        assert_eq!(
+            outcome(200, r#"{"text":"Success","code":0}"#, 3),
+            Outcome::Delivered
+        );
     }
 
     #[test]
     fn retryable_codes() {
         for (status, code) in [(503, 9), (500, 8), (503, 23), (429, 26), (429, 27)] {
             let body = format!(r#"{{"text":"x","code":{code}}}"#);
-            assert!(matches!(outcome(status, &body, 1), Outcome::Retry { .. }), "{status}/{code}");
+            assert!(
+                matches!(outcome(status, &body, 1), Outcome::Retry { .. }),
+                "{status}/{code}"
+            );
         }
-        assert!(matches!(outcome(502, "<html>bad gateway</html>", 1), Outcome::Retry { .. }));
+        assert!(matches!(
+            outcome(502, "<html>bad gateway</html>", 1),
+            Outcome::Retry { .. }
+        ));
         assert!(matches!(outcome(501, "", 1), Outcome::Reject { .. }));
     }
 
     #[test]
     fn token_and_config_errors_reject() {
-        for (status, code) in [(401, 2), (401, 3), (403, 4), (403, 1), (400, 5), (400, 10), (400, 14), (404, 404)] {
+        for (status, code) in [
+            (401, 2),
+            (401, 3),
+            (403, 4),
+            (403, 1),
+            (400, 5),
+            (400, 10),
+            (400, 14),
+            (404, 404),
+        ] {
             let body = format!(r#"{{"text":"nope","code":{code}}}"#);
             let Outcome::Reject { reason } = outcome(status, &body, 2) else {
                 panic!("{status}/{code} should reject")
@@ -100,8 +124,14 @@ mod tests {
 
     #[test]
     fn invalid_event_number_splits_prefix_bad_suffix() {
-        let o = outcome(400, r#"{"text":"Invalid data format","code":6,"invalid-event-number":1}"#, 4);
-        let Outcome::Partial(v) = o else { panic!("expected partial") };
+        let o = outcome(
+            400,
+            r#"{"text":"Invalid data format","code":6,"invalid-event-number":1}"#,
+            4,
+        );
+        let Outcome::Partial(v) = o else {
+            panic!("expected partial")
+        };
         assert_eq!(v[0], EventVerdict::Delivered);
         assert!(matches!(&v[1], EventVerdict::Reject { reason } if reason.contains("code 6")));
         assert_eq!(&v[2..], [EventVerdict::Retry, EventVerdict::Retry]);

@@ -54,7 +54,10 @@ impl HecConfig {
     pub fn event_url(&self) -> Result<Url, String> {
         let base = Url::parse(&self.endpoint).map_err(|e| format!("{e}: {:?}", self.endpoint))?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!("scheme must be http or https, not {:?}", base.scheme()));
+            return Err(format!(
+                "scheme must be http or https, not {:?}",
+                base.scheme()
+            ));
         }
         if base.host_str().is_none() {
             return Err("URL has no host".into());
@@ -96,14 +99,20 @@ mod tests {
     #[test]
     fn event_url_is_under_the_endpoint() {
         let c = cfg("https://splunk:8088", Some("t"));
-        assert_eq!(c.event_url().unwrap().as_str(), "https://splunk:8088/services/collector/event");
+        assert_eq!(
+            c.event_url().unwrap().as_str(),
+            "https://splunk:8088/services/collector/event"
+        );
         assert!(c.problems().is_empty());
     }
 
     #[test]
     fn problems_are_all_listed() {
         let p = cfg("ftp://x", None).problems();
-        assert_eq!(p.iter().map(|(k, _)| *k).collect::<Vec<_>>(), ["endpoint", "token"]);
+        assert_eq!(
+            p.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ["endpoint", "token"]
+        );
         assert_eq!(cfg("not a url", Some(" ")).problems().len(), 2);
     }
 }

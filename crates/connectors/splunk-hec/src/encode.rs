@@ -63,7 +63,10 @@ fn write_epoch_seconds(out: &mut Vec<u8>, us: i64) {
 
 /// Trailing whitespace (a producer's newline) would be legal JSON, but keeps bodies tidy.
 fn trim_end(raw: &[u8]) -> &[u8] {
-    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let end = raw
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
     &raw[..end]
 }
 
@@ -107,7 +110,10 @@ mod tests {
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.starts_with("{\"time\":1712167312.284,"));
         assert!(text.contains(r#""event":{"event":{"type":"play","timestamp":1712167312284},"n":1}}{"time":1712167311.343687,"#));
-        assert!(text.contains(r#""event":{"event":{"timestamp":1712167311343.687} ,"n":2}}"#), "raw bytes embedded as-is");
+        assert!(
+            text.contains(r#""event":{"event":{"timestamp":1712167311343.687} ,"n":2}}"#),
+            "raw bytes embedded as-is"
+        );
 
         let objs: Vec<Value> = serde_json::Deserializer::from_slice(&out)
             .into_iter::<Value>()

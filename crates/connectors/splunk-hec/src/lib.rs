@@ -39,8 +39,7 @@ impl SplunkHec {
     pub fn new(cfg: &HecConfig) -> Result<Self, BuildError> {
         let url = cfg.event_url().map_err(BuildError::Endpoint)?;
         let token = cfg.token.as_ref().ok_or(BuildError::MissingToken)?;
-        let transport =
-            HttpTransport::new(url).secret_header("authorization", "Splunk ", token)?;
+        let transport = HttpTransport::new(url).secret_header("authorization", "Splunk ", token)?;
         Ok(SplunkHec {
             envelope: Envelope::new(cfg),
             compression: cfg.compression,

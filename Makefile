@@ -1,0 +1,32 @@
+# switchyard — the two commands that matter: `make run` and `make test`.
+CARGO ?= cargo
+
+.PHONY: run test check fmt lint bench build validate clean
+
+## Run the router with connectors.toml on an embedded broker, generated events and local
+## stand-ins. No accounts, no services. Ctrl-C stops it.
+run:
+	$(CARGO) run -p switchyard -- demo --config connectors.toml
+
+## Build and run the whole suite: unit, integration (mock Kafka cluster + strict fakes),
+## formatting, lints, the testcontainers feature build and the config check.
+test: lint
+	$(CARGO) test --workspace --all-targets
+	$(CARGO) check -p switchyard-testkit --features testcontainers
+	SPLUNK_HEC_TOKEN=ci-check $(CARGO) run -q -p switchyard -- validate --config connectors.toml
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+build:
+	$(CARGO) build --release -p switchyard
+
+validate:
+	$(CARGO) run -q -p switchyard -- validate --config connectors.toml
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,202 @@
+//! Partition bookkeeping and the rebalance callbacks.
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use switchyard_core::{Acker, PartitionId, SourceStats};
+
+/// A Kafka partition by name.
+pub type TopicPartition = (Arc<str>, i32);
+
+/// The partitions this member owns now, each under a fresh [`PartitionId`] per assignment.
+#[derive(Default)]
+pub struct Assigned {
+    /// Keyed by topic first so a lookup by `&str` allocates nothing.
+    by_name: HashMap<Arc<str>, HashMap<i32, PartitionId>>,
+    by_id: HashMap<PartitionId, TopicPartition>,
+    next: u32,
+}
+
+impl Assigned {
+    /// The id of a partition, and the shared topic name to put in origins.
+    pub fn id(&self, topic: &str, partition: i32) -> Option<(PartitionId, Arc<str>)> {
+        let (name, parts) = self.by_name.get_key_value(topic)?;
+        parts.get(&partition).map(|id| (*id, name.clone()))
+    }
+
+    pub fn name(&self, id: PartitionId) -> Option<&TopicPartition> {
+        self.by_id.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn add(&mut self, topic: &str, partition: i32) -> PartitionId {
+        let id = PartitionId(self.next);
+        self.next += 1;
+        let name: Arc<str> = match self.by_name.get_key_value(topic) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(topic),
+        };
+        self.by_name
+            .entry(name.clone())
+            .or_default()
+            .insert(partition, id);
+        self.by_id.insert(id, (name, partition));
+        id
+    }
+
+    fn remove(&mut self, topic: &str, partition: i32) -> Option<PartitionId> {
+        let id = self.by_name.get_mut(topic)?.remove(&partition)?;
+        self.by_id.remove(&id);
+        Some(id)
+    }
+}
+
+pub struct Shared {
+    pub acker: Arc<Acker>,
+    pub stats: Arc<SourceStats>,
+    pub assigned: Mutex<Assigned>,
+    /// Last committed offset per partition, for observers (tests, metrics).
+    pub committed: Mutex<HashMap<(String, i32), i64>>,
+    pub revoke_drain_timeout: Duration,
+    /// Set when simulating a crash: nothing more is committed, even on revoke.
+    pub crashed: AtomicBool,
+}
+
+impl Shared {
+    pub fn assigned(&self) -> MutexGuard<'_, Assigned> {
+        self.assigned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Commits `points` synchronously and records them; false if Kafka refused.
+    pub fn commit(&self, consumer: &BaseConsumer<Context>, points: &[(PartitionId, i64)]) -> bool {
+        if points.is_empty() || self.crashed.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut tpl = TopicPartitionList::new();
+        let mut named = Vec::with_capacity(points.len());
+        {
+            let assigned = self.assigned();
+            for (id, offset) in points {
+                if let Some((topic, partition)) = assigned.name(*id) {
+                    // Infallible for a non-negative offset on a fresh list.
+                    let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+                    named.push((*id, topic.to_string(), *partition, *offset));
+                }
+            }
+        }
+        self.commit_list(consumer, &tpl, &named)
+    }
+
+    fn commit_list(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        tpl: &TopicPartitionList,
+        named: &[(PartitionId, String, i32, i64)],
+    ) -> bool {
+        if tpl.count() == 0 {
+            return true;
+        }
+        match consumer.commit(tpl, CommitMode::Sync) {
+            Ok(()) => {
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                let mut acker = self.acker.lock();
+                let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
+                for (id, topic, partition, offset) in named {
+                    acker.committed(*id, *offset);
+                    committed.insert((topic.clone(), *partition), *offset);
+                }
+                true
+            }
+            // Nothing new since the last commit: not a failure.
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => true,
+            Err(e) => {
+                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, partitions = tpl.count(), "offset commit failed; will retry");
+                false
+            }
+        }
+    }
+}
+
+pub struct Context {
+    pub shared: Arc<Shared>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let ids: Vec<PartitionId> = {
+            let assigned = self.shared.assigned();
+            tpl.elements()
+                .iter()
+                .filter_map(|e| assigned.id(e.topic(), e.partition()).map(|(id, _)| id))
+                .collect()
+        };
+        let crashed = self.shared.crashed.load(Ordering::SeqCst);
+        let drained = crashed
+            || self
+                .shared
+                .acker
+                .wait_until(self.shared.revoke_drain_timeout, |t| {
+                    ids.iter().all(|p| t.unfinished(*p) == 0)
+                });
+        if !drained {
+            tracing::warn!(
+                partitions = ids.len(),
+                timeout = ?self.shared.revoke_drain_timeout,
+                "revoked partitions still had deliveries in flight; committing what finished, the rest will be redelivered to the next owner"
+            );
+        }
+        let points: Vec<(PartitionId, i64)> = {
+            let t = self.shared.acker.lock();
+            ids.iter()
+                .filter_map(|p| t.watermark(*p).map(|w| (*p, w)))
+                .collect()
+        };
+        let _ = self.shared.commit(consumer, &points);
+        let mut assigned = self.shared.assigned();
+        let mut acker = self.shared.acker.lock();
+        for e in tpl.elements() {
+            if let Some(id) = assigned.remove(e.topic(), e.partition()) {
+                acker.revoke(id);
+            }
+        }
+        tracing::info!(partitions = tpl.count(), drained, "partitions revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let mut assigned = self.shared.assigned();
+                let mut acker = self.shared.acker.lock();
+                for e in tpl.elements() {
+                    if assigned.id(e.topic(), e.partition()).is_none() {
+                        let id = assigned.add(e.topic(), e.partition());
+                        acker.assign(id);
+                    }
+                }
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "commit callback reported an error");
+        }
+    }
+}

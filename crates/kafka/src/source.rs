@@ -1,0 +1,317 @@
+//! The consumer thread: poll, dispatch, pause/resume, commit.
+
+use crate::context::{Assigned, Context, Shared};
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use switchyard_core::{Dispatcher, Origin, PartitionId};
+use tokio::task::JoinHandle as TaskHandle;
+
+/// `[kafka]` settings the source needs.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub brokers: String,
+    pub topics: Vec<String>,
+    pub group_id: String,
+    /// Raw librdkafka properties; they override switchyard's defaults.
+    pub options: BTreeMap<String, String>,
+    pub commit_interval: Duration,
+    /// Pause a partition once this many of its offsets are unfinished.
+    pub max_inflight_per_partition: usize,
+    /// Pause every partition that delivers more once this many offsets are unfinished.
+    pub max_inflight_events: usize,
+    pub revoke_drain_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka client: {0}")]
+    Client(#[from] KafkaError),
+    #[error("could not start the consumer thread: {0}")]
+    Thread(#[from] std::io::Error),
+}
+
+/// librdkafka settings switchyard chooses unless `[kafka.options]` says otherwise.
+fn defaults() -> [(&'static str, &'static str); 6] {
+    [
+        // Offsets are stored and committed by the watermark, never automatically.
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        // Prefetch dominates RSS otherwise (librdkafka's default is 64 MiB).
+        ("queued.max.messages.kbytes", "16384"),
+        ("fetch.max.bytes", "16777216"),
+        ("enable.partition.eof", "false"),
+    ]
+}
+
+const RUN: u8 = 0;
+const STOP: u8 = 1;
+const CRASH: u8 = 2;
+
+/// A running consumer. [`Source::stop`] shuts it down gracefully.
+pub struct Source {
+    thread: Option<JoinHandle<SourceExit>>,
+    state: Arc<AtomicU8>,
+    shared: Arc<Shared>,
+}
+
+/// How the consumer thread ended.
+pub struct SourceExit {
+    /// The connector workers: finished, or still settling if the drain timed out.
+    pub engines: Vec<TaskHandle<()>>,
+    /// Whether every dispatched event finished before the shutdown timeout.
+    pub drained: bool,
+}
+
+impl Source {
+    /// Joins the group and starts consuming into `dispatcher`.
+    pub fn start(cfg: SourceConfig, dispatcher: Dispatcher) -> Result<Source, SourceError> {
+        let mut client = ClientConfig::new();
+        for (k, v) in defaults() {
+            client.set(k, v);
+        }
+        client
+            .set("bootstrap.servers", &cfg.brokers)
+            .set("group.id", &cfg.group_id);
+        for (k, v) in &cfg.options {
+            client.set(k, v);
+        }
+        let shared = Arc::new(Shared {
+            acker: dispatcher.acker().clone(),
+            stats: dispatcher.stats().clone(),
+            assigned: Mutex::new(Assigned::default()),
+            committed: Mutex::default(),
+            revoke_drain_timeout: cfg.revoke_drain_timeout,
+            crashed: AtomicBool::new(false),
+        });
+        let consumer: BaseConsumer<Context> = client.create_with_context(Context {
+            shared: shared.clone(),
+        })?;
+        let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics)?;
+        let state = Arc::new(AtomicU8::new(RUN));
+        let worker = Worker {
+            consumer,
+            dispatcher: Some(dispatcher),
+            shared: shared.clone(),
+            state: state.clone(),
+            paused: HashSet::new(),
+            cfg,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kafka-source".into())
+            .spawn(move || worker.run())?;
+        Ok(Source {
+            thread: Some(thread),
+            state,
+            shared,
+        })
+    }
+
+    /// Graceful stop: no more fetching, open batches flushed, in-flight deliveries awaited up
+    /// to `shutdown_timeout`, finished offsets committed, group left.
+    pub fn stop(mut self) -> SourceExit {
+        self.state.store(STOP, Ordering::SeqCst);
+        self.join()
+    }
+
+    /// Stops as a crash would: nothing more is committed. For tests of redelivery.
+    pub fn crash(mut self) -> SourceExit {
+        self.shared.crashed.store(true, Ordering::SeqCst);
+        self.state.store(CRASH, Ordering::SeqCst);
+        self.join()
+    }
+
+    fn join(&mut self) -> SourceExit {
+        let exit = self.thread.take().map(|t| t.join());
+        match exit {
+            Some(Ok(exit)) => exit,
+            _ => SourceExit {
+                engines: Vec::new(),
+                drained: false,
+            },
+        }
+    }
+
+    /// The offsets committed so far, by (topic, partition).
+    pub fn committed(&self) -> HashMap<(String, i32), i64> {
+        self.shared
+            .committed
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// How many partitions this member owns now.
+    pub fn assigned_partitions(&self) -> usize {
+        self.shared.assigned().len()
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.state.store(STOP, Ordering::SeqCst);
+            let _ = self.join();
+        }
+    }
+}
+
+struct Worker {
+    consumer: BaseConsumer<Context>,
+    dispatcher: Option<Dispatcher>,
+    shared: Arc<Shared>,
+    state: Arc<AtomicU8>,
+    paused: HashSet<PartitionId>,
+    cfg: SourceConfig,
+}
+
+impl Worker {
+    fn run(mut self) -> SourceExit {
+        let mut last_commit = Instant::now();
+        while self.state.load(Ordering::SeqCst) == RUN {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                None => {}
+                Some(Ok(msg)) => {
+                    let over_limit = self.accept(&msg);
+                    drop(msg);
+                    if let Some((id, topic, partition)) = over_limit {
+                        self.pause(id, &topic, partition);
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
+            }
+            self.resume_drained();
+            if last_commit.elapsed() >= self.cfg.commit_interval {
+                self.commit();
+                last_commit = Instant::now();
+            }
+        }
+        if self.state.load(Ordering::SeqCst) == CRASH {
+            let engines = self
+                .dispatcher
+                .take()
+                .map(Dispatcher::close)
+                .unwrap_or_default();
+            return SourceExit {
+                engines,
+                drained: false,
+            };
+        }
+        self.shutdown()
+    }
+
+    /// Dispatches one record. Returns its partition if that partition should now pause.
+    fn accept(&self, msg: &BorrowedMessage<'_>) -> Option<(PartitionId, Arc<str>, i32)> {
+        let dispatcher = self.dispatcher.as_ref()?;
+        let partition = msg.partition();
+        // None: fetched just before its partition was revoked; the next owner reads it.
+        let (id, topic) = self.shared.assigned().id(msg.topic(), partition)?;
+        let origin = Origin {
+            partition: id,
+            topic,
+            kafka_partition: partition,
+            offset: msg.offset(),
+        };
+        // The one copy of the payload: librdkafka's buffer is gone after the next poll.
+        let raw = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
+        let topic = origin.topic.clone();
+        dispatcher.accept(raw, origin);
+        let over = {
+            let t = self.shared.acker.lock();
+            t.unfinished(id) >= self.cfg.max_inflight_per_partition
+                || t.total_unfinished() >= self.cfg.max_inflight_events
+        };
+        (over && !self.paused.contains(&id)).then_some((id, topic, partition))
+    }
+
+    fn pause(&mut self, id: PartitionId, topic: &str, partition: i32) {
+        self.set_paused(topic, partition, true);
+        self.paused.insert(id);
+        tracing::debug!(
+            topic,
+            partition,
+            "partition paused: too many unfinished offsets"
+        );
+    }
+
+    /// Resumes paused partitions once their backlog has halved.
+    fn resume_drained(&mut self) {
+        if self.paused.is_empty() {
+            return;
+        }
+        let ready: Vec<PartitionId> = {
+            let t = self.shared.acker.lock();
+            let total_ok = t.total_unfinished() <= self.cfg.max_inflight_events / 2;
+            self.paused
+                .iter()
+                .filter(|p| {
+                    total_ok && t.unfinished(**p) <= self.cfg.max_inflight_per_partition / 2
+                })
+                .copied()
+                .collect()
+        };
+        for id in ready {
+            self.paused.remove(&id);
+            let name = self.shared.assigned().name(id).cloned();
+            if let Some((topic, partition)) = name {
+                self.set_paused(&topic, partition, false);
+            }
+        }
+        // Revoked partitions are no longer paused (or ours).
+        let assigned = self.shared.assigned();
+        self.paused.retain(|p| assigned.name(*p).is_some());
+        self.shared
+            .stats
+            .paused_partitions
+            .store(self.paused.len() as u64, Ordering::Relaxed);
+    }
+
+    fn set_paused(&self, topic: &str, partition: i32, pause: bool) {
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(topic, partition, Offset::Invalid);
+        let result = if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            tracing::warn!(topic, partition, pause, error = %e, "pause/resume failed");
+        }
+    }
+
+    fn commit(&self) {
+        let points = self.shared.acker.lock().commit_points();
+        self.shared.commit(&self.consumer, &points);
+    }
+
+    fn shutdown(mut self) -> SourceExit {
+        tracing::info!("stopping: no more fetching; flushing batches and waiting for deliveries");
+        let engines = self
+            .dispatcher
+            .take()
+            .map(Dispatcher::close)
+            .unwrap_or_default();
+        let drained = self
+            .shared
+            .acker
+            .wait_until(self.cfg.shutdown_timeout, |t| t.total_unfinished() == 0);
+        if !drained {
+            tracing::warn!(timeout = ?self.cfg.shutdown_timeout, "deliveries still in flight at the shutdown timeout; their events will be redelivered");
+        }
+        self.commit();
+        // Leaving the group here runs the revoke callback, which has nothing left to wait for.
+        self.consumer.unsubscribe();
+        SourceExit { engines, drained }
+    }
+}

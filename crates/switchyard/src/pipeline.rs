@@ -1,0 +1,175 @@
+//! Wiring: settings → connector workers → dispatcher → Kafka source.
+
+use crate::settings::{Kind, Settings};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_core::stats::ConnectorSnapshot;
+use switchyard_core::{
+    Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Route, Router, SourceStats,
+    TimingRecorder,
+};
+use switchyard_kafka::{Source, SourceError};
+use switchyard_splunk_hec::SplunkHec;
+
+/// A running router.
+pub struct Pipeline {
+    source: Source,
+    router: Arc<Router>,
+    stats: Arc<SourceStats>,
+    connectors: Vec<(Arc<str>, Arc<ConnectorStats>)>,
+    timings: Arc<TimingRecorder>,
+    shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("connector {id}: {message}")]
+    Connector { id: String, message: String },
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// Counters at one moment, for the progress line and tests.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    pub consumed: u64,
+    pub malformed: u64,
+    pub unrouted: u64,
+    pub paused_partitions: u64,
+    pub unknown_connectors: Vec<(String, u64)>,
+    pub connectors: Vec<(String, ConnectorSnapshot)>,
+}
+
+impl Pipeline {
+    /// Starts every enabled connector and joins the consumer group. Call inside a tokio
+    /// runtime: the workers run on it.
+    pub fn start(settings: &Settings) -> Result<Pipeline, StartError> {
+        let acker = Arc::new(Acker::new());
+        let timings = TimingRecorder::new(4096);
+        let stats = Arc::new(SourceStats::default());
+        let routes = settings
+            .connectors
+            .iter()
+            .map(|c| Route {
+                id: c.id.clone(),
+                enabled: c.enabled,
+                filter: c.filter.clone(),
+            })
+            .collect();
+        let router = Arc::new(Router::new(routes, &settings.router.default_connectors));
+        let mut handles: Vec<Option<ConnectorHandle>> = Vec::new();
+        for c in &settings.connectors {
+            let index = router
+                .index_of(&c.id)
+                .ok_or_else(|| StartError::Connector {
+                    id: c.id.clone(),
+                    message: "not in the routing table".into(),
+                })?;
+            if !c.enabled {
+                handles.push(None);
+                continue;
+            }
+            let handle = match &c.kind {
+                Kind::SplunkHec(cfg) => {
+                    let hec = SplunkHec::new(cfg).map_err(|e| StartError::Connector {
+                        id: c.id.clone(),
+                        message: e.to_string(),
+                    })?;
+                    Engine::spawn(hec, &c.id, index, c.engine, acker.clone(), timings.clone())
+                }
+            };
+            handles.push(Some(handle));
+        }
+        let connectors = handles
+            .iter()
+            .flatten()
+            .map(|h| (h.id.clone(), h.stats.clone()))
+            .collect();
+        let dispatcher = Dispatcher::new(
+            router.clone(),
+            handles,
+            acker,
+            stats.clone(),
+            settings.router.max_event_bytes,
+        );
+        let source = Source::start(settings.kafka.clone(), dispatcher)?;
+        Ok(Pipeline {
+            source,
+            router,
+            stats,
+            connectors,
+            timings,
+            shutdown_timeout: settings.router.shutdown_timeout,
+        })
+    }
+
+    pub fn progress(&self) -> Progress {
+        use std::sync::atomic::Ordering::Relaxed;
+        Progress {
+            consumed: self.stats.consumed.load(Relaxed),
+            malformed: self.stats.malformed_total(),
+            unrouted: self.stats.unrouted.load(Relaxed),
+            paused_partitions: self.stats.paused_partitions.load(Relaxed),
+            unknown_connectors: self.router.unknown_counts(),
+            connectors: self
+                .connectors
+                .iter()
+                .map(|(id, s)| (id.to_string(), s.snapshot()))
+                .collect(),
+        }
+    }
+
+    pub fn source_stats(&self) -> &Arc<SourceStats> {
+        &self.stats
+    }
+
+    pub fn timings(&self) -> &Arc<TimingRecorder> {
+        &self.timings
+    }
+
+    /// Committed offsets by (topic, partition).
+    pub fn committed(&self) -> HashMap<(String, i32), i64> {
+        self.source.committed()
+    }
+
+    pub fn assigned_partitions(&self) -> usize {
+        self.source.assigned_partitions()
+    }
+
+    /// Graceful stop (see [`Source::stop`]). True if every delivery finished in time.
+    pub async fn shutdown(self) -> bool {
+        let Pipeline {
+            source,
+            shutdown_timeout,
+            ..
+        } = self;
+        let exit = tokio::task::spawn_blocking(move || source.stop()).await;
+        let Ok(exit) = exit else {
+            return false;
+        };
+        let engines = futures_join(exit.engines);
+        // The drain wait already spent most of the budget; this only collects the workers.
+        let finished = tokio::time::timeout(shutdown_timeout, engines)
+            .await
+            .is_ok();
+        exit.drained && finished
+    }
+
+    /// Stops without committing anything more, as a crash would (for tests). Workers still
+    /// settle what they hold, but their acknowledgements change nothing in Kafka.
+    pub async fn crash(self) {
+        let source = self.source;
+        if let Ok(exit) = tokio::task::spawn_blocking(move || source.crash()).await {
+            for e in exit.engines {
+                e.abort();
+            }
+        }
+    }
+}
+
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
+}

@@ -1,0 +1,28 @@
+//! The one-line progress report of `switchyard demo` and the periodic log of `run`.
+
+use crate::pipeline::Progress;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// `in 24010 (2001/s) malformed 24 unknown-ids 1203 | splunk: ok 23900 rej 0 retry 0 …`
+pub fn line(now: &Progress, before: &Progress, elapsed: Duration, interval: Duration) -> String {
+    let rate = (now.consumed - before.consumed) as f64 / interval.as_secs_f64().max(1e-3);
+    let unknown: u64 = now.unknown_connectors.iter().map(|(_, n)| n).sum();
+    let mut s = format!(
+        "[{:>5}s] in {} ({:.0}/s) malformed {} unknown-ids {} paused {}",
+        elapsed.as_secs(),
+        now.consumed,
+        rate,
+        now.malformed,
+        unknown,
+        now.paused_partitions
+    );
+    for (id, c) in &now.connectors {
+        let _ = write!(
+            s,
+            " | {id}: delivered {} rejected {} retried {} in-flight {}",
+            c.delivered, c.rejected, c.retried, c.in_flight_requests
+        );
+    }
+    s
+}

@@ -1,0 +1,584 @@
+//! `connectors.toml`: loading (file, `${VAR}` references, `SWITCHYARD__…` overrides) and
+//! validation that reports every problem at once, each with its key path.
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+use switchyard_core::{BatchLimits, EngineSettings, Filter, RetryPolicy};
+use switchyard_kafka::SourceConfig;
+use switchyard_splunk_hec::HecConfig;
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where, e.g. `connectors.dz-connector-splunk.token`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Everything wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct Invalid(pub Vec<Problem>);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        for p in &self.0 {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub kafka: SourceConfig,
+    pub router: RouterSettings,
+    pub connectors: Vec<ConnectorSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterSettings {
+    pub default_connectors: Vec<String>,
+    pub max_event_bytes: usize,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConnectorSettings {
+    pub id: String,
+    pub enabled: bool,
+    pub filter: Filter,
+    pub engine: EngineSettings,
+    pub kind: Kind,
+}
+
+/// The destination-specific part of a connector.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    SplunkHec(HecConfig),
+}
+
+pub const KINDS: [&str; 1] = ["splunk_hec"];
+
+/// Where `${NAME}` references are looked up (the process environment, normally).
+pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+pub fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+impl Settings {
+    /// Reads and validates the file at `path`, applying `SWITCHYARD__…` overrides.
+    pub fn load(path: &str, lookup: Lookup<'_>) -> Result<Settings, Invalid> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Invalid(vec![Problem {
+                path: path.into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::from_toml(&text, lookup, true)
+    }
+
+    /// Parses TOML text; `env_overrides` applies `SWITCHYARD__SECTION__KEY` variables.
+    pub fn from_toml(
+        text: &str,
+        lookup: Lookup<'_>,
+        env_overrides: bool,
+    ) -> Result<Settings, Invalid> {
+        let mut builder = Config::builder().add_source(File::from_str(text, FileFormat::Toml));
+        if env_overrides {
+            builder = builder.add_source(
+                Environment::with_prefix("SWITCHYARD")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            );
+        }
+        let tree: Value = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| {
+                Invalid(vec![Problem {
+                    path: "(file)".into(),
+                    message: e.to_string(),
+                }])
+            })?;
+        let mut problems = Vec::new();
+        let tree = interpolate(tree, "", lookup, &mut problems);
+        let settings = Self::from_tree(tree, &mut problems);
+        match settings {
+            Some(s) if problems.is_empty() => Ok(s),
+            _ => Err(Invalid(problems)),
+        }
+    }
+
+    fn from_tree(tree: Value, problems: &mut Vec<Problem>) -> Option<Settings> {
+        let Value::Object(mut root) = tree else {
+            problems.push(problem("(file)", "is not a table"));
+            return None;
+        };
+        let kafka = section::<KafkaSection>(&mut root, "kafka", problems);
+        let router = section::<RouterSection>(&mut root, "router", problems);
+        let connectors = connectors(root.remove("connectors"), problems);
+        for key in root.keys() {
+            problems.push(problem(
+                key,
+                "unknown section (expected kafka, router, connectors)",
+            ));
+        }
+        let (kafka, router, connectors) = (kafka?, router?, connectors);
+        kafka.check(problems);
+        let ids: HashSet<&str> = connectors.iter().map(|c| c.id.as_str()).collect();
+        for (i, id) in router.default_connectors.iter().enumerate() {
+            if !ids.contains(id.as_str()) {
+                problems.push(problem(
+                    &format!("router.default_connectors[{i}]"),
+                    &format!("no connector {id:?} is configured"),
+                ));
+            }
+        }
+        if router.max_event_bytes == 0 {
+            problems.push(problem("router.max_event_bytes", "must be at least 1"));
+        }
+        if connectors.len() > switchyard_core::TargetSet::CAPACITY {
+            problems.push(problem("connectors", "at most 64 connectors are supported"));
+        }
+        Some(Settings {
+            kafka: kafka.into_source(router.shutdown_timeout()),
+            router: RouterSettings {
+                shutdown_timeout: router.shutdown_timeout(),
+                default_connectors: router.default_connectors,
+                max_event_bytes: router.max_event_bytes,
+            },
+            connectors,
+        })
+    }
+}
+
+fn problem(path: &str, message: &str) -> Problem {
+    Problem {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Deserializes `root[name]` (absent = empty table) as `T`, reporting the failing key path.
+fn section<T: DeserializeOwned>(
+    root: &mut Map<String, Value>,
+    name: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<T> {
+    let value = root
+        .remove(name)
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    typed(value, name, problems)
+}
+
+fn typed<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    match serde_path_to_error::deserialize(value) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let path = if inner == "." {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            problems.push(Problem {
+                path,
+                message: e.into_inner().to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Replaces `${NAME}` in every string with the variable's value; unknown names are problems.
+fn interpolate(v: Value, path: &str, lookup: Lookup<'_>, problems: &mut Vec<Problem>) -> Value {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match v {
+        Value::String(s) => Value::String(substitute(&s, path, lookup, problems)),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .enumerate()
+                .map(|(i, x)| interpolate(x, &format!("{path}[{i}]"), lookup, problems))
+                .collect(),
+        ),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| {
+                    let p = join(&k);
+                    (k, interpolate(x, &p, lookup, problems))
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+fn substitute(s: &str, path: &str, lookup: Lookup<'_>, problems: &mut Vec<Problem>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            problems.push(problem(path, "unclosed ${ in value"));
+            return s.to_string();
+        };
+        let name = &after[..end];
+        match lookup(name) {
+            Some(value) => out.push_str(&value),
+            None => problems.push(problem(
+                path,
+                &format!("environment variable {name} is not set"),
+            )),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KafkaSection {
+    #[serde(default)]
+    brokers: String,
+    #[serde(default)]
+    topics: Vec<String>,
+    #[serde(default)]
+    group_id: String,
+    /// Raw librdkafka properties, passed through.
+    #[serde(default)]
+    options: BTreeMap<String, Scalar>,
+    #[serde(default = "d_commit_interval_ms")]
+    commit_interval_ms: u64,
+    #[serde(default = "d_per_partition")]
+    max_inflight_per_partition: usize,
+    #[serde(default = "d_inflight")]
+    max_inflight_events: usize,
+    #[serde(default = "d_revoke")]
+    revoke_drain_timeout_secs: u64,
+}
+
+/// A librdkafka property value as TOML may spell it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    S(String),
+    I(i64),
+    B(bool),
+    F(f64),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Scalar::S(s) => s,
+            Scalar::I(i) => i.to_string(),
+            Scalar::B(b) => b.to_string(),
+            Scalar::F(f) => f.to_string(),
+        }
+    }
+}
+
+fn d_commit_interval_ms() -> u64 {
+    5000
+}
+fn d_per_partition() -> usize {
+    5000
+}
+fn d_inflight() -> usize {
+    20_000
+}
+fn d_revoke() -> u64 {
+    10
+}
+
+impl KafkaSection {
+    fn check(&self, problems: &mut Vec<Problem>) {
+        if self.brokers.trim().is_empty() {
+            problems.push(problem(
+                "kafka.brokers",
+                "is missing (host:port[,host:port…])",
+            ));
+        }
+        if self.topics.is_empty() {
+            problems.push(problem("kafka.topics", "name at least one topic"));
+        }
+        if self.group_id.trim().is_empty() {
+            problems.push(problem("kafka.group_id", "is missing"));
+        }
+        for (key, v) in [
+            ("kafka.commit_interval_ms", self.commit_interval_ms as usize),
+            (
+                "kafka.max_inflight_per_partition",
+                self.max_inflight_per_partition,
+            ),
+            ("kafka.max_inflight_events", self.max_inflight_events),
+        ] {
+            if v == 0 {
+                problems.push(problem(key, "must be at least 1"));
+            }
+        }
+    }
+
+    fn into_source(self, shutdown_timeout: Duration) -> SourceConfig {
+        SourceConfig {
+            brokers: self.brokers,
+            topics: self.topics,
+            group_id: self.group_id,
+            options: self
+                .options
+                .into_iter()
+                .map(|(k, v)| (k, v.into_string()))
+                .collect(),
+            commit_interval: Duration::from_millis(self.commit_interval_ms),
+            max_inflight_per_partition: self.max_inflight_per_partition,
+            max_inflight_events: self.max_inflight_events,
+            revoke_drain_timeout: Duration::from_secs(self.revoke_drain_timeout_secs),
+            shutdown_timeout,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterSection {
+    /// Connectors for events without a `connector_list`.
+    #[serde(default)]
+    default_connectors: Vec<String>,
+    #[serde(default = "d_max_event_bytes")]
+    max_event_bytes: usize,
+    #[serde(default = "d_shutdown")]
+    shutdown_timeout_secs: u64,
+}
+
+fn d_max_event_bytes() -> usize {
+    1 << 20
+}
+fn d_shutdown() -> u64 {
+    30
+}
+
+impl RouterSection {
+    fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_secs)
+    }
+}
+
+/// The keys every connector has, whatever its kind.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommonSection {
+    kind: String,
+    #[serde(default = "d_true")]
+    enabled: bool,
+    #[serde(default = "d_concurrency")]
+    concurrency: usize,
+    #[serde(default = "d_timeout")]
+    timeout_secs: u64,
+    #[serde(default)]
+    batch: BatchSection,
+    #[serde(default)]
+    retry: RetrySection,
+    #[serde(default)]
+    filter: FilterSection,
+}
+
+const COMMON_KEYS: [&str; 7] = [
+    "kind",
+    "enabled",
+    "concurrency",
+    "timeout_secs",
+    "batch",
+    "retry",
+    "filter",
+];
+
+fn d_true() -> bool {
+    true
+}
+fn d_concurrency() -> usize {
+    4
+}
+fn d_timeout() -> u64 {
+    30
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchSection {
+    max_events: Option<usize>,
+    max_bytes: Option<usize>,
+    max_linger_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RetrySection {
+    max_attempts: u32,
+    max_elapsed_secs: u64,
+    initial_backoff_ms: u64,
+    max_backoff_ms: u64,
+}
+
+impl Default for RetrySection {
+    fn default() -> Self {
+        let p = RetryPolicy::default();
+        RetrySection {
+            max_attempts: p.max_attempts,
+            max_elapsed_secs: p.max_elapsed.as_secs(),
+            initial_backoff_ms: p.initial_backoff.as_millis() as u64,
+            max_backoff_ms: p.max_backoff.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilterSection {
+    #[serde(default)]
+    include_event_types: Vec<String>,
+    #[serde(default)]
+    exclude_event_types: Vec<String>,
+    #[serde(default)]
+    include_customers: Vec<String>,
+    #[serde(default)]
+    exclude_customers: Vec<String>,
+}
+
+fn connectors(value: Option<Value>, problems: &mut Vec<Problem>) -> Vec<ConnectorSettings> {
+    let table = match value {
+        None => Map::new(),
+        Some(Value::Object(t)) => t,
+        Some(_) => {
+            problems.push(problem(
+                "connectors",
+                "must be a table of [connectors.<id>] tables",
+            ));
+            return Vec::new();
+        }
+    };
+    let mut out = Vec::new();
+    for (id, v) in table {
+        let path = format!("connectors.{id}");
+        let Value::Object(mut fields) = v else {
+            problems.push(problem(&path, "must be a table"));
+            continue;
+        };
+        let mut common_fields = Map::new();
+        for k in COMMON_KEYS {
+            if let Some(v) = fields.remove(k) {
+                common_fields.insert(k.into(), v);
+            }
+        }
+        let Some(common) = typed::<CommonSection>(Value::Object(common_fields), &path, problems)
+        else {
+            continue;
+        };
+        let specific = Value::Object(fields);
+        let (kind, defaults) = match common.kind.as_str() {
+            "splunk_hec" => {
+                let Some(cfg) = typed::<HecConfig>(specific, &path, problems) else {
+                    continue;
+                };
+                for (key, message) in cfg.problems() {
+                    problems.push(problem(&format!("{path}.{key}"), &message));
+                }
+                (
+                    Kind::SplunkHec(cfg),
+                    switchyard_splunk_hec::config::DEFAULT_LIMITS,
+                )
+            }
+            other => {
+                problems.push(problem(
+                    &format!("{path}.kind"),
+                    &format!("unknown kind {other:?} (known: {})", KINDS.join(", ")),
+                ));
+                continue;
+            }
+        };
+        if let Some(engine) = engine_settings(&common, defaults, &path, problems) {
+            out.push(ConnectorSettings {
+                id,
+                enabled: common.enabled,
+                filter: filter(common.filter),
+                engine,
+                kind,
+            });
+        }
+    }
+    out
+}
+
+fn engine_settings(
+    c: &CommonSection,
+    defaults: BatchLimits,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<EngineSettings> {
+    let before = problems.len();
+    let mut positive = |key: &str, v: u64| {
+        if v == 0 {
+            problems.push(problem(&format!("{path}.{key}"), "must be at least 1"));
+        }
+    };
+    positive("batch.max_events", c.batch.max_events.unwrap_or(1) as u64);
+    positive("batch.max_bytes", c.batch.max_bytes.unwrap_or(1) as u64);
+    positive("concurrency", c.concurrency as u64);
+    positive("timeout_secs", c.timeout_secs);
+    positive("retry.max_attempts", c.retry.max_attempts as u64);
+    if c.retry.initial_backoff_ms > c.retry.max_backoff_ms {
+        problems.push(problem(
+            &format!("{path}.retry.initial_backoff_ms"),
+            "is larger than retry.max_backoff_ms",
+        ));
+    }
+    (problems.len() == before).then(|| EngineSettings {
+        limits: BatchLimits {
+            max_events: c.batch.max_events.unwrap_or(defaults.max_events),
+            max_bytes: c.batch.max_bytes.unwrap_or(defaults.max_bytes),
+            max_linger: c
+                .batch
+                .max_linger_ms
+                .map_or(defaults.max_linger, Duration::from_millis),
+        },
+        retry: RetryPolicy {
+            max_attempts: c.retry.max_attempts,
+            max_elapsed: Duration::from_secs(c.retry.max_elapsed_secs),
+            initial_backoff: Duration::from_millis(c.retry.initial_backoff_ms),
+            max_backoff: Duration::from_millis(c.retry.max_backoff_ms),
+        },
+        concurrency: c.concurrency,
+        request_timeout: Duration::from_secs(c.timeout_secs),
+    })
+}
+
+fn filter(f: FilterSection) -> Filter {
+    Filter {
+        include_event_types: f.include_event_types.into_iter().collect(),
+        exclude_event_types: f.exclude_event_types.into_iter().collect(),
+        include_customers: f.include_customers.into_iter().collect(),
+        exclude_customers: f.exclude_customers.into_iter().collect(),
+    }
+}
