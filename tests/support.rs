@@ -1,1 +1,144 @@
+//! Shared helpers for the end-to-end tests: a broker with a topic, a strict fake HEC, and
+//! settings that point the real pipeline at both.
 
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use switchyard::Settings;
+use switchyard_testkit::{Broker, FakeHec, Generator};
+
+pub const TOKEN: &str = "5f0b7e0e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
+pub const TOPIC: &str = "qoe";
+pub const SPLUNK: &str = "dz-connector-splunk";
+/// Long enough for a slow CI machine; tests end as soon as their condition holds.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// librdkafka's mock cluster keeps only the newest 5 MiB of each partition (hard-coded in
+/// rdkafka_mock.c), so a test that preloads events keeps each partition under that: about
+/// 1,400 sample-size events.
+pub const MOCK_PARTITION_BYTES: usize = 5 << 20;
+
+pub struct Harness {
+    pub broker: Broker,
+    pub hec: FakeHec,
+    pub partitions: i32,
+}
+
+/// One produced record and where it landed.
+#[derive(Debug, Clone)]
+pub struct Produced {
+    pub id: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub json: Value,
+}
+
+impl Harness {
+    pub async fn new(partitions: i32) -> Harness {
+        Self::with_hec(partitions, FakeHec::builder(TOKEN)).await
+    }
+
+    pub async fn with_hec(partitions: i32, hec: switchyard_testkit::hec::Builder) -> Harness {
+        let broker = Broker::from_env().expect("broker");
+        broker.create_topic(TOPIC, partitions).expect("topic");
+        Harness {
+            broker,
+            hec: hec.start().await.expect("fake HEC"),
+            partitions,
+        }
+    }
+
+    /// Settings for a pipeline in consumer group `group`; `hec_extra` is appended to the
+    /// connector's table (TOML lines), `sections` after everything.
+    pub fn settings(&self, group: &str, hec_extra: &str, sections: &str) -> Settings {
+        let toml = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topics = ["{TOPIC}"]
+group_id = "{group}"
+commit_interval_ms = 100
+revoke_drain_timeout_secs = 5
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+
+[connectors.{SPLUNK}]
+kind = "splunk_hec"
+endpoint = "{endpoint}"
+token = "${{TEST_HEC_TOKEN}}"
+index = "qoe"
+source = "switchyard-test"
+host = "router-1"
+timeout_secs = 5
+{hec_extra}
+
+[connectors.{SPLUNK}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+max_attempts = 50
+{sections}
+"#,
+            brokers = self.broker.bootstrap_servers(),
+            endpoint = self.hec.url(),
+        );
+        let lookup = |name: &str| (name == "TEST_HEC_TOKEN").then(|| TOKEN.to_string());
+        Settings::from_toml(&toml, &lookup, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Produces `payloads` round-robin over the partitions; returns where each landed.
+    /// Offsets are known because the topic is fresh and each partition is written in order.
+    pub fn produce(&self, payloads: Vec<(String, Vec<u8>)>) -> Vec<Produced> {
+        let mut next = vec![0i64; self.partitions as usize];
+        let mut out = Vec::with_capacity(payloads.len());
+        let mut records = Vec::with_capacity(payloads.len());
+        for (i, (id, bytes)) in payloads.into_iter().enumerate() {
+            let p = (i as i32) % self.partitions;
+            out.push(Produced {
+                id,
+                partition: p,
+                offset: next[p as usize],
+                json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            });
+            next[p as usize] += 1;
+            records.push((p, bytes));
+        }
+        let mut per_partition = vec![0usize; self.partitions as usize];
+        for (p, bytes) in &records {
+            per_partition[*p as usize] += bytes.len();
+        }
+        assert!(
+            per_partition.iter().all(|b| *b < MOCK_PARTITION_BYTES),
+            "the mock cluster would drop the oldest of these records: use more partitions"
+        );
+        self.broker.produce(TOPIC, records);
+        out
+    }
+
+    /// How many times each `event_id` was indexed by the fake HEC.
+    pub fn indexed_ids(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for env in self.hec.indexed() {
+            if let Some(id) = env["event"]["event_id"].as_str() {
+                *counts.entry(id.to_string()).or_default() += 1;
+            }
+        }
+        counts
+    }
+}
+
+/// `n` generated events, all routed to the Splunk connector.
+pub fn events(run: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    let mut g = Generator::new(run, 42)
+        .connector_lists(&[SPLUNK, "dz-connector-splunk,dz-connector-datadog"]);
+    (0..n).map(|_| g.next_event()).collect()
+}
+
+/// Committed offsets per partition of the test topic.
+pub fn committed_by_partition(committed: &HashMap<(String, i32), i64>) -> HashMap<i32, i64> {
+    committed
+        .iter()
+        .filter(|((t, _), _)| t == TOPIC)
+        .map(|((_, p), o)| (*p, *o))
+        .collect()
+}

@@ -152,7 +152,7 @@ fn seed(bootstrap: &str, topic: &str, lists: &[String], opts: &DemoOptions, seed
     while seeding.load(Ordering::SeqCst) {
         for _ in 0..per_tick {
             n += 1;
-            let payload = if opts.malformed_every > 0 && n % opts.malformed_every == 0 {
+            let payload = if opts.malformed_every > 0 && n.is_multiple_of(opts.malformed_every) {
                 b"{\"event\": not json".to_vec()
             } else {
                 generator.next_event().1

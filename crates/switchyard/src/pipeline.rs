@@ -120,6 +120,14 @@ impl Pipeline {
         }
     }
 
+    /// The live counters of connector `id` (they stay readable after shutdown).
+    pub fn connector_stats(&self, id: &str) -> Option<Arc<ConnectorStats>> {
+        self.connectors
+            .iter()
+            .find(|(c, _)| &**c == id)
+            .map(|(_, s)| s.clone())
+    }
+
     pub fn source_stats(&self) -> &Arc<SourceStats> {
         &self.stats
     }
