@@ -9,7 +9,7 @@ use crate::offsets::Acker;
 use crate::retry::RetryPolicy;
 use crate::route::ConnectorIndex;
 use crate::stats::ConnectorStats;
-use crate::timings::{CallTiming, DeliveryTimings, TimingRecorder, now_ms};
+use crate::timings::{CallTiming, DeliveryTimings, TimingRecorder};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -199,8 +199,14 @@ impl<C: Connector> Shared<C> {
         let count = events.len();
         let mut pending = events;
         let mut schedule = self.settings.retry.schedule();
+        // Every `time` is the batch's wall-clock open time plus a monotonic offset, so the
+        // records add up exactly (send.time = queue.time + queue) whatever the clock does.
+        let clock = Clock {
+            opened_at,
+            opened_ms,
+        };
         let send_start = Instant::now();
-        let send_start_ms = now_ms();
+        let send_start_ms = clock.wall(send_start);
         let mut calls = Vec::new();
         let mut status = 0;
         let mut end = GroupEnd::Done;
@@ -213,7 +219,9 @@ impl<C: Connector> Shared<C> {
                     break;
                 }
             };
-            let verdict = self.call(&request, &pending, attempt, &mut calls).await;
+            let verdict = self
+                .call(&request, &pending, attempt, clock, &mut calls)
+                .await;
             status = verdict.status_code;
             let reason = match verdict.outcome {
                 Outcome::Delivered => {
@@ -284,13 +292,14 @@ impl<C: Connector> Shared<C> {
         request: &C::Request,
         events: &[Event],
         attempt: u32,
+        clock: Clock,
         calls: &mut Vec<CallTiming>,
     ) -> Verdict {
         self.stats.requests.fetch_add(1, Relaxed);
         self.stats.in_flight_requests.fetch_add(1, Relaxed);
         let size = self.connector.request_size(request) as u64;
         let start = Instant::now();
-        let start_ms = now_ms();
+        let start_ms = clock.wall(start);
         let answer = timeout(self.settings.request_timeout, self.connector.send(request)).await;
         self.stats.in_flight_requests.fetch_sub(1, Relaxed);
         let verdict = match answer {
@@ -389,6 +398,19 @@ impl<C: Connector> Shared<C> {
             .fetch_add(rejected.len() as u64, Relaxed);
         let events: Vec<Event> = rejected.into_iter().map(|(e, _)| e).collect();
         self.acker.complete(self.index, &events);
+    }
+}
+
+/// Maps monotonic instants of one batch to wall-clock milliseconds.
+#[derive(Clone, Copy)]
+struct Clock {
+    opened_at: Instant,
+    opened_ms: u64,
+}
+
+impl Clock {
+    fn wall(self, at: Instant) -> u64 {
+        self.opened_ms + ms(at.saturating_duration_since(self.opened_at))
     }
 }
 

@@ -3,7 +3,6 @@
 
 use axum::Router;
 use flate2::read::GzDecoder;
-use std::future::Future;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -80,13 +79,4 @@ pub async fn wait_until(
             return check();
         }
     }
-}
-
-/// Runs `fut` to completion on a fresh runtime (for fixtures used from sync code).
-pub fn block_on<F: Future>(fut: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-        .block_on(fut)
 }

@@ -1,0 +1,338 @@
+//! The delivery engine with an in-memory connector whose answers are scripted: batching,
+//! partial outcomes, retries, splitting, timeouts and the concurrency bound, in virtual time.
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use switchyard_core::*;
+
+#[derive(Clone)]
+enum Answer {
+    Verdict(Verdict),
+    Fail(SendError),
+    /// Never answers: the engine's request timeout must fire.
+    Hang,
+}
+
+fn ok() -> Answer {
+    Answer::Verdict(Verdict::new(200, Outcome::Delivered))
+}
+
+#[derive(Default)]
+struct Scripted {
+    answers: Mutex<VecDeque<Answer>>,
+    /// The offsets of each request, in send order.
+    requests: Mutex<Vec<Vec<i64>>>,
+    send_delay: Duration,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+}
+
+/// The engine owns its connector; the test keeps a second handle on the script.
+struct Mem(Arc<Scripted>);
+
+impl Connector for Mem {
+    type Request = Vec<i64>;
+    type Response = Verdict;
+
+    fn hard_limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_events: 10_000,
+            max_bytes: 1 << 30,
+            max_linger: Duration::from_secs(60),
+        }
+    }
+    fn encoded_len(&self, event: &Event) -> usize {
+        event.raw().len()
+    }
+    fn encode(&self, events: &[Event]) -> Result<Vec<i64>, EncodeError> {
+        Ok(events.iter().map(|e| e.origin().offset).collect())
+    }
+    fn request_size(&self, request: &Vec<i64>) -> usize {
+        request.len()
+    }
+    async fn send(&self, request: &Vec<i64>) -> Result<Verdict, SendError> {
+        let s = &self.0;
+        s.requests.lock().unwrap().push(request.clone());
+        let now = s.in_flight.fetch_add(1, SeqCst) + 1;
+        s.max_in_flight.fetch_max(now, SeqCst);
+        tokio::time::sleep(s.send_delay).await;
+        s.in_flight.fetch_sub(1, SeqCst);
+        let answer = s.answers.lock().unwrap().pop_front().unwrap_or_else(ok);
+        match answer {
+            Answer::Verdict(v) => Ok(v),
+            Answer::Fail(e) => Err(e),
+            Answer::Hang => std::future::pending().await,
+        }
+    }
+    fn classify(&self, response: &Verdict, _events: &[Event]) -> Verdict {
+        response.clone()
+    }
+}
+
+const P: PartitionId = PartitionId(1);
+const C: ConnectorIndex = ConnectorIndex(0);
+
+struct Rig {
+    connector: Arc<Scripted>,
+    acker: Arc<Acker>,
+    timings: Arc<TimingRecorder>,
+    handle: ConnectorHandle,
+}
+
+fn settings(max_events: usize, linger_ms: u64) -> EngineSettings {
+    EngineSettings {
+        limits: BatchLimits {
+            max_events,
+            max_bytes: 1 << 20,
+            max_linger: Duration::from_millis(linger_ms),
+        },
+        retry: RetryPolicy {
+            max_attempts: 5,
+            max_elapsed: Duration::from_secs(600),
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        },
+        concurrency: 2,
+        request_timeout: Duration::from_secs(5),
+    }
+}
+
+fn rig(answers: Vec<Answer>, settings: EngineSettings, send_delay: Duration) -> Rig {
+    let connector = Arc::new(Scripted {
+        answers: Mutex::new(answers.into()),
+        send_delay,
+        ..Default::default()
+    });
+    let acker = Arc::new(Acker::new());
+    acker.lock().assign(P);
+    let timings = TimingRecorder::new(100);
+    let handle = Engine::spawn(
+        Mem(connector.clone()),
+        "mem",
+        C,
+        settings,
+        acker.clone(),
+        timings.clone(),
+    );
+    Rig {
+        connector,
+        acker,
+        timings,
+        handle,
+    }
+}
+
+fn event(offset: i64, pad: usize) -> Event {
+    let origin = Origin {
+        partition: P,
+        topic: "qoe".into(),
+        kafka_partition: 0,
+        offset,
+    };
+    let raw = format!(
+        r#"{{"event":{{"timestamp":{offset}}},"pad":"{}"}}"#,
+        "x".repeat(pad)
+    );
+    Event::parse(Bytes::from(raw), origin, 1 << 20).unwrap()
+}
+
+impl Rig {
+    fn feed(&self, offsets: std::ops::Range<i64>) {
+        for o in offsets {
+            let mut t = TargetSet::default();
+            t.insert(C);
+            self.acker.lock().register(P, o, t).unwrap();
+            assert!(self.handle.send(event(o, 10)));
+        }
+    }
+
+    /// Closes the queue and waits for every delivery to settle.
+    async fn finish(
+        self,
+    ) -> (
+        Arc<Scripted>,
+        Arc<Acker>,
+        Arc<TimingRecorder>,
+        stats::ConnectorSnapshot,
+    ) {
+        let stats = self.handle.stats.clone();
+        self.handle.close().await.unwrap();
+        (self.connector, self.acker, self.timings, stats.snapshot())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn linger_closes_a_partial_batch() {
+    let r = rig(vec![], settings(10, 50), Duration::ZERO);
+    r.feed(0..3);
+    let connector = r.connector.clone();
+    // Virtual time: the linger timer fires without the queue closing.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    assert_eq!(*connector.requests.lock().unwrap(), [vec![0, 1, 2]]);
+    let (_, acker, _, stats) = r.finish().await;
+    assert_eq!(acker.lock().watermark(P), Some(3));
+    assert_eq!(stats.delivered, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_outcome_settles_each_event_and_resends_only_the_retries() {
+    let partial = Outcome::Partial(vec![
+        EventVerdict::Delivered,
+        EventVerdict::Reject {
+            reason: "bad".into(),
+        },
+        EventVerdict::Retry,
+        EventVerdict::Delivered,
+    ]);
+    let r = rig(
+        vec![Answer::Verdict(Verdict::new(400, partial))],
+        settings(4, 1000),
+        Duration::ZERO,
+    );
+    r.feed(0..4);
+    let (c, acker, timings, stats) = r.finish().await;
+    assert_eq!(*c.requests.lock().unwrap(), [vec![0, 1, 2, 3], vec![2]]);
+    assert_eq!((stats.delivered, stats.rejected, stats.retried), (3, 1, 1));
+    assert_eq!(acker.lock().watermark(P), Some(4));
+    let t = &timings.recent()[0];
+    assert_eq!(t.attempt_count, 2);
+    assert_eq!(
+        t.calls.iter().map(|c| c.status_code).collect::<Vec<_>>(),
+        [400, 200]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn exhausted_retries_reject_with_the_last_reason() {
+    let busy = Answer::Verdict(Verdict::new(
+        503,
+        Outcome::Retry {
+            reason: "busy".into(),
+        },
+    ));
+    let r = rig(vec![busy; 10], settings(2, 1000), Duration::ZERO);
+    r.feed(0..2);
+    let (c, acker, timings, stats) = r.finish().await;
+    assert_eq!(c.requests.lock().unwrap().len(), 5, "max_attempts = 5");
+    assert_eq!((stats.delivered, stats.rejected), (0, 2));
+    assert_eq!(
+        acker.lock().watermark(P),
+        Some(2),
+        "a rejected event still finishes its offset"
+    );
+    assert_eq!(timings.recent()[0].status_code, 503);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_overrides_backoff() {
+    let mut throttled = Verdict::new(
+        429,
+        Outcome::Retry {
+            reason: "slow down".into(),
+        },
+    );
+    throttled.retry_after = Some(Duration::from_secs(30));
+    let r = rig(
+        vec![Answer::Verdict(throttled)],
+        settings(1, 1000),
+        Duration::ZERO,
+    );
+    r.feed(0..1);
+    let (_, _, timings, _) = r.finish().await;
+    let calls = &timings.recent()[0].calls;
+    assert!(calls[1].start_ms - calls[0].start_ms >= 30_000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_large_requests_are_split_in_halves() {
+    let split = Answer::Verdict(Verdict::new(413, Outcome::Split));
+    let r = rig(
+        vec![split.clone(), split],
+        settings(4, 1000),
+        Duration::ZERO,
+    );
+    r.feed(0..4);
+    let (c, acker, _, stats) = r.finish().await;
+    assert_eq!(
+        *c.requests.lock().unwrap(),
+        [vec![0, 1, 2, 3], vec![0, 1], vec![0], vec![1], vec![2, 3]]
+    );
+    assert_eq!(stats.delivered, 4);
+    assert_eq!(acker.lock().watermark(P), Some(4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_event_that_is_still_too_large_is_rejected() {
+    let split = Answer::Verdict(Verdict::new(413, Outcome::Split));
+    let r = rig(vec![split], settings(1, 1000), Duration::ZERO);
+    r.feed(0..1);
+    let (_, _, _, stats) = r.finish().await;
+    assert_eq!((stats.delivered, stats.rejected), (0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_answer_times_out_and_is_retried() {
+    let r = rig(
+        vec![
+            Answer::Hang,
+            Answer::Fail(SendError::Connect("reset".into())),
+        ],
+        settings(1, 1000),
+        Duration::ZERO,
+    );
+    r.feed(0..1);
+    let (_, _, timings, stats) = r.finish().await;
+    let t = &timings.recent()[0];
+    assert_eq!(
+        t.calls.iter().map(|c| c.status_code).collect::<Vec<_>>(),
+        [0, 0, 200]
+    );
+    assert!(
+        t.calls[0].duration_ms >= 5000,
+        "request_timeout bounded the hung call"
+    );
+    assert_eq!(stats.delivered, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn non_retryable_transport_errors_reject() {
+    let fatal = Answer::Fail(SendError::Transport {
+        message: "cannot build request".into(),
+        retryable: false,
+    });
+    let r = rig(vec![fatal], settings(1, 1000), Duration::ZERO);
+    r.feed(0..1);
+    let (c, _, _, stats) = r.finish().await;
+    assert_eq!(c.requests.lock().unwrap().len(), 1);
+    assert_eq!(stats.rejected, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_requests_never_exceed_concurrency() {
+    let r = rig(vec![], settings(1, 1000), Duration::from_millis(100));
+    r.feed(0..10);
+    let (c, acker, _, _) = r.finish().await;
+    assert_eq!(c.max_in_flight.load(SeqCst), 2);
+    assert_eq!(c.requests.lock().unwrap().len(), 10);
+    assert_eq!(acker.lock().watermark(P), Some(10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_larger_than_a_batch_is_rejected_unsent() {
+    let mut s = settings(10, 1000);
+    s.limits.max_bytes = 100;
+    let r = rig(vec![], s, Duration::ZERO);
+    let mut t = TargetSet::default();
+    t.insert(C);
+    r.acker.lock().register(P, 0, t).unwrap();
+    r.acker.lock().register(P, 1, t).unwrap();
+    r.handle.send(event(0, 500));
+    r.handle.send(event(1, 10));
+    let (c, acker, _, stats) = r.finish().await;
+    assert_eq!(*c.requests.lock().unwrap(), [vec![1]]);
+    assert_eq!((stats.delivered, stats.rejected), (1, 1));
+    assert_eq!(acker.lock().watermark(P), Some(2));
+}
