@@ -83,8 +83,31 @@ async fn ten_thousand_events_are_each_delivered_once_with_correct_envelopes() {
         );
         assert!(t.send_ms + 1 >= t.calls.iter().map(|c| c.duration_ms).sum::<u64>());
         let records = serde_json::to_value(t.records()).unwrap();
-        assert_eq!(records[0]["metric_name"], "process_duration_ms");
-        assert_eq!(records[3]["dimension"]["attempt"], 1);
+        let names: Vec<&str> = records
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metric_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "process_duration_ms",
+                "queue_duration_ms",
+                "send_duration_ms",
+                "call_duration_ms"
+            ]
+        );
+        // `time` is each interval's start: send starts when queueing ends.
+        assert_eq!(t.send_start_ms, t.enqueued_ms + t.queue_ms);
+        assert_eq!(
+            records[2]["dimension"],
+            serde_json::json!({"target": SPLUNK, "attempt_count": 1, "status_code": 200})
+        );
+        assert_eq!(
+            records[3]["dimension"],
+            serde_json::json!({"target": SPLUNK, "attempt": 1, "status_code": 200})
+        );
     }
     assert_eq!(timings.iter().map(|t| t.events).sum::<usize>(), 10_000);
 }

@@ -51,6 +51,17 @@ impl Harness {
     /// Settings for a pipeline in consumer group `group`; `hec_extra` is appended to the
     /// connector's table (TOML lines), `sections` after everything.
     pub fn settings(&self, group: &str, hec_extra: &str, sections: &str) -> Settings {
+        self.settings_with(group, "", hec_extra, sections)
+    }
+
+    /// As [`Harness::settings`], with `kafka_extra` lines in the `[kafka]` table.
+    pub fn settings_with(
+        &self,
+        group: &str,
+        kafka_extra: &str,
+        hec_extra: &str,
+        sections: &str,
+    ) -> Settings {
         let toml = format!(
             r#"
 [kafka]
@@ -59,6 +70,7 @@ topics = ["{TOPIC}"]
 group_id = "{group}"
 commit_interval_ms = 100
 revoke_drain_timeout_secs = 5
+{kafka_extra}
 [kafka.options]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"

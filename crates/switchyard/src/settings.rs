@@ -582,3 +582,114 @@ fn filter(f: FilterSection) -> Filter {
         exclude_customers: f.exclude_customers.into_iter().collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(name: &str) -> Option<String> {
+        (name == "SPLUNK_HEC_TOKEN").then(|| "11111111-2222-3333-4444-555555555555".to_string())
+    }
+
+    fn load(text: &str) -> Result<Settings, Invalid> {
+        Settings::from_toml(text, &lookup, false)
+    }
+
+    #[test]
+    fn the_repo_config_is_valid() {
+        let s = load(include_str!("../../../connectors.toml")).unwrap();
+        assert_eq!(s.kafka.topics, ["qoe-events"]);
+        assert_eq!(
+            s.kafka
+                .options
+                .get("session.timeout.ms")
+                .map(String::as_str),
+            Some("45000")
+        );
+        let c = &s.connectors[0];
+        assert_eq!(c.id, "dz-connector-splunk");
+        assert_eq!(c.engine.limits.max_bytes, 1_000_000);
+        let Kind::SplunkHec(hec) = &c.kind;
+        assert_eq!(
+            hec.token.as_ref().unwrap().expose(),
+            "11111111-2222-3333-4444-555555555555"
+        );
+    }
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let s = load(include_str!("../../../connectors.toml")).unwrap();
+        assert!(!format!("{s:?}").contains("11111111"));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_key_path() {
+        let text = r#"
+[kafka]
+brokers = ""
+topics = ["t"]
+group_id = "g"
+[router]
+default_connectors = ["nowhere"]
+[connectors.a]
+kind = "splunk_hec"
+endpoint = "not a url"
+[connectors.b]
+kind = "carrier_pigeon"
+[connectors.c]
+kind = "splunk_hec"
+endpoint = "http://hec:8088"
+token = "${NOT_SET_ANYWHERE}"
+[connectors.c.batch]
+max_events = 0
+[connectors.d]
+kind = "splunk_hec"
+endpoint = "http://hec:8088"
+token = "x"
+colour = "blue"
+"#;
+        let problems = load(text).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "kafka.brokers",
+            "router.default_connectors[0]",
+            "connectors.a.endpoint",
+            "connectors.a.token",
+            "connectors.b.kind",
+            "connectors.c.token",
+            "connectors.c.batch.max_events",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        let msg = |path: &str| {
+            problems
+                .iter()
+                .find(|p| p.path == path)
+                .unwrap()
+                .message
+                .clone()
+        };
+        assert!(msg("connectors.c.token").contains("NOT_SET_ANYWHERE"));
+        assert!(msg("connectors.b.kind").contains("carrier_pigeon"));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path.starts_with("connectors.d") && p.message.contains("colour"))
+        );
+    }
+
+    #[test]
+    fn batch_and_retry_defaults_come_from_the_kind_and_policy() {
+        let s = load(
+            "[kafka]\nbrokers=\"b:9092\"\ntopics=[\"t\"]\ngroup_id=\"g\"\n[connectors.x]\nkind=\"splunk_hec\"\nendpoint=\"http://h\"\ntoken=\"t\"\n[connectors.x.batch]\nmax_linger_ms = 5\n",
+        )
+        .unwrap();
+        let e = s.connectors[0].engine;
+        assert_eq!(
+            e.limits.max_bytes,
+            switchyard_splunk_hec::config::DEFAULT_LIMITS.max_bytes
+        );
+        assert_eq!(e.limits.max_linger, Duration::from_millis(5));
+        assert_eq!(e.retry, RetryPolicy::default());
+    }
+}

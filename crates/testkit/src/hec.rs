@@ -145,6 +145,11 @@ impl FakeHec {
         self.state.script.lock().unwrap().extend(replies);
     }
 
+    /// Drops the scripted answers not yet used: normal service resumes.
+    pub fn clear_script(&self) {
+        self.state.script.lock().unwrap().clear();
+    }
+
     /// Envelopes for which `bad` holds are refused as Splunk refuses bad events: 400 code 6
     /// with `invalid-event-number`, the events before it indexed.
     pub fn reject_when(&self, bad: impl Fn(&Value) -> bool + Send + Sync + 'static) {

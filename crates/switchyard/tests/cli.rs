@@ -1,0 +1,220 @@
+//! The `switchyard` binary as an operator runs it: `validate` exit codes and messages,
+//! environment overrides, and `run` shutting down cleanly on SIGTERM.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use switchyard_testkit::{Broker, FakeHec, Generator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const TOKEN: &str = "0a1b2c3d-secret-token-value";
+
+/// A config file in the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, text: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("switchyard-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        TempFile(path)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("SPLUNK_HEC_TOKEN")
+        .env("SWITCHYARD_LOG_FORMAT", "plain");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn repo_config() -> String {
+    format!("{}/../../connectors.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn validate_accepts_the_repo_config() {
+    let out = switchyard(
+        &["validate", "--config", &repo_config()],
+        &[("SPLUNK_HEC_TOKEN", TOKEN)],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+}
+
+#[test]
+fn validate_lists_every_problem_and_exits_2() {
+    let file = TempFile::new(
+        "bad",
+        r#"
+[kafka]
+brokers = "b:9092"
+topics = ["t"]
+group_id = "g"
+[connectors.splunk]
+kind = "splunk_hec"
+endpoint = "ftp://nowhere"
+token = "${SWITCHYARD_TEST_UNSET_VAR}"
+[connectors.splunk.batch]
+max_bytes = 0
+[connectors.other]
+kind = "smoke_signals"
+"#,
+    );
+    let out = switchyard(&["validate", "--config", file.path()], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for line in [
+        "connectors.splunk.token: environment variable SWITCHYARD_TEST_UNSET_VAR is not set",
+        "connectors.splunk.endpoint: scheme must be http or https",
+        "connectors.splunk.batch.max_bytes: must be at least 1",
+        "connectors.other.kind: unknown kind \"smoke_signals\"",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn environment_overrides_apply_and_secrets_are_not_echoed() {
+    let out = switchyard(
+        &["validate", "--config", &repo_config()],
+        &[
+            ("SPLUNK_HEC_TOKEN", TOKEN),
+            (
+                "SWITCHYARD__CONNECTORS__DZ-CONNECTOR-SPLUNK__ENDPOINT",
+                "not a url",
+            ),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connectors.dz-connector-splunk.endpoint"),
+        "{err}"
+    );
+    assert!(!err.contains(TOKEN) && !String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+}
+
+/// Kills the child if the test fails before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_delivers_and_shuts_down_cleanly_on_sigterm() {
+    let broker = Broker::mock().unwrap();
+    broker.create_topic("qoe", 2).unwrap();
+    let hec = FakeHec::builder(TOKEN).start().await.unwrap();
+    let file = TempFile::new(
+        "run",
+        &format!(
+            r#"
+[kafka]
+brokers = "{}"
+topics = ["qoe"]
+group_id = "cli"
+commit_interval_ms = 60000
+[kafka.options]
+"session.timeout.ms" = "6000"
+[router]
+shutdown_timeout_secs = 20
+[connectors.dz-connector-splunk]
+kind = "splunk_hec"
+endpoint = "{}"
+token = "${{SPLUNK_HEC_TOKEN}}"
+[connectors.dz-connector-splunk.batch]
+max_linger_ms = 20
+"#,
+            broker.bootstrap_servers(),
+            hec.url()
+        ),
+    );
+    let mut g = Generator::new("cli", 3).connector_lists(&["dz-connector-splunk"]);
+    broker.produce("qoe", (0..400).map(|i| (i % 2, g.next_event().1)));
+
+    let child = Command::new(BIN)
+        .args(["run", "--config", file.path()])
+        .env("SPLUNK_HEC_TOKEN", TOKEN)
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut running = Running(child);
+    assert!(hec.wait_for_indexed(400, Duration::from_secs(120)).await);
+
+    // The periodic commit is a minute away: only the shutdown path can commit now.
+    let status = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = running.0.wait().unwrap();
+        let mut logs = String::new();
+        running
+            .0
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut logs)
+            .unwrap();
+        (status, logs)
+    })
+    .await
+    .unwrap();
+    assert!(exit.0.success(), "exit {:?}\n{}", exit.0, exit.1);
+    assert!(exit.1.contains("signal received"), "{}", exit.1);
+    assert!(!exit.1.contains(TOKEN), "the token leaked into the logs");
+    for line in exit.1.lines() {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not a JSON log line: {line}"
+        );
+    }
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", "cli")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("qoe", 0);
+    tpl.add_partition("qoe", 1);
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let offsets: Vec<Offset> = committed.elements().iter().map(|e| e.offset()).collect();
+    drop(committed);
+    assert_eq!(
+        offsets,
+        [Offset::Offset(200), Offset::Offset(200)],
+        "shutdown committed everything delivered"
+    );
+    assert_eq!(hec.indexed_count(), 400);
+}
