@@ -402,3 +402,62 @@ async fn a_413_splits_the_batch_until_it_fits() {
             .all(|s| s.body_bytes <= 40_000)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_mid_delivery_drains_revoked_partitions_and_loses_nothing() {
+    // A slow indexer: the first member is still delivering when the second joins.
+    let hec = switchyard_testkit::FakeHec::builder(TOKEN)
+        .respond_after(std::time::Duration::from_millis(100));
+    let h = Harness::with_hec(4, hec).await;
+    let produced = h.produce(events("r", 2000));
+    let settings = h.settings_with(
+        "g-r",
+        "revoke_drain_timeout_secs = 60",
+        "concurrency = 2",
+        "[connectors.dz-connector-splunk.batch]\nmax_events = 50\nmax_linger_ms = 10",
+    );
+    let first = Pipeline::start(&settings).unwrap();
+    tokio::task::block_in_place(|| assert!(first.wait_for_source(PATIENCE, |s| s.assigned == 4)));
+    assert!(h.hec.wait_for_indexed(200, PATIENCE).await);
+    assert!(
+        h.hec.indexed_count() < 2000,
+        "the rebalance must start mid-delivery"
+    );
+
+    // The second member commits only at shutdown, so the group's commits at the handover
+    // are the first member's: exactly where the second starts each partition it takes.
+    let mut later = settings.clone();
+    later.kafka.commit_interval = std::time::Duration::from_secs(3600);
+    let second = Pipeline::start(&later).unwrap();
+    tokio::task::block_in_place(|| {
+        // The first member's revoke waited for its in-flight deliveries rather than
+        // abandoning them, then the partitions were shared out.
+        assert!(
+            first.wait_for_source(PATIENCE, |s| s.revokes_drained >= 1),
+            "{:?}",
+            first.source_status()
+        );
+        assert!(second.wait_for_source(PATIENCE, |s| s.assigned > 0));
+        assert!(first.wait_for_source(PATIENCE, |s| s.assigned > 0 && s.assigned < 4));
+    });
+    assert_eq!(first.source_status().revokes_timed_out, 0);
+    let handover = committed_offsets(&h, "g-r");
+    assert!(wait_all_ids(&h, &produced).await, "every event arrives");
+    assert!(first.shutdown().await);
+    assert!(second.shutdown().await);
+
+    // At-least-once across the handover: a duplicate is only ever an event at or past the
+    // offset the group had committed when the second member took over.
+    let counts = h.indexed_ids();
+    for p in &produced {
+        if counts[&p.id] > 1 {
+            let committed = handover.get(&p.partition).copied().unwrap_or(0);
+            assert!(
+                p.offset >= committed,
+                "{} at {} was committed ({committed}) yet redelivered",
+                p.id,
+                p.offset
+            );
+        }
+    }
+}

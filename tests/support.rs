@@ -62,14 +62,22 @@ impl Harness {
         hec_extra: &str,
         sections: &str,
     ) -> Settings {
+        // Test defaults, unless the caller sets the key itself (TOML forbids duplicates).
+        let mut kafka_extra = kafka_extra.to_string();
+        for (key, value) in [
+            ("commit_interval_ms", "100"),
+            ("revoke_drain_timeout_secs", "5"),
+        ] {
+            if !kafka_extra.contains(key) {
+                kafka_extra.push_str(&format!("\n{key} = {value}"));
+            }
+        }
         let toml = format!(
             r#"
 [kafka]
 brokers = "{brokers}"
 topics = ["{TOPIC}"]
 group_id = "{group}"
-commit_interval_ms = 100
-revoke_drain_timeout_secs = 5
 {kafka_extra}
 [kafka.options]
 "session.timeout.ms" = "6000"

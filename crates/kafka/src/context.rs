@@ -6,7 +6,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 use switchyard_core::{Acker, PartitionId, SourceStats};
 
@@ -59,12 +59,28 @@ impl Assigned {
     }
 }
 
+/// The source as observers see it.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Partitions this member owns now.
+    pub assigned: usize,
+    /// Rebalances seen (assignments and revocations).
+    pub rebalances: u64,
+    /// Last committed offset per (topic, partition).
+    pub committed: HashMap<(String, i32), i64>,
+    /// Revocations whose deliveries all finished within `revoke_drain_timeout`.
+    pub revokes_drained: u64,
+    /// Revocations that gave up waiting (their unfinished events are redelivered).
+    pub revokes_timed_out: u64,
+}
+
 pub struct Shared {
     pub acker: Arc<Acker>,
     pub stats: Arc<SourceStats>,
     pub assigned: Mutex<Assigned>,
-    /// Last committed offset per partition, for observers (tests, metrics).
-    pub committed: Mutex<HashMap<(String, i32), i64>>,
+    /// What observers (tests, metrics, readiness) may see; waiters are woken on change.
+    pub status: Mutex<Status>,
+    pub status_changed: Condvar,
     pub revoke_drain_timeout: Duration,
     /// Set when simulating a crash: nothing more is committed, even on revoke.
     pub crashed: AtomicBool,
@@ -73,6 +89,12 @@ pub struct Shared {
 impl Shared {
     pub fn assigned(&self) -> MutexGuard<'_, Assigned> {
         self.assigned.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the observable status and wakes its waiters.
+    pub fn update_status(&self, change: impl FnOnce(&mut Status)) {
+        change(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+        self.status_changed.notify_all();
     }
 
     /// Commits `points` synchronously and records them; false if Kafka refused.
@@ -107,12 +129,17 @@ impl Shared {
         match consumer.commit(tpl, CommitMode::Sync) {
             Ok(()) => {
                 self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                let mut acker = self.acker.lock();
-                let mut committed = self.committed.lock().unwrap_or_else(|e| e.into_inner());
-                for (id, topic, partition, offset) in named {
-                    acker.committed(*id, *offset);
-                    committed.insert((topic.clone(), *partition), *offset);
+                {
+                    let mut acker = self.acker.lock();
+                    for (id, _, _, offset) in named {
+                        acker.committed(*id, *offset);
+                    }
                 }
+                self.update_status(|s| {
+                    for (_, topic, partition, offset) in named {
+                        s.committed.insert((topic.clone(), *partition), *offset);
+                    }
+                });
                 true
             }
             // Nothing new since the last commit: not a failure.
@@ -165,28 +192,50 @@ impl ConsumerContext for Context {
                 .filter_map(|p| t.watermark(*p).map(|w| (*p, w)))
                 .collect()
         };
+        // Kafka accepts this commit while the group prepares the rebalance. (librdkafka's mock
+        // cluster refuses it as RebalanceInProgress; then the next owner starts from the last
+        // periodic commit, which costs duplicates, never events.)
         let _ = self.shared.commit(consumer, &points);
-        let mut assigned = self.shared.assigned();
-        let mut acker = self.shared.acker.lock();
-        for e in tpl.elements() {
-            if let Some(id) = assigned.remove(e.topic(), e.partition()) {
-                acker.revoke(id);
+        let owned = {
+            let mut assigned = self.shared.assigned();
+            let mut acker = self.shared.acker.lock();
+            for e in tpl.elements() {
+                if let Some(id) = assigned.remove(e.topic(), e.partition()) {
+                    acker.revoke(id);
+                }
             }
-        }
+            assigned.len()
+        };
+        self.shared.update_status(|s| {
+            s.assigned = owned;
+            s.rebalances += 1;
+            if drained {
+                s.revokes_drained += 1;
+            } else {
+                s.revokes_timed_out += 1;
+            }
+        });
         tracing::info!(partitions = tpl.count(), drained, "partitions revoked");
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let mut assigned = self.shared.assigned();
-                let mut acker = self.shared.acker.lock();
-                for e in tpl.elements() {
-                    if assigned.id(e.topic(), e.partition()).is_none() {
-                        let id = assigned.add(e.topic(), e.partition());
-                        acker.assign(id);
+                let owned = {
+                    let mut assigned = self.shared.assigned();
+                    let mut acker = self.shared.acker.lock();
+                    for e in tpl.elements() {
+                        if assigned.id(e.topic(), e.partition()).is_none() {
+                            let id = assigned.add(e.topic(), e.partition());
+                            acker.assign(id);
+                        }
                     }
-                }
+                    assigned.len()
+                };
+                self.shared.update_status(|s| {
+                    s.assigned = owned;
+                    s.rebalances += 1;
+                });
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
             }
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),

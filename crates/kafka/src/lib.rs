@@ -12,5 +12,6 @@
 mod context;
 mod source;
 
+pub use context::Status;
 pub use source::{Source, SourceConfig, SourceError, SourceExit};
 pub use switchyard_core::{Acker, Dispatcher};

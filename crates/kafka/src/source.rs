@@ -1,6 +1,6 @@
 //! The consumer thread: poll, dispatch, pause/resume, commit.
 
-use crate::context::{Assigned, Context, Shared};
+use crate::context::{Assigned, Context, Shared, Status};
 use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -9,7 +9,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use switchyard_core::{Dispatcher, Origin, PartitionId};
@@ -90,7 +90,8 @@ impl Source {
             acker: dispatcher.acker().clone(),
             stats: dispatcher.stats().clone(),
             assigned: Mutex::new(Assigned::default()),
-            committed: Mutex::default(),
+            status: Mutex::default(),
+            status_changed: Condvar::new(),
             revoke_drain_timeout: cfg.revoke_drain_timeout,
             crashed: AtomicBool::new(false),
         });
@@ -143,18 +144,37 @@ impl Source {
         }
     }
 
-    /// The offsets committed so far, by (topic, partition).
-    pub fn committed(&self) -> HashMap<(String, i32), i64> {
+    /// Assignment and commits as of now.
+    pub fn status(&self) -> Status {
         self.shared
-            .committed
+            .status
             .lock()
-            .map(|c| c.clone())
+            .map(|s| s.clone())
             .unwrap_or_default()
     }
 
-    /// How many partitions this member owns now.
-    pub fn assigned_partitions(&self) -> usize {
-        self.shared.assigned().len()
+    /// The offsets committed so far, by (topic, partition).
+    pub fn committed(&self) -> HashMap<(String, i32), i64> {
+        self.status().committed
+    }
+
+    /// Blocks until `done` holds for the status, or `timeout` passes; returns whether it holds.
+    pub fn wait_for_status(&self, timeout: Duration, done: impl Fn(&Status) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut status = self.shared.status.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if done(&status) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            status = match self.shared.status_changed.wait_timeout(status, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use switchyard_core::{
     Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Route, Router, SourceStats,
     TimingRecorder,
 };
-use switchyard_kafka::{Source, SourceError};
+use switchyard_kafka::{Source, SourceError, Status};
 use switchyard_splunk_hec::SplunkHec;
 
 /// A running router.
@@ -141,8 +141,14 @@ impl Pipeline {
         self.source.committed()
     }
 
-    pub fn assigned_partitions(&self) -> usize {
-        self.source.assigned_partitions()
+    /// The consumer's assignment and commits as of now.
+    pub fn source_status(&self) -> Status {
+        self.source.status()
+    }
+
+    /// Waits until `done` holds for the consumer's status; false on timeout.
+    pub fn wait_for_source(&self, timeout: Duration, done: impl Fn(&Status) -> bool) -> bool {
+        self.source.wait_for_status(timeout, done)
     }
 
     /// Graceful stop (see [`Source::stop`]). True if every delivery finished in time.

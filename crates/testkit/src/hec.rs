@@ -58,6 +58,8 @@ type Poison = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 
 struct Hec {
     token: String,
+    /// Answers wait this long (a slow indexer).
+    delay: Duration,
     max_content_length: usize,
     indexes: Option<HashSet<String>>,
     retain: bool,
@@ -78,6 +80,7 @@ pub struct FakeHec {
 /// Options for [`FakeHec`].
 pub struct Builder {
     token: String,
+    delay: Duration,
     max_content_length: usize,
     indexes: Option<HashSet<String>>,
     retain: bool,
@@ -94,6 +97,11 @@ impl Builder {
         self.indexes = Some(names.iter().map(|s| s.to_string()).collect());
         self
     }
+    /// Every answer waits `delay` (a slow indexer).
+    pub fn respond_after(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
     /// Count events without keeping them (for long demo runs).
     pub fn counting_only(mut self) -> Self {
         self.retain = false;
@@ -102,6 +110,7 @@ impl Builder {
     pub async fn start(self) -> std::io::Result<FakeHec> {
         let state = Arc::new(Hec {
             token: self.token,
+            delay: self.delay,
             max_content_length: self.max_content_length,
             indexes: self.indexes,
             retain: self.retain,
@@ -128,6 +137,7 @@ impl FakeHec {
     pub fn builder(token: &str) -> Builder {
         Builder {
             token: token.into(),
+            delay: Duration::ZERO,
             // Splunk Enterprise's default max_content_length.
             max_content_length: 838_860_800,
             indexes: None,
@@ -236,6 +246,9 @@ async fn handle(
     }
     if method != Method::POST {
         return answer(405, 405, "Method Not Allowed", None);
+    }
+    if !hec.delay.is_zero() {
+        tokio::time::sleep(hec.delay).await;
     }
     let gzip = headers
         .get("content-encoding")
