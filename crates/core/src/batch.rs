@@ -83,7 +83,7 @@ impl Batcher {
             batch.events.len() >= self.limits.max_events || batch.bytes >= self.limits.max_bytes;
         match (rolled, full) {
             (Some(r), _) => Push::Rolled(r),
-            (None, true) => Push::Full(self.take().expect("batch was just filled")),
+            (None, true) => self.take().map_or(Push::Added, Push::Full),
             (None, false) => Push::Added,
         }
     }

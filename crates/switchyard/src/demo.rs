@@ -104,27 +104,19 @@ pub async fn run(
     Ok(())
 }
 
-/// Prints the progress line every second until `stop` resolves.
+/// Prints the progress line every second, in place on a terminal, until `stop` resolves.
 async fn report(pipeline: &Pipeline, stop: impl Future<Output = ()>) {
     let tty = std::io::stdout().is_terminal();
-    let started = Instant::now();
-    let every = Duration::from_secs(1);
-    let mut ticker = tokio::time::interval(every);
-    let mut before = pipeline.progress();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = ticker.tick() => {
-                let now = pipeline.progress();
-                let line = progress::line(&now, &before, started.elapsed(), every);
-                let mut out = std::io::stdout().lock();
-                let _ = if tty { write!(out, "\r\x1b[2K{line}") } else { writeln!(out, "{line}") };
-                let _ = out.flush();
-                before = now;
-            }
-        }
-    }
+    progress::report_until(pipeline, Duration::from_secs(1), stop, |line| {
+        let mut out = std::io::stdout().lock();
+        let _ = if tty {
+            write!(out, "\r\x1b[2K{line}")
+        } else {
+            writeln!(out, "{line}")
+        };
+        let _ = out.flush();
+    })
+    .await;
     if tty {
         println!();
     }

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchyard::settings::{Settings, env_lookup};
 use switchyard::{Pipeline, progress};
 use tracing_subscriber::EnvFilter;
@@ -18,28 +18,23 @@ struct Cli {
     command: Command,
 }
 
+#[derive(clap::Args)]
+struct ConfigArg {
+    #[arg(
+        long,
+        short,
+        default_value = "connectors.toml",
+        env = "SWITCHYARD_CONFIG"
+    )]
+    config: String,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Consume from the configured Kafka cluster and deliver until SIGTERM/SIGINT.
-    Run {
-        #[arg(
-            long,
-            short,
-            default_value = "connectors.toml",
-            env = "SWITCHYARD_CONFIG"
-        )]
-        config: String,
-    },
+    Run(ConfigArg),
     /// Check a configuration file; lists every problem and exits 2 if there are any.
-    Validate {
-        #[arg(
-            long,
-            short,
-            default_value = "connectors.toml",
-            env = "SWITCHYARD_CONFIG"
-        )]
-        config: String,
-    },
+    Validate(ConfigArg),
     /// Run the config against an embedded broker, generated events and local stand-ins.
     #[cfg(feature = "demo")]
     Demo {
@@ -84,8 +79,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Validate { config } => validate(&config),
-        Command::Run { config } => run(&config).await,
+        Command::Validate(a) => validate(&a.config),
+        Command::Run(a) => run(&a.config).await,
         #[cfg(feature = "demo")]
         Command::Demo {
             config,
@@ -156,23 +151,15 @@ async fn run(path: &str) -> ExitCode {
         }
     };
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "switchyard running");
-    let started = Instant::now();
-    let every = Duration::from_secs(30);
-    let mut ticker = tokio::time::interval(every);
-    ticker.tick().await;
-    let mut before = pipeline.progress();
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            _ = ticker.tick() => {
-                let now = pipeline.progress();
-                tracing::info!(progress = %progress::line(&now, &before, started.elapsed(), every), "progress");
-                before = now;
-            }
-        }
-    }
+    progress::report_until(
+        &pipeline,
+        Duration::from_secs(30),
+        shutdown_signal(),
+        |line| {
+            tracing::info!(progress = %line, "progress");
+        },
+    )
+    .await;
     tracing::info!("signal received; shutting down");
     let clean = pipeline.shutdown().await;
     tracing::info!(clean, "stopped");

@@ -1,8 +1,33 @@
 //! The one-line progress report of `switchyard demo` and the periodic log of `run`.
 
-use crate::pipeline::Progress;
+use crate::pipeline::{Pipeline, Progress};
 use std::fmt::Write;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Calls `show` with a fresh progress line every `every` until `stop` resolves.
+pub async fn report_until(
+    pipeline: &Pipeline,
+    every: Duration,
+    stop: impl Future<Output = ()>,
+    mut show: impl FnMut(&str),
+) {
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    let mut before = pipeline.progress();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = ticker.tick() => {
+                let now = pipeline.progress();
+                show(&line(&now, &before, started.elapsed(), every));
+                before = now;
+            }
+        }
+    }
+}
 
 /// `in 24010 (2001/s) malformed 24 unknown-ids 1203 | splunk: ok 23900 rej 0 retry 0 …`
 pub fn line(now: &Progress, before: &Progress, elapsed: Duration, interval: Duration) -> String {
