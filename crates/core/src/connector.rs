@@ -22,7 +22,9 @@ pub trait Connector: Send + Sync + 'static {
     /// Bytes `event` adds to an uncompressed request body.
     fn encoded_len(&self, event: &Event) -> usize;
 
-    fn encode(&self, events: &[Event]) -> Result<Self::Request, EncodeError>;
+    /// Builds one request from `events`. An encoder may leave events out (with a reason) and
+    /// report adjustments it made; see [`Encoded`].
+    fn encode(&self, events: &[Event]) -> Result<Encoded<Self::Request>, EncodeError>;
 
     /// Bytes `request` puts on the wire (for the bytes-sent counter).
     fn request_size(&self, request: &Self::Request) -> usize;
@@ -36,10 +38,38 @@ pub trait Connector: Send + Sync + 'static {
     fn classify(&self, response: &Self::Response, events: &[Event]) -> Verdict;
 }
 
+/// What an encoder made of a batch.
+#[derive(Debug)]
+pub struct Encoded<R> {
+    pub request: R,
+    /// Events left out of the request because the destination would refuse or silently drop
+    /// them, by index into the encoded slice, with the reason. The engine rejects them.
+    pub rejected: Vec<(usize, String)>,
+    /// Adjustments made to fit the API (a value truncated, an attribute dropped), one entry
+    /// per occurrence; the engine counts them by reason.
+    pub fixes: Vec<&'static str>,
+}
+
+impl<R> Encoded<R> {
+    /// Every event encoded as it is.
+    pub fn all(request: R) -> Self {
+        Encoded {
+            request,
+            rejected: Vec::new(),
+            fixes: Vec::new(),
+        }
+    }
+}
+
 /// A request could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("encoding failed: {0}")]
-pub struct EncodeError(pub String);
+pub enum EncodeError {
+    /// The encoded request is over the API's size limit: the engine splits the events.
+    #[error("encoded request of {size} bytes is over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("encoding failed: {0}")]
+    Failed(String),
+}
 
 /// No answer came back.
 #[derive(Debug, Clone, thiserror::Error)]

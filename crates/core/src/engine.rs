@@ -3,7 +3,7 @@
 //! event exactly once, as delivered or rejected.
 
 use crate::batch::{Batch, BatchLimits, Batcher, Push};
-use crate::connector::{Connector, EventVerdict, Outcome, Verdict};
+use crate::connector::{Connector, EncodeError, EventVerdict, Outcome, Verdict};
 use crate::event::Event;
 use crate::offsets::Acker;
 use crate::retry::RetryPolicy;
@@ -213,7 +213,20 @@ impl<C: Connector> Shared<C> {
         loop {
             let attempt = calls.len() as u32 + 1;
             let request = match self.connector.encode(&pending) {
-                Ok(r) => r,
+                Ok(encoded) => {
+                    if attempt == 1 {
+                        self.stats.count_fixes(&encoded.fixes);
+                    }
+                    pending = self.drop_rejected(pending, encoded.rejected);
+                    if pending.is_empty() {
+                        break;
+                    }
+                    encoded.request
+                }
+                Err(EncodeError::TooLarge { .. }) if pending.len() > 1 => {
+                    end = GroupEnd::Split(pending);
+                    break;
+                }
                 Err(e) => {
                     self.finish_rejected(with_reason(pending, &e.to_string()));
                     break;
@@ -338,6 +351,25 @@ impl<C: Connector> Shared<C> {
         verdict
     }
 
+    /// Rejects the events an encoder left out; returns the rest, in order.
+    fn drop_rejected(&self, events: Vec<Event>, mut rejected: Vec<(usize, String)>) -> Vec<Event> {
+        if rejected.is_empty() {
+            return events;
+        }
+        rejected.sort_by_key(|(i, _)| *i);
+        let mut reasons = rejected.into_iter().peekable();
+        let mut kept = Vec::with_capacity(events.len());
+        let mut out = Vec::new();
+        for (i, event) in events.into_iter().enumerate() {
+            match reasons.next_if(|(j, _)| *j == i) {
+                Some((_, reason)) => out.push((event, reason)),
+                None => kept.push(event),
+            }
+        }
+        self.finish_rejected(out);
+        kept
+    }
+
     /// Acknowledges what a partial answer settled; returns the events to send again.
     fn settle_partial(&self, events: Vec<Event>, verdicts: Vec<EventVerdict>) -> Vec<Event> {
         if verdicts.len() != events.len() {
@@ -396,6 +428,9 @@ impl<C: Connector> Shared<C> {
         self.stats
             .rejected
             .fetch_add(rejected.len() as u64, Relaxed);
+        for (_, reason) in &rejected {
+            self.stats.count_rejection(reason, 1);
+        }
         let events: Vec<Event> = rejected.into_iter().map(|(e, _)| e).collect();
         self.acker.complete(self.index, &events);
     }

@@ -20,7 +20,7 @@ pub mod stats;
 pub mod timings;
 
 pub use batch::BatchLimits;
-pub use connector::{Connector, EncodeError, EventVerdict, Outcome, SendError, Verdict};
+pub use connector::{Connector, EncodeError, Encoded, EventVerdict, Outcome, SendError, Verdict};
 pub use dispatch::Dispatcher;
 pub use engine::{ConnectorHandle, Engine, EngineSettings};
 pub use event::{Event, MalformedReason, Origin, PartitionId};

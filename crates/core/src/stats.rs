@@ -2,6 +2,8 @@
 //! metrics exporter. Plain atomics: cheap on the hot path, no locks.
 
 use crate::event::MalformedReason;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Per connector.
@@ -19,6 +21,10 @@ pub struct ConnectorStats {
     pub failed_requests: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub in_flight_requests: AtomicU64,
+    /// Adjustments encoders made to fit the API, by reason (see `Encoded::fixes`).
+    fixes: Mutex<BTreeMap<&'static str, u64>>,
+    /// Rejected events by reason class (the reason's text up to its first colon).
+    rejections: Mutex<BTreeMap<String, u64>>,
 }
 
 /// A consistent-enough copy of [`ConnectorStats`] for display and assertions.
@@ -35,6 +41,36 @@ pub struct ConnectorSnapshot {
 }
 
 impl ConnectorStats {
+    pub fn count_fixes(&self, fixes: &[&'static str]) {
+        if fixes.is_empty() {
+            return;
+        }
+        if let Ok(mut m) = self.fixes.lock() {
+            for f in fixes {
+                *m.entry(f).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn fixes(&self) -> BTreeMap<&'static str, u64> {
+        self.fixes.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn count_rejection(&self, reason: &str, n: u64) {
+        let class = reason.split(':').next().unwrap_or(reason).trim();
+        if let Ok(mut m) = self.rejections.lock() {
+            *m.entry(class.to_string()).or_default() += n;
+        }
+    }
+
+    /// Rejected events by reason class.
+    pub fn rejections(&self) -> BTreeMap<String, u64> {
+        self.rejections
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default()
+    }
+
     pub fn snapshot(&self) -> ConnectorSnapshot {
         ConnectorSnapshot {
             queued: self.queued.load(Relaxed),

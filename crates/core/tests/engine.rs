@@ -26,6 +26,9 @@ struct Scripted {
     /// The offsets of each request, in send order.
     requests: Mutex<Vec<Vec<i64>>>,
     send_delay: Duration,
+    refuse: Mutex<Vec<i64>>,
+    /// Requests of more events than this fail to encode as too large.
+    max_request: Option<usize>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -47,8 +50,28 @@ impl Connector for Mem {
     fn encoded_len(&self, event: &Event) -> usize {
         event.raw().len()
     }
-    fn encode(&self, events: &[Event]) -> Result<Vec<i64>, EncodeError> {
-        Ok(events.iter().map(|e| e.origin().offset).collect())
+    fn encode(&self, events: &[Event]) -> Result<Encoded<Vec<i64>>, EncodeError> {
+        // Events whose offset is in `refuse` are left out, as a validating encoder would.
+        let refuse = self.0.refuse.lock().unwrap();
+        let mut encoded = Encoded::all(Vec::new());
+        for (i, e) in events.iter().enumerate() {
+            let o = e.origin().offset;
+            if refuse.contains(&o) {
+                encoded
+                    .rejected
+                    .push((i, format!("invalid: offset {o} refused")));
+            } else {
+                encoded.request.push(o);
+                encoded.fixes.push("touched");
+            }
+        }
+        if encoded.request.len() > self.0.max_request.unwrap_or(usize::MAX) {
+            return Err(EncodeError::TooLarge {
+                size: encoded.request.len(),
+                limit: 0,
+            });
+        }
+        Ok(encoded)
     }
     fn request_size(&self, request: &Vec<i64>) -> usize {
         request.len()
@@ -335,4 +358,46 @@ async fn an_event_larger_than_a_batch_is_rejected_unsent() {
     assert_eq!(*c.requests.lock().unwrap(), [vec![1]]);
     assert_eq!((stats.delivered, stats.rejected), (1, 1));
     assert_eq!(acker.lock().watermark(P), Some(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn events_an_encoder_leaves_out_are_rejected_and_the_rest_sent() {
+    let r = rig(vec![], settings(4, 1000), Duration::ZERO);
+    *r.connector.refuse.lock().unwrap() = vec![1, 3];
+    r.feed(0..4);
+    let stats = r.handle.stats.clone();
+    let (c, acker, _, snap) = r.finish().await;
+    assert_eq!(*c.requests.lock().unwrap(), [vec![0, 2]]);
+    assert_eq!((snap.delivered, snap.rejected), (2, 2));
+    assert_eq!(stats.rejections().get("invalid"), Some(&2));
+    assert_eq!(stats.fixes().get("touched"), Some(&2));
+    assert_eq!(acker.lock().watermark(P), Some(4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_too_large_to_encode_is_split_before_sending() {
+    let connector = Arc::new(Scripted {
+        max_request: Some(2),
+        ..Default::default()
+    });
+    let acker = Arc::new(Acker::new());
+    acker.lock().assign(P);
+    let handle = Engine::spawn(
+        Mem(connector.clone()),
+        "mem",
+        C,
+        settings(5, 1000),
+        acker.clone(),
+        TimingRecorder::new(10),
+    );
+    let r = Rig {
+        connector,
+        acker,
+        timings: TimingRecorder::new(1),
+        handle,
+    };
+    r.feed(0..5);
+    let (c, _, _, snap) = r.finish().await;
+    assert!(c.requests.lock().unwrap().iter().all(|r| r.len() <= 2));
+    assert_eq!(snap.delivered, 5);
 }

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
+use switchyard_core::compress::{Compression, gzip};
 use switchyard_core::{Secret, SendError};
 
 pub use reqwest::StatusCode;
@@ -24,6 +25,22 @@ pub struct HttpBody {
     pub bytes: Bytes,
     /// `Content-Encoding`, e.g. `gzip`.
     pub encoding: Option<&'static str>,
+}
+
+impl HttpBody {
+    /// `body`, compressed as configured.
+    pub fn new(body: Vec<u8>, compression: Compression) -> Self {
+        match compression {
+            Compression::Gzip => HttpBody {
+                bytes: gzip(&body).into(),
+                encoding: Some("gzip"),
+            },
+            Compression::None => HttpBody {
+                bytes: body.into(),
+                encoding: None,
+            },
+        }
+    }
 }
 
 /// An HTTP client bound to one endpoint and its fixed headers (auth among them).

@@ -9,8 +9,8 @@ pub mod classify;
 pub mod config;
 pub mod encode;
 
-use switchyard_core::compress::{Compression, gzip};
-use switchyard_core::{BatchLimits, Connector, EncodeError, Event, SendError, Verdict};
+use switchyard_core::compress::Compression;
+use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport, Url};
 
 pub use config::HecConfig;
@@ -65,19 +65,10 @@ impl Connector for SplunkHec {
         self.envelope.encoded_len(event)
     }
 
-    fn encode(&self, events: &[Event]) -> Result<HttpBody, EncodeError> {
+    fn encode(&self, events: &[Event]) -> Result<Encoded<HttpBody>, EncodeError> {
         let mut body = Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum());
         self.envelope.encode(events, &mut body);
-        Ok(match self.compression {
-            Compression::Gzip => HttpBody {
-                bytes: gzip(&body).into(),
-                encoding: Some("gzip"),
-            },
-            Compression::None => HttpBody {
-                bytes: body.into(),
-                encoding: None,
-            },
-        })
+        Ok(Encoded::all(HttpBody::new(body, self.compression)))
     }
 
     fn request_size(&self, request: &HttpBody) -> usize {
