@@ -37,11 +37,11 @@ async fn a_failing_destination_pauses_partitions_and_bounds_what_is_read() {
         "read {} records while the destination was down",
         paused_all.consumed
     );
-    assert_eq!(h.hec.indexed_count(), 0);
+    assert_eq!(h.hec.received_count(), 0);
 
     h.hec.clear_script();
     assert!(
-        h.hec.wait_for_indexed(4000, PATIENCE).await,
+        h.hec.wait_for_received(4000, PATIENCE).await,
         "{:?}",
         pipeline.progress()
     );

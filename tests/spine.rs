@@ -25,9 +25,9 @@ async fn ten_thousand_events_are_each_delivered_once_with_correct_envelopes() {
     let pipeline = Pipeline::start(&settings).unwrap();
 
     assert!(
-        h.hec.wait_for_indexed(10_000, PATIENCE).await,
+        h.hec.wait_for_received(10_000, PATIENCE).await,
         "only {} indexed; {:?}; seen {:?}",
-        h.hec.indexed_count(),
+        h.hec.received_count(),
         pipeline.progress(),
         h.hec.seen().len()
     );
@@ -48,12 +48,12 @@ async fn ten_thousand_events_are_each_delivered_once_with_correct_envelopes() {
             p.id
         );
     }
-    assert_eq!(h.hec.indexed_count(), 10_000);
+    assert_eq!(h.hec.received_count(), 10_000);
     assert!(h.hec.violations().is_empty(), "{:?}", h.hec.violations());
     let seen = h.hec.seen();
-    assert!(seen.iter().all(|s| s.gzip && s.status == 200));
+    assert!(seen.iter().all(|s| s.compressed && s.status == 200));
     assert!(
-        seen.iter().all(|s| s.envelopes <= 500),
+        seen.iter().all(|s| s.items <= 500),
         "batch max_events honoured"
     );
     assert_eq!(stats.delivered, 10_000);
@@ -61,7 +61,7 @@ async fn ten_thousand_events_are_each_delivered_once_with_correct_envelopes() {
 
     // Envelopes: time from event.timestamp in seconds, configured metadata, event as sent.
     let by_id: HashMap<&str, &Produced> = produced.iter().map(|p| (p.id.as_str(), p)).collect();
-    for env in h.hec.indexed().iter().take(500) {
+    for env in h.hec.received().iter().take(500) {
         let p = by_id[env["event"]["event_id"].as_str().unwrap()];
         let ms = p.json["event"]["timestamp"].as_f64().unwrap();
         assert!((env["time"].as_f64().unwrap() - ms / 1000.0).abs() < 1e-6);
@@ -131,7 +131,7 @@ async fn busy_and_throttled_hec_is_retried_until_everything_is_delivered() {
     );
     let pipeline = Pipeline::start(&settings).unwrap();
 
-    assert!(h.hec.wait_for_indexed(600, PATIENCE).await);
+    assert!(h.hec.wait_for_received(600, PATIENCE).await);
     let stats = splunk(&pipeline);
     let timings = pipeline.timings().clone();
     assert!(pipeline.shutdown().await);
@@ -183,17 +183,17 @@ async fn a_crash_without_commit_redelivers_only_the_uncommitted_tail() {
     let first = Pipeline::start(&settings).unwrap();
     // Crash once some progress is committed, while deliveries are still going on.
     loop {
-        let indexed = h.hec.indexed_count();
+        let indexed = h.hec.received_count();
         if !first.committed().is_empty() && indexed >= 500 {
             break;
         }
         assert!(
-            h.hec.wait_for_indexed(indexed + 1, PATIENCE).await,
+            h.hec.wait_for_received(indexed + 1, PATIENCE).await,
             "stalled before the crash"
         );
     }
     assert!(
-        h.hec.indexed_count() < 3000,
+        h.hec.received_count() < 3000,
         "the crash must leave work undone"
     );
     first.crash().await;
@@ -264,13 +264,13 @@ fn committed_offsets(h: &Harness, group: &str) -> HashMap<i32, i64> {
 async fn wait_all_ids(h: &Harness, produced: &[Produced]) -> bool {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let target = h.hec.indexed_count() + 1;
+        let target = h.hec.received_count() + 1;
         let counts = h.indexed_ids();
         if produced.iter().all(|p| counts.contains_key(&p.id)) {
             return true;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() || !h.hec.wait_for_indexed(target, left).await {
+        if left.is_zero() || !h.hec.wait_for_received(target, left).await {
             return false;
         }
     }
@@ -303,7 +303,7 @@ async fn malformed_records_are_counted_and_skipped_while_good_ones_flow() {
     let produced = h.produce(records);
     let settings = h.settings("g-d", "", "[connectors.dz-connector-splunk.batch]\nmax_linger_ms = 20\n[router]\nmax_event_bytes = 10000");
     let pipeline = Pipeline::start(&settings).unwrap();
-    assert!(h.hec.wait_for_indexed(6, PATIENCE).await);
+    assert!(h.hec.wait_for_received(6, PATIENCE).await);
     let source = pipeline.source_stats().clone();
     assert!(pipeline.shutdown().await);
 
@@ -345,7 +345,7 @@ async fn invalid_event_number_keeps_the_prefix_rejects_one_and_resends_the_rest(
         "[connectors.dz-connector-splunk.batch]\nmax_events = 20\nmax_linger_ms = 60000",
     );
     let pipeline = Pipeline::start(&settings).unwrap();
-    assert!(h.hec.wait_for_indexed(19, PATIENCE).await);
+    assert!(h.hec.wait_for_received(19, PATIENCE).await);
     let stats = splunk(&pipeline);
     assert!(pipeline.shutdown().await);
     let stats = stats.snapshot();
@@ -357,12 +357,12 @@ async fn invalid_event_number_keeps_the_prefix_rejects_one_and_resends_the_rest(
     }
     let seen = h.hec.seen();
     assert_eq!(
-        (seen[0].status, seen[0].code, seen[0].envelopes),
+        (seen[0].status, seen[0].code, seen[0].items),
         (400, 6, 8),
         "first request: 7 indexed, #7 refused"
     );
     assert_eq!(
-        (seen[1].status, seen[1].envelopes),
+        (seen[1].status, seen[1].items),
         (200, 12),
         "only the suffix is resent"
     );
@@ -389,7 +389,7 @@ async fn a_413_splits_the_batch_until_it_fits() {
         "[connectors.dz-connector-splunk.batch]\nmax_events = 64\nmax_linger_ms = 60000",
     );
     let pipeline = Pipeline::start(&settings).unwrap();
-    assert!(h.hec.wait_for_indexed(64, PATIENCE).await);
+    assert!(h.hec.wait_for_received(64, PATIENCE).await);
     assert!(pipeline.shutdown().await);
 
     let counts = h.indexed_ids();
@@ -418,9 +418,9 @@ async fn a_rebalance_mid_delivery_drains_revoked_partitions_and_loses_nothing() 
     );
     let first = Pipeline::start(&settings).unwrap();
     tokio::task::block_in_place(|| assert!(first.wait_for_source(PATIENCE, |s| s.assigned == 4)));
-    assert!(h.hec.wait_for_indexed(200, PATIENCE).await);
+    assert!(h.hec.wait_for_received(200, PATIENCE).await);
     assert!(
-        h.hec.indexed_count() < 2000,
+        h.hec.received_count() < 2000,
         "the rebalance must start mid-delivery"
     );
 

@@ -138,7 +138,7 @@ max_attempts = 50
     /// How many times each `event_id` was indexed by the fake HEC.
     pub fn indexed_ids(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
-        for env in self.hec.indexed() {
+        for env in self.hec.received() {
             if let Some(id) = env["event"]["event_id"].as_str() {
                 *counts.entry(id.to_string()).or_default() += 1;
             }

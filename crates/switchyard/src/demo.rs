@@ -91,7 +91,7 @@ pub async fn run(
     let _ = seeder.join();
     let clean = pipeline.shutdown().await;
     for (id, fake) in &standins {
-        eprintln!("stand-in for {id} indexed {} events", fake.indexed_count());
+        eprintln!("stand-in for {id} indexed {} events", fake.received_count());
     }
     eprintln!(
         "stopped {}",

@@ -166,7 +166,7 @@ max_linger_ms = 20
         .spawn()
         .unwrap();
     let mut running = Running(child);
-    assert!(hec.wait_for_indexed(400, Duration::from_secs(120)).await);
+    assert!(hec.wait_for_received(400, Duration::from_secs(120)).await);
 
     // The periodic commit is a minute away: only the shutdown path can commit now.
     let status = Command::new("kill")
@@ -216,5 +216,5 @@ max_linger_ms = 20
         [Offset::Offset(200), Offset::Offset(200)],
         "shutdown committed everything delivered"
     );
-    assert_eq!(hec.indexed_count(), 400);
+    assert_eq!(hec.received_count(), 400);
 }

@@ -1,10 +1,17 @@
-//! What every fake destination shares: a loopback listener on a free port, gzip decoding,
-//! and waiting for a condition on the recorded traffic without sleeping.
+//! What every fake destination shares: a loopback listener on a free port, gzip/deflate
+//! decoding, scripted failures, a record of requests and accepted items, protocol violations,
+//! and waiting on that record without sleeping.
 
 use axum::Router;
-use flate2::read::GzDecoder;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use flate2::read::{GzDecoder, ZlibDecoder};
+use serde_json::Value;
+use std::collections::VecDeque;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 
@@ -46,37 +53,205 @@ impl Drop for Server {
     }
 }
 
-/// Decodes a request body by its `Content-Encoding`. `Err` carries the problem.
-pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
-    match encoding {
-        None | Some("identity") => Ok(body.to_vec()),
-        Some("gzip") => {
-            let mut out = Vec::new();
-            GzDecoder::new(body)
-                .read_to_end(&mut out)
-                .map_err(|e| format!("bad gzip: {e}"))?;
-            Ok(out)
-        }
-        Some(other) => Err(format!("unsupported Content-Encoding {other:?}")),
+/// A request body decoded by its `Content-Encoding`, or why it could not be.
+pub enum Decoded {
+    Body(Vec<u8>),
+    Unsupported(String),
+    Corrupt(String),
+}
+
+pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Decoded {
+    let mut out = Vec::new();
+    let result = match encoding {
+        None | Some("identity") => return Decoded::Body(body.to_vec()),
+        Some("gzip") => GzDecoder::new(body).read_to_end(&mut out),
+        Some("deflate") => ZlibDecoder::new(body).read_to_end(&mut out),
+        Some(other) => return Decoded::Unsupported(other.to_string()),
+    };
+    match result {
+        Ok(_) => Decoded::Body(out),
+        Err(e) => Decoded::Corrupt(e.to_string()),
     }
 }
 
-/// Waits until `check` holds, re-checking whenever `notify` fires. False on timeout.
-pub async fn wait_until(
-    notify: &Notify,
-    timeout: Duration,
-    mut check: impl FnMut() -> bool,
-) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if check() {
-            return true;
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// A JSON answer.
+pub fn json(status: u16, body: &Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [("content-type", "application/json")], body.to_string()).into_response()
+}
+
+/// A scripted answer for one upcoming request (nothing of that request is accepted).
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub status: u16,
+    pub body: Value,
+    pub retry_after: Option<u64>,
+}
+
+impl Scripted {
+    pub fn response(&self) -> Response {
+        let mut r = json(self.status, &self.body);
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert("retry-after", s.into());
         }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return check();
+        r
+    }
+}
+
+/// What a fake saw of one request.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    pub status: u16,
+    /// The destination's own code, where it has one (HEC); else 0.
+    pub code: i64,
+    /// Items parsed from the body (0 if it was refused before parsing).
+    pub items: usize,
+    pub compressed: bool,
+    pub body_bytes: usize,
+}
+
+/// The state every fake keeps.
+pub struct Recorder {
+    pub delay: Duration,
+    retain: bool,
+    script: Mutex<VecDeque<Scripted>>,
+    items: Mutex<Vec<Value>>,
+    count: AtomicU64,
+    seen: Mutex<Vec<Seen>>,
+    violations: Mutex<Vec<String>>,
+    notify: Notify,
+}
+
+impl Recorder {
+    pub fn new(retain: bool, delay: Duration) -> Self {
+        Recorder {
+            delay,
+            retain,
+            script: Mutex::default(),
+            items: Mutex::default(),
+            count: AtomicU64::new(0),
+            seen: Mutex::default(),
+            violations: Mutex::default(),
+            notify: Notify::new(),
         }
     }
+
+    pub fn script(&self, answers: impl IntoIterator<Item = Scripted>) {
+        self.script.lock().unwrap().extend(answers);
+    }
+
+    pub fn clear_script(&self) {
+        self.script.lock().unwrap().clear();
+    }
+
+    pub fn next_scripted(&self) -> Option<Scripted> {
+        self.script.lock().unwrap().pop_front()
+    }
+
+    /// Stores items the destination accepted.
+    pub fn accept(&self, items: Vec<Value>) {
+        let n = items.len() as u64;
+        if self.retain {
+            self.items.lock().unwrap().extend(items);
+        }
+        self.count.fetch_add(n, Relaxed);
+    }
+
+    /// Records one finished request and wakes waiters.
+    pub fn saw(&self, seen: Seen) {
+        self.seen.lock().unwrap().push(seen);
+        self.notify.notify_waiters();
+    }
+
+    pub fn violation(&self, v: String) {
+        self.violations.lock().unwrap().push(v);
+    }
+
+    pub fn items(&self) -> Vec<Value> {
+        self.items.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn violations(&self) -> Vec<String> {
+        self.violations.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` items are accepted.
+    pub async fn wait_for_count(&self, n: u64, timeout: Duration) -> bool {
+        self.wait_until(timeout, || self.count() >= n).await
+    }
+
+    /// Waits until `check` holds over the requests seen so far.
+    pub async fn wait_for_seen(&self, timeout: Duration, check: impl Fn(&[Seen]) -> bool) -> bool {
+        self.wait_until(timeout, || check(&self.seen.lock().unwrap())).await
+    }
+
+    /// Waits until `check` holds, re-checking after every request. False on timeout.
+    async fn wait_until(&self, timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if check() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return check();
+            }
+        }
+    }
+
+    /// Sleeps for the configured answer delay (a slow destination).
+    pub async fn pause(&self) {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+    }
+}
+
+/// Accessors every fake offers, delegating to its [`Recorder`].
+#[macro_export]
+macro_rules! recorder_accessors {
+    () => {
+        /// The next requests get these answers, in order, before normal service resumes.
+        pub fn script(&self, answers: impl IntoIterator<Item = $crate::fake::Scripted>) {
+            self.rec().script(answers);
+        }
+        /// Drops the scripted answers not yet used: normal service resumes.
+        pub fn clear_script(&self) {
+            self.rec().clear_script();
+        }
+        /// Every accepted item, in order.
+        pub fn received(&self) -> Vec<serde_json::Value> {
+            self.rec().items()
+        }
+        pub fn received_count(&self) -> u64 {
+            self.rec().count()
+        }
+        pub fn seen(&self) -> Vec<$crate::fake::Seen> {
+            self.rec().seen()
+        }
+        /// Protocol mistakes the client made.
+        pub fn violations(&self) -> Vec<String> {
+            self.rec().violations()
+        }
+        pub async fn wait_for_received(&self, n: u64, timeout: std::time::Duration) -> bool {
+            self.rec().wait_for_count(n, timeout).await
+        }
+        pub async fn wait_for_seen(&self, timeout: std::time::Duration, check: impl Fn(&[$crate::fake::Seen]) -> bool) -> bool {
+            self.rec().wait_for_seen(timeout, check).await
+        }
+    };
 }

@@ -38,7 +38,10 @@ impl Generator {
             run: run.into(),
             seq: 0,
             lists: vec!["dz-connector-splunk".into()],
-            base_ts: 1_712_167_312_284,
+            // Now: Datadog indexes logs at most 18 h old, New Relic events within ±24 h.
+            base_ts: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1_712_167_312_284, |d| d.as_millis() as u64),
         }
     }
 

@@ -3,10 +3,14 @@
 //! realistic QoE events derived from the sample event.
 
 pub mod broker;
+pub mod datadog;
 pub mod fake;
 pub mod generate;
 pub mod hec;
+pub mod newrelic;
 
 pub use broker::Broker;
+pub use datadog::FakeDatadog;
 pub use generate::Generator;
 pub use hec::FakeHec;
+pub use newrelic::FakeNewRelic;
