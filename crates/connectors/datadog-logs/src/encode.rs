@@ -1,0 +1,224 @@
+//! The logs body: a JSON array in which each log is the QoE event's own top-level fields (its
+//! bytes copied as received) followed by Datadog's reserved fields. The event is never
+//! re-serialized: its closing brace is replaced by the extra fields.
+//!
+//! Because the router's fields come after the event's, they win if an event already has a
+//! top-level `message`, `timestamp`, `ddtags`, `service` or `ddsource`.
+
+use crate::config::{DatadogConfig, MAX_LOG_BYTES, Oversize, TagField};
+use std::io::Write;
+use switchyard_core::Event;
+
+#[derive(Debug, Clone)]
+pub struct LogEncoder {
+    /// `,"ddsource":…,"service":…[,"hostname":…]`, the same for every log.
+    fixed: Vec<u8>,
+    static_tags: String,
+    tag_fields: Vec<TagField>,
+    oversize: Oversize,
+}
+
+/// Events left out and adjustments made while encoding.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rejected: Vec<(usize, String)>,
+    pub fixes: Vec<&'static str>,
+}
+
+/// `,"ddtags":""` (12) + `,"message":""` (13) + `,"timestamp":` (13) + up to 20 digits +
+/// `}` (1), rounded up.
+const PER_LOG: usize = 64;
+
+impl LogEncoder {
+    pub fn new(cfg: &DatadogConfig) -> Self {
+        let mut fixed = Vec::new();
+        push_field(&mut fixed, "ddsource", &cfg.ddsource);
+        push_field(&mut fixed, "service", &cfg.service);
+        if let Some(h) = &cfg.hostname {
+            push_field(&mut fixed, "hostname", h);
+        }
+        LogEncoder {
+            fixed,
+            static_tags: cfg.tags.join(","),
+            tag_fields: cfg.tag_fields.clone(),
+            oversize: cfg.oversize,
+        }
+    }
+
+    /// Bytes of `event`'s log (exact unless its tag values need JSON escapes).
+    pub fn log_len(&self, event: &Event) -> usize {
+        let tags: usize = self.static_tags.len()
+            + self
+                .tag_fields
+                .iter()
+                .map(|f| tag_value(event, *f).map_or(0, |v| f.name().len() + v.len() + 2))
+                .sum::<usize>();
+        trimmed(event.raw()).len() + self.fixed.len() + tags + message(event).len() + PER_LOG
+    }
+
+    /// Appends `[log,log,…]` to `out`.
+    pub fn encode(&self, events: &[Event], out: &mut Vec<u8>) -> Outcome {
+        let mut outcome = Outcome::default();
+        out.push(b'[');
+        let mut first = true;
+        for (i, e) in events.iter().enumerate() {
+            let len = self.log_len(e);
+            if len > MAX_LOG_BYTES {
+                match self.oversize {
+                    Oversize::Reject => {
+                        outcome.rejected.push((
+                            i,
+                            format!("oversize: a log of {len} bytes is over Datadog's 1 MB per log, which Datadog would truncate"),
+                        ));
+                        continue;
+                    }
+                    Oversize::Truncate => outcome.fixes.push("sent_for_truncation"),
+                }
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            self.write_log(e, out);
+        }
+        out.push(b']');
+        outcome
+    }
+
+    fn write_log(&self, e: &Event, out: &mut Vec<u8>) {
+        let raw = trimmed(e.raw());
+        // The event is a JSON object (parsing checked), so it ends in `}` and is not empty:
+        // it has at least `event.timestamp`.
+        out.extend_from_slice(&raw[..raw.len() - 1]);
+        out.extend_from_slice(&self.fixed);
+        out.extend_from_slice(b",\"ddtags\":");
+        json_string(out, &self.tags(e));
+        out.extend_from_slice(b",\"message\":");
+        json_string(out, message(e));
+        // Epoch milliseconds: Datadog's date remapper reads `timestamp`.
+        let _ = write!(out, ",\"timestamp\":{}}}", e.timestamp_us().div_euclid(1000));
+    }
+
+    fn tags(&self, e: &Event) -> String {
+        let mut tags = self.static_tags.clone();
+        for f in &self.tag_fields {
+            if let Some(v) = tag_value(e, *f) {
+                if !tags.is_empty() {
+                    tags.push(',');
+                }
+                tags.push_str(f.name());
+                tags.push(':');
+                tags.push_str(v);
+            }
+        }
+        tags
+    }
+}
+
+impl TagField {
+    fn name(self) -> &'static str {
+        match self {
+            TagField::CustomerCode => "customer_code",
+            TagField::EventType => "event_type",
+        }
+    }
+}
+
+fn tag_value(e: &Event, f: TagField) -> Option<&str> {
+    match f {
+        TagField::CustomerCode => e.customer_code(),
+        TagField::EventType => e.event_type(),
+    }
+}
+
+/// The log line Datadog shows: the event type.
+fn message(e: &Event) -> &str {
+    e.event_type().unwrap_or("qoe event")
+}
+
+fn push_field(out: &mut Vec<u8>, key: &str, value: &str) {
+    let _ = write!(out, ",\"{key}\":");
+    json_string(out, value);
+}
+
+fn json_string(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+fn trimmed(raw: &[u8]) -> &[u8] {
+    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    &raw[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::config;
+    use bytes::Bytes;
+    use serde_json::Value;
+    use switchyard_core::{Origin, PartitionId};
+
+    fn event(json: &str) -> Event {
+        let origin = Origin { partition: PartitionId(0), topic: "qoe".into(), kafka_partition: 0, offset: 0 };
+        Event::parse(Bytes::from(json.to_owned()), origin, 8 << 20).unwrap()
+    }
+
+    const SAMPLE: &str = include_str!("../../../testkit/data/sample-event.json");
+
+    #[test]
+    fn each_log_keeps_the_event_fields_and_adds_datadogs() {
+        let mut cfg = config();
+        cfg.tags = vec!["env:prod".into()];
+        cfg.hostname = Some("router-1".into());
+        let enc = LogEncoder::new(&cfg);
+        let mut out = Vec::new();
+        let sample = event(SAMPLE);
+        let o = enc.encode(&[sample.clone(), sample.clone()], &mut out);
+        assert!(o.rejected.is_empty());
+        let logs: Value = serde_json::from_slice(&out).unwrap();
+        let logs = logs.as_array().unwrap();
+        assert_eq!(logs.len(), 2);
+        let original: Value = serde_json::from_str(SAMPLE).unwrap();
+        let log = logs[0].as_object().unwrap();
+        for (k, v) in original.as_object().unwrap() {
+            assert_eq!(&log[k], v, "attribute {k} kept as is");
+        }
+        assert_eq!(log["ddsource"], "qoe");
+        assert_eq!(log["service"], "video-qoe");
+        assert_eq!(log["hostname"], "router-1");
+        assert_eq!(log["ddtags"], "env:prod,customer_code:486...f,event_type:rendition_change");
+        assert_eq!(log["message"], "rendition_change");
+        assert_eq!(log["timestamp"], 1712167312284u64);
+        assert!(out.len() <= 2 + 2 * (enc.log_len(&sample) + 1));
+    }
+
+    #[test]
+    fn an_event_over_one_megabyte_is_rejected_or_sent_for_truncation() {
+        let big = event(&format!(r#"{{"event":{{"timestamp":1}},"pad":"{}"}}"#, "x".repeat(MAX_LOG_BYTES)));
+        let small = event(r#"{"event":{"timestamp":2,"type":"heartbeat"}}"#);
+        let mut out = Vec::new();
+        let o = LogEncoder::new(&config()).encode(&[big.clone(), small.clone()], &mut out);
+        assert_eq!(o.rejected.len(), 1);
+        assert_eq!(o.rejected[0].0, 0);
+        assert!(o.rejected[0].1.starts_with("oversize"));
+        let logs: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(logs.as_array().unwrap().len(), 1, "only the small log is sent");
+
+        let mut cfg = config();
+        cfg.oversize = Oversize::Truncate;
+        let mut out = Vec::new();
+        let o = LogEncoder::new(&cfg).encode(&[big, small], &mut out);
+        assert!(o.rejected.is_empty());
+        assert_eq!(o.fixes, ["sent_for_truncation"]);
+    }
+
+    #[test]
+    fn tag_values_are_escaped() {
+        let e = event(r#"{"event":{"timestamp":1,"type":"a\"b"},"customer_code":"c"}"#);
+        let mut out = Vec::new();
+        LogEncoder::new(&config()).encode(&[e], &mut out);
+        let logs: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(logs[0]["ddtags"], "customer_code:c,event_type:a\"b");
+    }
+}

@@ -1,0 +1,81 @@
+//! Datadog Logs intake API v2 destination.
+//!
+//! What is particular to Datadog lives here: its settings and sites ([`config`]), the log body
+//! ([`encode`]: a JSON array of logs, each the QoE event's own fields plus `ddsource`,
+//! `service`, `ddtags`, `message` and `timestamp`, spliced in without re-serializing the event)
+//! and the meaning of its answers ([`classify`]). The core engine does the rest.
+
+pub mod classify;
+pub mod config;
+pub mod encode;
+
+use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
+
+pub use config::DatadogConfig;
+use encode::LogEncoder;
+
+#[derive(Debug)]
+pub struct DatadogLogs {
+    encoder: LogEncoder,
+    compression: switchyard_core::compress::Compression,
+    transport: HttpTransport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Url(String),
+    #[error("api_key is missing")]
+    MissingKey,
+    #[error("api_key: {0}")]
+    Header(#[from] switchyard_http::HeaderError),
+}
+
+impl DatadogLogs {
+    pub fn new(cfg: &DatadogConfig) -> Result<Self, BuildError> {
+        let url = cfg.intake_url().map_err(BuildError::Url)?;
+        let key = cfg.api_key.as_ref().ok_or(BuildError::MissingKey)?;
+        let transport = HttpTransport::new(url).secret_header("dd-api-key", "", key)?;
+        Ok(DatadogLogs {
+            encoder: LogEncoder::new(cfg),
+            compression: cfg.compression,
+            transport,
+        })
+    }
+}
+
+impl Connector for DatadogLogs {
+    type Request = HttpBody;
+    type Response = HttpResponse;
+
+    fn hard_limits(&self) -> BatchLimits {
+        config::HARD_LIMITS
+    }
+
+    fn encoded_len(&self, event: &Event) -> usize {
+        self.encoder.log_len(event) + 1
+    }
+
+    fn encode(&self, events: &[Event]) -> Result<Encoded<HttpBody>, EncodeError> {
+        let mut body = Vec::with_capacity(2 + events.iter().map(|e| self.encoded_len(e)).sum::<usize>());
+        let encoded = self.encoder.encode(events, &mut body);
+        Ok(Encoded {
+            request: HttpBody::new(body, self.compression),
+            rejected: encoded.rejected,
+            fixes: encoded.fixes,
+        })
+    }
+
+    fn request_size(&self, request: &HttpBody) -> usize {
+        request.bytes.len()
+    }
+
+    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
+        self.transport.post(request).await
+    }
+
+    fn classify(&self, response: &HttpResponse, _events: &[Event]) -> Verdict {
+        classify::classify(response)
+    }
+}
