@@ -43,7 +43,11 @@ impl FakeDatadog {
     }
 
     /// `max_payload`: uncompressed bytes over which requests get 413; `retain`: keep logs.
-    pub async fn start_with(api_key: &str, max_payload: usize, retain: bool) -> std::io::Result<FakeDatadog> {
+    pub async fn start_with(
+        api_key: &str,
+        max_payload: usize,
+        retain: bool,
+    ) -> std::io::Result<FakeDatadog> {
         let state = Arc::new(Dd {
             api_key: api_key.into(),
             max_payload,
@@ -71,7 +75,13 @@ impl FakeDatadog {
     crate::recorder_accessors!();
 }
 
-async fn handle(State(dd): State<Arc<Dd>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(dd): State<Arc<Dd>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if uri.path() != "/api/v2/logs" {
         return json(404, &json!({"errors": ["Not Found"]}));
     }
@@ -105,7 +115,8 @@ impl Dd {
             return (s.status, 0, s.response());
         }
         if !header(headers, "content-type").is_some_and(|c| c.starts_with("application/json")) {
-            self.rec.violation("content-type is not application/json".into());
+            self.rec
+                .violation("content-type is not application/json".into());
             return error(415, "Unsupported Media Type");
         }
         let body = match decode_body(header(headers, "content-encoding"), body) {
@@ -120,12 +131,16 @@ impl Dd {
             Ok(Value::Array(logs)) => logs,
             Ok(obj @ Value::Object(_)) => vec![obj],
             _ => {
-                self.rec.violation("body is not a JSON array of logs".into());
+                self.rec
+                    .violation("body is not a JSON array of logs".into());
                 return error(400, "Bad Request");
             }
         };
         if logs.len() > MAX_ENTRIES {
-            self.rec.violation(format!("{} logs in one request (max {MAX_ENTRIES})", logs.len()));
+            self.rec.violation(format!(
+                "{} logs in one request (max {MAX_ENTRIES})",
+                logs.len()
+            ));
             return error(400, "Bad Request");
         }
         let n = logs.len();
@@ -144,18 +159,25 @@ impl Dd {
         };
         let size = log.to_string().len();
         if size > MAX_LOG {
-            self.rec.violation(format!("log of {size} bytes would be truncated to 1 MB"));
+            self.rec
+                .violation(format!("log of {size} bytes would be truncated to 1 MB"));
         }
         for key in ["message", "ddsource", "service", "ddtags"] {
             if !obj.get(key).is_some_and(Value::is_string) {
                 self.rec.violation(format!("log has no string {key:?}"));
             }
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         match obj.get("timestamp").and_then(Value::as_i64) {
             Some(ts) if ts > now - 18 * 3_600_000 && ts < now + 2 * 3_600_000 => {}
-            Some(ts) => self.rec.violation(format!("timestamp {ts} is outside what Datadog indexes")),
-            None => self.rec.violation("log has no integer epoch-ms timestamp".into()),
+            Some(ts) => self
+                .rec
+                .violation(format!("timestamp {ts} is outside what Datadog indexes")),
+            None => self
+                .rec
+                .violation("log has no integer epoch-ms timestamp".into()),
         }
     }
 }

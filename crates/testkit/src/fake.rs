@@ -81,7 +81,12 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// A JSON answer.
 pub fn json(status: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [("content-type", "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 /// A scripted answer for one upcoming request (nothing of that request is accepted).
@@ -194,7 +199,8 @@ impl Recorder {
 
     /// Waits until `check` holds over the requests seen so far.
     pub async fn wait_for_seen(&self, timeout: Duration, check: impl Fn(&[Seen]) -> bool) -> bool {
-        self.wait_until(timeout, || check(&self.seen.lock().unwrap())).await
+        self.wait_until(timeout, || check(&self.seen.lock().unwrap()))
+            .await
     }
 
     /// Waits until `check` holds, re-checking after every request. False on timeout.
@@ -250,7 +256,11 @@ macro_rules! recorder_accessors {
         pub async fn wait_for_received(&self, n: u64, timeout: std::time::Duration) -> bool {
             self.rec().wait_for_count(n, timeout).await
         }
-        pub async fn wait_for_seen(&self, timeout: std::time::Duration, check: impl Fn(&[$crate::fake::Seen]) -> bool) -> bool {
+        pub async fn wait_for_seen(
+            &self,
+            timeout: std::time::Duration,
+            check: impl Fn(&[$crate::fake::Seen]) -> bool,
+        ) -> bool {
             self.rec().wait_for_seen(timeout, check).await
         }
     };

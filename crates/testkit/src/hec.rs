@@ -28,7 +28,12 @@ impl Reply {
         Self::code(503, 9, "Server is busy", None)
     }
     pub fn queue_full(retry_after: Option<u64>) -> Scripted {
-        Self::code(429, 26, "HEC queue is at capacity and cannot process any more requests", retry_after)
+        Self::code(
+            429,
+            26,
+            "HEC queue is at capacity and cannot process any more requests",
+            retry_after,
+        )
     }
 }
 
@@ -126,7 +131,15 @@ impl FakeHec {
     }
 }
 
-const ENVELOPE_KEYS: [&str; 7] = ["time", "host", "source", "sourcetype", "index", "event", "fields"];
+const ENVELOPE_KEYS: [&str; 7] = [
+    "time",
+    "host",
+    "source",
+    "sourcetype",
+    "index",
+    "event",
+    "fields",
+];
 
 fn answer(status: u16, code: i64, text: &str, invalid_event: Option<usize>) -> Response {
     let mut body = json!({"text": text, "code": code});
@@ -136,13 +149,27 @@ fn answer(status: u16, code: i64, text: &str, invalid_event: Option<usize>) -> R
     json(status, &body)
 }
 
-async fn handle(State(hec): State<Arc<Hec>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(hec): State<Arc<Hec>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let path = uri.path();
     if path == "/services/collector/health" || path == "/services/collector/health/1.0" {
         return answer(200, 17, "HEC is healthy", None);
     }
-    if !matches!(path, "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0") {
-        return answer(404, 404, "The requested URL was not found on this server.", None);
+    if !matches!(
+        path,
+        "/services/collector" | "/services/collector/event" | "/services/collector/event/1.0"
+    ) {
+        return answer(
+            404,
+            404,
+            "The requested URL was not found on this server.",
+            None,
+        );
     }
     if method != Method::POST {
         return answer(405, 405, "Method Not Allowed", None);
@@ -162,7 +189,9 @@ async fn handle(State(hec): State<Arc<Hec>>, method: Method, uri: Uri, headers: 
 impl Hec {
     /// Returns (status, code, envelopes parsed, response).
     fn ingest(&self, headers: &HeaderMap, body: &[u8]) -> (u16, i64, usize, Response) {
-        let done = |status: u16, code: i64, text: &str| (status, code, 0, answer(status, code, text, None));
+        let done = |status: u16, code: i64, text: &str| {
+            (status, code, 0, answer(status, code, text, None))
+        };
         match header(headers, "authorization") {
             None => return done(401, 2, "Token is required"),
             Some(a) => match a.strip_prefix("Splunk ") {
@@ -176,7 +205,11 @@ impl Hec {
             return (s.status, code, 0, s.response());
         }
         if body.len() > self.max_content_length {
-            return done(413, 413, "Content-Length of the request exceeds max_content_length");
+            return done(
+                413,
+                413,
+                "Content-Length of the request exceeds max_content_length",
+            );
         }
         let body = match decode_body(header(headers, "content-encoding"), body) {
             Decoded::Body(b) => b,
@@ -188,7 +221,10 @@ impl Hec {
         }
         let mut accepted = Vec::new();
         let mut failure = None;
-        for (i, item) in serde_json::Deserializer::from_slice(&body).into_iter::<Value>().enumerate() {
+        for (i, item) in serde_json::Deserializer::from_slice(&body)
+            .into_iter::<Value>()
+            .enumerate()
+        {
             match self.check_envelope(item) {
                 Ok(v) => accepted.push(v),
                 Err((code, text)) => {
@@ -207,9 +243,15 @@ impl Hec {
 
     /// Splunk's per-object rules, made strict: what Splunk would silently mangle is refused
     /// here and recorded as a violation.
-    fn check_envelope(&self, item: Result<Value, serde_json::Error>) -> Result<Value, (i64, &'static str)> {
+    fn check_envelope(
+        &self,
+        item: Result<Value, serde_json::Error>,
+    ) -> Result<Value, (i64, &'static str)> {
         let Ok(Value::Object(obj)) = item else {
-            self.rec.violation("body element is not a JSON object (HEC wants concatenated objects, not an array)".into());
+            self.rec.violation(
+                "body element is not a JSON object (HEC wants concatenated objects, not an array)"
+                    .into(),
+            );
             return Err((6, "Invalid data format"));
         };
         if let Some(k) = obj.keys().find(|k| !ENVELOPE_KEYS.contains(&k.as_str())) {
@@ -218,7 +260,9 @@ impl Hec {
         }
         match obj.get("event") {
             None => return Err((12, "Event field is required")),
-            Some(Value::String(s)) if s.trim().is_empty() => return Err((13, "Event field cannot be blank")),
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                return Err((13, "Event field cannot be blank"));
+            }
             Some(Value::Null) | Some(Value::Bool(false)) => return Err((6, "Invalid data format")),
             Some(_) => {}
         }
@@ -226,7 +270,8 @@ impl Hec {
             match t.as_f64() {
                 Some(secs) if secs < 1e11 => {}
                 Some(_) => {
-                    self.rec.violation(format!("time {t} is not in epoch seconds"));
+                    self.rec
+                        .violation(format!("time {t} is not in epoch seconds"));
                     return Err((6, "Invalid data format"));
                 }
                 None => return Err((6, "Invalid data format")),
@@ -238,13 +283,20 @@ impl Hec {
                 return Err((6, "Invalid data format"));
             }
         }
-        if let (Some(allowed), Some(index)) = (&self.indexes, obj.get("index").and_then(Value::as_str))
+        if let (Some(allowed), Some(index)) =
+            (&self.indexes, obj.get("index").and_then(Value::as_str))
             && !allowed.contains(index)
         {
             return Err((7, "Incorrect index"));
         }
         let obj = Value::Object(obj);
-        if self.poison.lock().unwrap().as_ref().is_some_and(|bad| bad(&obj)) {
+        if self
+            .poison
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|bad| bad(&obj))
+        {
             return Err((6, "Invalid data format"));
         }
         Ok(obj)

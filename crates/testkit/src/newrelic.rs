@@ -44,7 +44,11 @@ impl FakeNewRelic {
         Self::start_with(account_id, key, true).await
     }
 
-    pub async fn start_with(account_id: &str, key: &str, retain: bool) -> std::io::Result<FakeNewRelic> {
+    pub async fn start_with(
+        account_id: &str,
+        key: &str,
+        retain: bool,
+    ) -> std::io::Result<FakeNewRelic> {
         let state = Arc::new(Nr {
             account_id: account_id.into(),
             key: key.into(),
@@ -77,7 +81,13 @@ impl FakeNewRelic {
     }
 }
 
-async fn handle(State(nr): State<Arc<Nr>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn handle(
+    State(nr): State<Arc<Nr>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if uri.path() != format!("/v1/accounts/{}/events", nr.account_id) {
         return json(404, &json!({"error": "not found"}));
     }
@@ -114,7 +124,8 @@ impl Nr {
         }
         let encoding = header(headers, "content-encoding");
         if encoding.is_none() {
-            self.rec.violation("body not compressed (New Relic says always compress)".into());
+            self.rec
+                .violation("body not compressed (New Relic says always compress)".into());
         }
         let body = match decode_body(encoding, body) {
             Decoded::Body(b) => b,
@@ -134,7 +145,14 @@ impl Nr {
             }
         }
         self.rec.accept(kept);
-        (200, n, json(200, &json!({"success": true, "uuid": "00000000-0000-4000-8000-000000000000"})))
+        (
+            200,
+            n,
+            json(
+                200,
+                &json!({"success": true, "uuid": "00000000-0000-4000-8000-000000000000"}),
+            ),
+        )
     }
 }
 
@@ -145,7 +163,12 @@ fn validate(e: &Value) -> Result<(), String> {
     };
     match obj.get("eventType").and_then(Value::as_str) {
         None => return Err("missing eventType".into()),
-        Some(t) if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') => {
+        Some(t)
+            if t.is_empty()
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') =>
+        {
             return Err(format!("invalid eventType {t:?}"));
         }
         Some(_) => {}
@@ -154,7 +177,9 @@ fn validate(e: &Value) -> Result<(), String> {
         return Err(format!("{} attributes (max {MAX_ATTRIBUTES})", obj.len()));
     }
     check_attributes(obj)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
     match obj.get("timestamp") {
         None => Ok(()),
         Some(Value::Number(n)) if n.is_i64() => {
@@ -173,14 +198,19 @@ fn validate(e: &Value) -> Result<(), String> {
 fn check_attributes(obj: &Map<String, Value>) -> Result<(), String> {
     for (k, v) in obj {
         if k.chars().count() > MAX_NAME {
-            return Err(format!("attribute name of {} characters", k.chars().count()));
+            return Err(format!(
+                "attribute name of {} characters",
+                k.chars().count()
+            ));
         }
         match v {
             Value::String(s) if s.chars().count() > MAX_VALUE => {
                 return Err(format!("attribute {k} value exceeded maximum length"));
             }
             Value::String(_) | Value::Number(_) => {}
-            Value::Bool(_) => return Err(format!("attribute {k} is a boolean (not a supported type)")),
+            Value::Bool(_) => {
+                return Err(format!("attribute {k} is a boolean (not a supported type)"));
+            }
             Value::Null => return Err(format!("attribute {k} is null")),
             Value::Array(_) | Value::Object(_) => return Err(format!("attribute {k} is not flat")),
         }

@@ -13,7 +13,11 @@ pub fn classify(response: &HttpResponse) -> Verdict {
             .and_then(|v| v["errors"].get(0).cloned())
             .map(|e| match &e {
                 Value::String(s) => s.clone(),
-                _ => e["detail"].as_str().or(e["title"].as_str()).unwrap_or_default().to_string(),
+                _ => e["detail"]
+                    .as_str()
+                    .or(e["title"].as_str())
+                    .unwrap_or_default()
+                    .to_string(),
             })
             .unwrap_or_default();
         format!("Datadog {status}: {detail}")
@@ -39,7 +43,12 @@ mod tests {
     use super::*;
 
     fn outcome(status: u16, body: &str) -> Outcome {
-        classify(&HttpResponse { status, retry_after: None, body: body.to_owned().into() }).outcome
+        classify(&HttpResponse {
+            status,
+            retry_after: None,
+            body: body.to_owned().into(),
+        })
+        .outcome
     }
 
     #[test]
@@ -52,7 +61,10 @@ mod tests {
         for s in [400, 401, 403] {
             assert!(matches!(outcome(s, ""), Outcome::Reject { .. }), "{s}");
         }
-        let Outcome::Reject { reason } = outcome(403, r#"{"errors":[{"status":"403","title":"Forbidden","detail":"bad key"}]}"#) else {
+        let Outcome::Reject { reason } = outcome(
+            403,
+            r#"{"errors":[{"status":"403","title":"Forbidden","detail":"bad key"}]}"#,
+        ) else {
             panic!()
         };
         assert_eq!(reason, "Datadog 403: bad key");

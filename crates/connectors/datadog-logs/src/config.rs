@@ -130,8 +130,15 @@ impl DatadogConfig {
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         if let Err(e) = self.intake_url() {
-            let key = if e.starts_with("site") { "site" } else { "endpoint" };
-            out.push((key, e.split_once(": ").map_or(e.clone(), |(_, m)| m.to_string())));
+            let key = if e.starts_with("site") {
+                "site"
+            } else {
+                "endpoint"
+            };
+            out.push((
+                key,
+                e.split_once(": ").map_or(e.clone(), |(_, m)| m.to_string()),
+            ));
         }
         match &self.api_key {
             None => out.push(("api_key", "is missing".into())),
@@ -139,7 +146,10 @@ impl DatadogConfig {
             Some(_) => {}
         }
         if let Some(bad) = self.tags.iter().find(|t| t.contains(',')) {
-            out.push(("tags", format!("{bad:?} contains a comma (tags are comma-separated)")));
+            out.push((
+                "tags",
+                format!("{bad:?} contains a comma (tags are comma-separated)"),
+            ));
         }
         out
     }
@@ -174,7 +184,10 @@ pub(crate) mod tests {
             (Some("EU"), "http-intake.logs.datadoghq.eu"),
             (Some("ap2"), "http-intake.logs.ap2.datadoghq.com"),
             (Some("ddog-gov"), "http-intake.logs.ddog-gov.com"),
-            (Some("us2.ddog-gov.com"), "http-intake.logs.us2.ddog-gov.com"),
+            (
+                Some("us2.ddog-gov.com"),
+                "http-intake.logs.us2.ddog-gov.com",
+            ),
         ] {
             c.site = site.map(Into::into);
             let url = c.intake_url().unwrap();
@@ -186,7 +199,10 @@ pub(crate) mod tests {
     fn endpoint_overrides_site_and_problems_are_listed() {
         let mut c = config();
         c.endpoint = Some("http://127.0.0.1:9/".into());
-        assert_eq!(c.intake_url().unwrap().as_str(), "http://127.0.0.1:9/api/v2/logs");
+        assert_eq!(
+            c.intake_url().unwrap().as_str(),
+            "http://127.0.0.1:9/api/v2/logs"
+        );
         c.endpoint = None;
         c.site = Some("mars1".into());
         c.api_key = None;

@@ -96,7 +96,11 @@ impl LogEncoder {
         out.extend_from_slice(b",\"message\":");
         json_string(out, message(e));
         // Epoch milliseconds: Datadog's date remapper reads `timestamp`.
-        let _ = write!(out, ",\"timestamp\":{}}}", e.timestamp_us().div_euclid(1000));
+        let _ = write!(
+            out,
+            ",\"timestamp\":{}}}",
+            e.timestamp_us().div_euclid(1000)
+        );
     }
 
     fn tags(&self, e: &Event) -> String {
@@ -147,7 +151,10 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
 }
 
 fn trimmed(raw: &[u8]) -> &[u8] {
-    let end = raw.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+    let end = raw
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
     &raw[..end]
 }
 
@@ -160,7 +167,12 @@ mod tests {
     use switchyard_core::{Origin, PartitionId};
 
     fn event(json: &str) -> Event {
-        let origin = Origin { partition: PartitionId(0), topic: "qoe".into(), kafka_partition: 0, offset: 0 };
+        let origin = Origin {
+            partition: PartitionId(0),
+            topic: "qoe".into(),
+            kafka_partition: 0,
+            offset: 0,
+        };
         Event::parse(Bytes::from(json.to_owned()), origin, 8 << 20).unwrap()
     }
 
@@ -187,7 +199,10 @@ mod tests {
         assert_eq!(log["ddsource"], "qoe");
         assert_eq!(log["service"], "video-qoe");
         assert_eq!(log["hostname"], "router-1");
-        assert_eq!(log["ddtags"], "env:prod,customer_code:486...f,event_type:rendition_change");
+        assert_eq!(
+            log["ddtags"],
+            "env:prod,customer_code:486...f,event_type:rendition_change"
+        );
         assert_eq!(log["message"], "rendition_change");
         assert_eq!(log["timestamp"], 1712167312284u64);
         assert!(out.len() <= 2 + 2 * (enc.log_len(&sample) + 1));
@@ -195,7 +210,10 @@ mod tests {
 
     #[test]
     fn an_event_over_one_megabyte_is_rejected_or_sent_for_truncation() {
-        let big = event(&format!(r#"{{"event":{{"timestamp":1}},"pad":"{}"}}"#, "x".repeat(MAX_LOG_BYTES)));
+        let big = event(&format!(
+            r#"{{"event":{{"timestamp":1}},"pad":"{}"}}"#,
+            "x".repeat(MAX_LOG_BYTES)
+        ));
         let small = event(r#"{"event":{"timestamp":2,"type":"heartbeat"}}"#);
         let mut out = Vec::new();
         let o = LogEncoder::new(&config()).encode(&[big.clone(), small.clone()], &mut out);
@@ -203,7 +221,11 @@ mod tests {
         assert_eq!(o.rejected[0].0, 0);
         assert!(o.rejected[0].1.starts_with("oversize"));
         let logs: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(logs.as_array().unwrap().len(), 1, "only the small log is sent");
+        assert_eq!(
+            logs.as_array().unwrap().len(),
+            1,
+            "only the small log is sent"
+        );
 
         let mut cfg = config();
         cfg.oversize = Oversize::Truncate;

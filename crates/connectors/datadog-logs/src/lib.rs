@@ -58,7 +58,8 @@ impl Connector for DatadogLogs {
     }
 
     fn encode(&self, events: &[Event]) -> Result<Encoded<HttpBody>, EncodeError> {
-        let mut body = Vec::with_capacity(2 + events.iter().map(|e| self.encoded_len(e)).sum::<usize>());
+        let mut body =
+            Vec::with_capacity(2 + events.iter().map(|e| self.encoded_len(e)).sum::<usize>());
         let encoded = self.encoder.encode(events, &mut body);
         Ok(Encoded {
             request: HttpBody::new(body, self.compression),

@@ -1,0 +1,102 @@
+//! New Relic Event API (custom events) destination.
+//!
+//! The Event API takes only flat events of strings and numbers, and answers 200 even when it
+//! later drops an event as invalid. So this crate flattens each QoE event ([`flatten`]: the
+//! only destination that parses the whole event) and checks New Relic's limits before sending,
+//! turning what New Relic would drop silently into counted fixes or rejections with a reason.
+//! Settings are in [`config`], answers in [`classify`].
+
+pub mod classify;
+pub mod config;
+pub mod flatten;
+
+use switchyard_core::compress::gzip;
+use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
+
+pub use config::NewRelicConfig;
+use flatten::Flattener;
+
+/// The Event API's limit on one POST, compressed: 10^6 bytes.
+pub const MAX_PAYLOAD: usize = 1_000_000;
+
+#[derive(Debug)]
+pub struct NewRelicEvents {
+    flattener: Flattener,
+    transport: HttpTransport,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{0}")]
+    Config(String),
+    #[error("key: {0}")]
+    Header(#[from] switchyard_http::HeaderError),
+}
+
+impl NewRelicEvents {
+    pub fn new(cfg: &NewRelicConfig) -> Result<Self, BuildError> {
+        let url = cfg.events_url().map_err(BuildError::Config)?;
+        let transport = HttpTransport::new(url);
+        let transport = match (&cfg.license_key, &cfg.insert_key) {
+            (Some(k), None) => transport.secret_header("api-key", "", k)?,
+            (None, Some(k)) => transport.secret_header("x-insert-key", "", k)?,
+            _ => {
+                return Err(BuildError::Config(
+                    "set exactly one of license_key and insert_key".into(),
+                ));
+            }
+        };
+        Ok(NewRelicEvents {
+            flattener: Flattener::new(cfg).map_err(BuildError::Config)?,
+            transport,
+        })
+    }
+}
+
+impl Connector for NewRelicEvents {
+    type Request = HttpBody;
+    type Response = HttpResponse;
+
+    fn hard_limits(&self) -> BatchLimits {
+        config::HARD_LIMITS
+    }
+
+    fn encoded_len(&self, event: &Event) -> usize {
+        self.flattener.estimated_len(event)
+    }
+
+    fn encode(&self, events: &[Event]) -> Result<Encoded<HttpBody>, EncodeError> {
+        let mut body =
+            Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + 2);
+        let outcome = self.flattener.encode(events, &mut body);
+        // New Relic documents always compressing; its limit is on the compressed body.
+        let compressed = gzip(&body);
+        if compressed.len() > MAX_PAYLOAD {
+            return Err(EncodeError::TooLarge {
+                size: compressed.len(),
+                limit: MAX_PAYLOAD,
+            });
+        }
+        Ok(Encoded {
+            request: HttpBody {
+                bytes: compressed.into(),
+                encoding: Some("gzip"),
+            },
+            rejected: outcome.rejected,
+            fixes: outcome.fixes,
+        })
+    }
+
+    fn request_size(&self, request: &HttpBody) -> usize {
+        request.bytes.len()
+    }
+
+    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
+        self.transport.post(request).await
+    }
+
+    fn classify(&self, response: &HttpResponse, _events: &[Event]) -> Verdict {
+        classify::classify(response)
+    }
+}
