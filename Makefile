@@ -13,7 +13,8 @@ run:
 test: lint
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) check -p switchyard-testkit --features testcontainers
-	SPLUNK_HEC_TOKEN=ci-check $(CARGO) run -q -p switchyard -- validate --config connectors.toml
+	SPLUNK_HEC_TOKEN=ci DD_API_KEY=ci NEW_RELIC_ACCOUNT_ID=1 NEW_RELIC_LICENSE_KEY=ci \
+	  $(CARGO) run -q -p switchyard -- validate --config connectors.toml
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -12,7 +12,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use switchyard_testkit::{Broker, FakeHec, Generator};
+use switchyard_testkit::{Broker, FakeDatadog, FakeHec, FakeNewRelic, Generator, datadog};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -23,11 +23,16 @@ pub struct DemoOptions {
     pub malformed_every: u64,
 }
 
-/// A `${NAME}` that is not set gets a demo value, so the real config file works as is.
+/// A `${NAME}` that is not set gets a demo value, so the real config file works as is
+/// (numeric for account ids, which New Relic requires to be numbers).
 fn demo_lookup(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .or_else(|| Some(format!("demo-{}", name.to_ascii_lowercase())))
+    std::env::var(name).ok().or_else(|| {
+        Some(if name.ends_with("ACCOUNT_ID") {
+            "1000001".to_string()
+        } else {
+            format!("demo-{}", name.to_ascii_lowercase())
+        })
+    })
 }
 
 pub async fn run(
@@ -46,25 +51,38 @@ pub async fn run(
     }
     settings.kafka.brokers = broker.bootstrap_servers().to_string();
 
-    let mut standins = Vec::new();
+    // Each stand-in lives in the closure that reports how many events it received.
+    let mut standins: Vec<(String, Box<dyn Fn() -> u64>)> = Vec::new();
     for c in settings.connectors.iter_mut().filter(|c| c.enabled) {
-        match &mut c.kind {
+        let count: Box<dyn Fn() -> u64> = match &mut c.kind {
             Kind::SplunkHec(cfg) => {
-                let token = cfg
-                    .token
-                    .as_ref()
-                    .map(|t| t.expose().to_string())
-                    .unwrap_or_default();
-                let fake = FakeHec::builder(&token).counting_only().start().await?;
+                let fake = FakeHec::builder(&exposed(&cfg.token))
+                    .counting_only()
+                    .start()
+                    .await?;
                 cfg.endpoint = fake.url();
-                standins.push((c.id.clone(), fake));
+                Box::new(move || fake.received_count())
             }
-        }
+            Kind::DatadogLogs(cfg) => {
+                let fake =
+                    FakeDatadog::start_with(&exposed(&cfg.api_key), datadog::MAX_PAYLOAD, false)
+                        .await?;
+                cfg.endpoint = Some(fake.url());
+                Box::new(move || fake.received_count())
+            }
+            Kind::NewRelicEvents(cfg) => {
+                let key = exposed(&cfg.license_key.clone().or(cfg.insert_key.clone()));
+                let fake = FakeNewRelic::start_with(&cfg.account_id, &key, false).await?;
+                cfg.endpoint = Some(fake.url());
+                Box::new(move || fake.received_count())
+            }
+        };
+        standins.push((c.id.clone(), count));
     }
     let ids: Vec<&str> = settings.connectors.iter().map(|c| c.id.as_str()).collect();
     let mut lists: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     lists.push(ids.join(","));
-    // The sample's own list: it names connectors this config may not have.
+    // The sample's own list: it names connectors this config may not have (Firehose).
     lists.push("dz-connector-splunk,dz-connector-kinesis-firehose,dz-connector-datadog".into());
 
     let seeding = Arc::new(AtomicBool::new(true));
@@ -90,8 +108,8 @@ pub async fn run(
     seeding.store(false, Ordering::SeqCst);
     let _ = seeder.join();
     let clean = pipeline.shutdown().await;
-    for (id, fake) in &standins {
-        eprintln!("stand-in for {id} indexed {} events", fake.received_count());
+    for (id, count) in &standins {
+        eprintln!("stand-in for {id} received {} events", count());
     }
     eprintln!(
         "stopped {}",
@@ -102,6 +120,14 @@ pub async fn run(
         }
     );
     Ok(())
+}
+
+/// The secret's value, for configuring the stand-in that checks it.
+fn exposed(secret: &Option<switchyard_core::Secret>) -> String {
+    secret
+        .as_ref()
+        .map(|s| s.expose().to_string())
+        .unwrap_or_default()
 }
 
 /// Prints the progress line every second, in place on a terminal, until `stop` resolves.

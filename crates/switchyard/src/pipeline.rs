@@ -9,7 +9,9 @@ use switchyard_core::{
     Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Route, Router, SourceStats,
     TimingRecorder,
 };
+use switchyard_datadog_logs::DatadogLogs;
 use switchyard_kafka::{Source, SourceError, Status};
+use switchyard_newrelic_events::NewRelicEvents;
 use switchyard_splunk_hec::SplunkHec;
 
 /// A running router.
@@ -70,13 +72,23 @@ impl Pipeline {
                 handles.push(None);
                 continue;
             }
+            let failed = |e: &dyn std::fmt::Display| StartError::Connector {
+                id: c.id.clone(),
+                message: e.to_string(),
+            };
+            let (acker, timings) = (acker.clone(), timings.clone());
             let handle = match &c.kind {
                 Kind::SplunkHec(cfg) => {
-                    let hec = SplunkHec::new(cfg).map_err(|e| StartError::Connector {
-                        id: c.id.clone(),
-                        message: e.to_string(),
-                    })?;
-                    Engine::spawn(hec, &c.id, index, c.engine, acker.clone(), timings.clone())
+                    let connector = SplunkHec::new(cfg).map_err(|e| failed(&e))?;
+                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
+                }
+                Kind::DatadogLogs(cfg) => {
+                    let connector = DatadogLogs::new(cfg).map_err(|e| failed(&e))?;
+                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
+                }
+                Kind::NewRelicEvents(cfg) => {
+                    let connector = NewRelicEvents::new(cfg).map_err(|e| failed(&e))?;
+                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
                 }
             };
             handles.push(Some(handle));

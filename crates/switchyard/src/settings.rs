@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 use switchyard_core::{BatchLimits, EngineSettings, Filter, RetryPolicy};
+use switchyard_datadog_logs::DatadogConfig;
 use switchyard_kafka::SourceConfig;
+use switchyard_newrelic_events::NewRelicConfig;
 use switchyard_splunk_hec::HecConfig;
 
 /// One thing wrong with the configuration.
@@ -68,9 +70,11 @@ pub struct ConnectorSettings {
 #[derive(Debug, Clone)]
 pub enum Kind {
     SplunkHec(HecConfig),
+    DatadogLogs(DatadogConfig),
+    NewRelicEvents(NewRelicConfig),
 }
 
-pub const KINDS: [&str; 1] = ["splunk_hec"];
+pub const KINDS: [&str; 3] = ["splunk_hec", "datadog_logs", "newrelic_events"];
 
 /// Where `${NAME}` references are looked up (the process environment, normally).
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -499,15 +503,32 @@ fn connectors(value: Option<Value>, problems: &mut Vec<Problem>) -> Vec<Connecto
         let specific = Value::Object(fields);
         let (kind, defaults) = match common.kind.as_str() {
             "splunk_hec" => {
-                let Some(cfg) = typed::<HecConfig>(specific, &path, problems) else {
+                let Some(c) = kind_config(specific, &path, problems, HecConfig::problems) else {
                     continue;
                 };
-                for (key, message) in cfg.problems() {
-                    problems.push(problem(&format!("{path}.{key}"), &message));
-                }
                 (
-                    Kind::SplunkHec(cfg),
+                    Kind::SplunkHec(c),
                     switchyard_splunk_hec::config::DEFAULT_LIMITS,
+                )
+            }
+            "datadog_logs" => {
+                let Some(c) = kind_config(specific, &path, problems, DatadogConfig::problems)
+                else {
+                    continue;
+                };
+                (
+                    Kind::DatadogLogs(c),
+                    switchyard_datadog_logs::config::DEFAULT_LIMITS,
+                )
+            }
+            "newrelic_events" => {
+                let Some(c) = kind_config(specific, &path, problems, NewRelicConfig::problems)
+                else {
+                    continue;
+                };
+                (
+                    Kind::NewRelicEvents(c),
+                    switchyard_newrelic_events::config::DEFAULT_LIMITS,
                 )
             }
             other => {
@@ -529,6 +550,21 @@ fn connectors(value: Option<Value>, problems: &mut Vec<Problem>) -> Vec<Connecto
         }
     }
     out
+}
+
+/// A kind's own settings: deserialized strictly, then its semantic checks, all reported
+/// under `path`.
+fn kind_config<T: DeserializeOwned>(
+    specific: Value,
+    path: &str,
+    problems: &mut Vec<Problem>,
+    check: fn(&T) -> Vec<(&'static str, String)>,
+) -> Option<T> {
+    let cfg = typed::<T>(specific, path, problems)?;
+    for (key, message) in check(&cfg) {
+        problems.push(problem(&format!("{path}.{key}"), &message));
+    }
+    Some(cfg)
 }
 
 fn engine_settings(
@@ -588,7 +624,12 @@ mod tests {
     use super::*;
 
     fn lookup(name: &str) -> Option<String> {
-        (name == "SPLUNK_HEC_TOKEN").then(|| "11111111-2222-3333-4444-555555555555".to_string())
+        match name {
+            "SPLUNK_HEC_TOKEN" => Some("11111111-2222-3333-4444-555555555555".into()),
+            "DD_API_KEY" | "NEW_RELIC_LICENSE_KEY" => Some(format!("{name}-value")),
+            "NEW_RELIC_ACCOUNT_ID" => Some("1234567".into()),
+            _ => None,
+        }
     }
 
     fn load(text: &str) -> Result<Settings, Invalid> {
@@ -609,17 +650,33 @@ mod tests {
         let c = &s.connectors[0];
         assert_eq!(c.id, "dz-connector-splunk");
         assert_eq!(c.engine.limits.max_bytes, 1_000_000);
-        let Kind::SplunkHec(hec) = &c.kind;
+        let Kind::SplunkHec(hec) = &c.kind else {
+            panic!("the first connector is HEC")
+        };
         assert_eq!(
             hec.token.as_ref().unwrap().expose(),
             "11111111-2222-3333-4444-555555555555"
         );
+        let kinds: Vec<&str> = s
+            .connectors
+            .iter()
+            .map(|c| match c.kind {
+                Kind::SplunkHec(_) => "splunk_hec",
+                Kind::DatadogLogs(_) => "datadog_logs",
+                Kind::NewRelicEvents(_) => "newrelic_events",
+            })
+            .collect();
+        assert_eq!(kinds, ["splunk_hec", "datadog_logs", "newrelic_events"]);
     }
 
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let s = load(include_str!("../../../connectors.toml")).unwrap();
-        assert!(!format!("{s:?}").contains("11111111"));
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("11111111") && !debug.contains("-value"),
+            "{debug}"
+        );
     }
 
     #[test]

@@ -35,14 +35,23 @@ impl Drop for TempFile {
 
 fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("SPLUNK_HEC_TOKEN")
-        .env("SWITCHYARD_LOG_FORMAT", "plain");
+    cmd.args(args).env("SWITCHYARD_LOG_FORMAT", "plain");
+    for (k, _) in REPO_ENV {
+        cmd.env_remove(k);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
     cmd.output().unwrap()
 }
+
+/// What the repo's connectors.toml reads from the environment.
+const REPO_ENV: [(&str, &str); 4] = [
+    ("SPLUNK_HEC_TOKEN", TOKEN),
+    ("DD_API_KEY", "dd-key-value"),
+    ("NEW_RELIC_ACCOUNT_ID", "1234567"),
+    ("NEW_RELIC_LICENSE_KEY", "nr-license-value"),
+];
 
 fn repo_config() -> String {
     format!("{}/../../connectors.toml", env!("CARGO_MANIFEST_DIR"))
@@ -50,10 +59,7 @@ fn repo_config() -> String {
 
 #[test]
 fn validate_accepts_the_repo_config() {
-    let out = switchyard(
-        &["validate", "--config", &repo_config()],
-        &[("SPLUNK_HEC_TOKEN", TOKEN)],
-    );
+    let out = switchyard(&["validate", "--config", &repo_config()], &REPO_ENV);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -100,12 +106,13 @@ fn environment_overrides_apply_and_secrets_are_not_echoed() {
     let out = switchyard(
         &["validate", "--config", &repo_config()],
         &[
-            ("SPLUNK_HEC_TOKEN", TOKEN),
-            (
+            REPO_ENV.as_slice(),
+            &[(
                 "SWITCHYARD__CONNECTORS__DZ-CONNECTOR-SPLUNK__ENDPOINT",
                 "not a url",
-            ),
-        ],
+            )],
+        ]
+        .concat(),
     );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -113,7 +120,10 @@ fn environment_overrides_apply_and_secrets_are_not_echoed() {
         err.contains("connectors.dz-connector-splunk.endpoint"),
         "{err}"
     );
-    assert!(!err.contains(TOKEN) && !String::from_utf8_lossy(&out.stdout).contains(TOKEN));
+    let out_text = String::from_utf8_lossy(&out.stdout);
+    for (_, secret) in &REPO_ENV[..2] {
+        assert!(!err.contains(secret) && !out_text.contains(secret));
+    }
 }
 
 /// Kills the child if the test fails before it exits.
