@@ -31,3 +31,7 @@ validate:
 
 clean:
 	$(CARGO) clean
+
+## Micro-benchmarks of the hot paths (release build); prints numbers, asserts nothing.
+bench:
+	$(CARGO) bench -p switchyard --bench hot_paths

@@ -54,6 +54,25 @@ impl Harness {
         self.settings_with(group, "", hec_extra, sections)
     }
 
+    /// Settings whose connectors are exactly `connectors` (TOML tables), with the test
+    /// `[kafka]` table. `${DD_KEY}`, `${NR_KEY}` and `${TEST_HEC_TOKEN}` resolve to the fakes' keys.
+    pub fn settings_for(&self, group: &str, connectors: &str) -> Settings {
+        let toml = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topics = ["{TOPIC}"]
+group_id = "{group}"
+commit_interval_ms = 100
+[kafka.options]
+"session.timeout.ms" = "6000"
+{connectors}
+"#,
+            brokers = self.broker.bootstrap_servers(),
+        );
+        Settings::from_toml(&toml, &lookup, false).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// As [`Harness::settings`], with `kafka_extra` lines in the `[kafka]` table.
     pub fn settings_with(
         &self,
@@ -102,7 +121,6 @@ max_attempts = 50
             brokers = self.broker.bootstrap_servers(),
             endpoint = self.hec.url(),
         );
-        let lookup = |name: &str| (name == "TEST_HEC_TOKEN").then(|| TOKEN.to_string());
         Settings::from_toml(&toml, &lookup, false).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -145,6 +163,25 @@ max_attempts = 50
         }
         counts
     }
+}
+
+pub const DD_KEY: &str = "dd-api-key-0123456789abcdef";
+pub const NR_KEY: &str = "nr-license-key-0123456789";
+pub const NR_ACCOUNT: &str = "1234567";
+
+fn lookup(name: &str) -> Option<String> {
+    match name {
+        "TEST_HEC_TOKEN" => Some(TOKEN.into()),
+        "DD_KEY" => Some(DD_KEY.into()),
+        "NR_KEY" => Some(NR_KEY.into()),
+        _ => None,
+    }
+}
+
+/// `n` generated events, each naming the connectors in one of `lists`.
+pub fn events_to(run: &str, n: usize, lists: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let mut g = Generator::new(run, 42).connector_lists(lists);
+    (0..n).map(|_| g.next_event()).collect()
 }
 
 /// `n` generated events, all routed to the Splunk connector.

@@ -749,4 +749,49 @@ colour = "blue"
         assert_eq!(e.limits.max_linger, Duration::from_millis(5));
         assert_eq!(e.retry, RetryPolicy::default());
     }
+
+    #[test]
+    fn datadog_and_new_relic_settings_are_checked() {
+        let text = r#"
+[kafka]
+brokers = "b:9092"
+topics = ["t"]
+group_id = "g"
+[connectors.dd]
+kind = "datadog_logs"
+site = "mars1"
+tags = ["a:b,c:d"]
+[connectors.nr]
+kind = "newrelic_events"
+account_id = "my-account"
+event_type = "Qoe.Event"
+arrays = "sometimes"
+[connectors.nr2]
+kind = "newrelic_events"
+account_id = "42"
+license_key = "x"
+insert_key = "y"
+"#;
+        let problems = load(text).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "connectors.dd.site",
+            "connectors.dd.api_key",
+            "connectors.dd.tags",
+            "connectors.nr.arrays",
+            "connectors.nr2.insert_key",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+        let text = text.replace("arrays = \"sometimes\"", "");
+        let problems = load(&text).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "connectors.nr.account_id",
+            "connectors.nr.license_key",
+            "connectors.nr.event_type",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+    }
 }

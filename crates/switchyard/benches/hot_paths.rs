@@ -1,0 +1,151 @@
+//! Micro-benchmarks of the per-event hot paths on the sample event: the routing scan, each
+//! destination's encoder (alone and with compression), and gzip. `make bench` runs them;
+//! they print numbers and assert nothing about speed.
+//!
+//! A tiny harness rather than criterion: it keeps `make test` (which compiles benches for
+//! clippy) light, and these numbers only need to be comparable run to run.
+
+use bytes::Bytes;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+use switchyard::settings::{Kind, Settings};
+use switchyard_core::{Connector, Event, Origin, PartitionId, Router, compress};
+use switchyard_datadog_logs::DatadogLogs;
+use switchyard_newrelic_events::NewRelicEvents;
+use switchyard_splunk_hec::SplunkHec;
+use switchyard_testkit::Generator;
+
+const BATCH: usize = 500;
+
+/// Runs `f` (which handles `per_call` events of `bytes` input bytes) for about a second and
+/// prints the best of five rounds.
+fn bench(name: &str, per_call: usize, bytes: usize, mut f: impl FnMut()) {
+    let mut calls = 1u64;
+    loop {
+        let t = Instant::now();
+        for _ in 0..calls {
+            f();
+        }
+        if t.elapsed() > Duration::from_millis(100) {
+            break;
+        }
+        calls *= 2;
+    }
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..calls {
+                f();
+            }
+            t.elapsed() / calls as u32
+        })
+        .min()
+        .unwrap_or_default();
+    let per_event = best.as_nanos() as f64 / per_call as f64;
+    let mib_s = bytes as f64 / best.as_secs_f64() / (1 << 20) as f64;
+    println!("{name:<40} {per_event:>10.0} ns/event {mib_s:>9.1} MiB/s of input");
+}
+
+fn origin() -> Origin {
+    Origin {
+        partition: PartitionId(0),
+        topic: "qoe".into(),
+        kafka_partition: 0,
+        offset: 0,
+    }
+}
+
+fn main() {
+    let sample = Bytes::from_static(Generator::sample().as_bytes());
+    let events: Vec<Event> = (0..BATCH)
+        .map(|_| Event::parse(sample.clone(), origin(), 1 << 20).unwrap())
+        .collect();
+    let batch_bytes = sample.len() * BATCH;
+    println!(
+        "sample event: {} bytes; encoders run on batches of {BATCH}\n",
+        sample.len()
+    );
+
+    bench("routing scan (Event::parse)", 1, sample.len(), || {
+        black_box(Event::parse(black_box(sample.clone()), origin(), 1 << 20).unwrap());
+    });
+    let lookup = |name: &str| match name {
+        "NEW_RELIC_ACCOUNT_ID" => Some("1234567".to_string()),
+        _ => Some("bench-secret".to_string()),
+    };
+    let toml = include_str!("../../../connectors.toml");
+    let settings = Settings::from_toml(toml, &lookup, false).expect("the repo config is valid");
+    let routes = settings
+        .connectors
+        .iter()
+        .map(|c| switchyard_core::Route {
+            id: c.id.clone(),
+            enabled: true,
+            filter: c.filter.clone(),
+        })
+        .collect();
+    let router = Router::new(routes, &[]);
+    bench(
+        "route (connector_list → targets)",
+        1,
+        sample.len(),
+        || {
+            black_box(router.route(black_box(&events[0])));
+        },
+    );
+
+    for c in &settings.connectors {
+        match &c.kind {
+            Kind::SplunkHec(cfg) => {
+                let mut cfg = cfg.clone();
+                cfg.compression = compress::Compression::None;
+                let plain = SplunkHec::new(&cfg).unwrap();
+                bench("splunk_hec encode", BATCH, batch_bytes, || {
+                    black_box(plain.encode(black_box(&events)).unwrap());
+                });
+                cfg.compression = compress::Compression::Gzip;
+                let gz = SplunkHec::new(&cfg).unwrap();
+                bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
+                    black_box(gz.encode(black_box(&events)).unwrap());
+                });
+            }
+            Kind::DatadogLogs(cfg) => {
+                let mut cfg = cfg.clone();
+                cfg.compression = compress::Compression::None;
+                let plain = DatadogLogs::new(&cfg).unwrap();
+                bench("datadog_logs encode", BATCH, batch_bytes, || {
+                    black_box(plain.encode(black_box(&events)).unwrap());
+                });
+                cfg.compression = compress::Compression::Gzip;
+                let gz = DatadogLogs::new(&cfg).unwrap();
+                bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
+                    black_box(gz.encode(black_box(&events)).unwrap());
+                });
+            }
+            Kind::NewRelicEvents(cfg) => {
+                // New Relic always compresses; 200 sample events stay under 10^6 compressed bytes.
+                let nr = NewRelicEvents::new(cfg).unwrap();
+                bench(
+                    "newrelic_events flatten + gzip",
+                    200,
+                    sample.len() * 200,
+                    || {
+                        black_box(nr.encode(black_box(&events[..200])).unwrap());
+                    },
+                );
+            }
+        }
+    }
+    let body: Vec<u8> = events
+        .iter()
+        .flat_map(|e| e.raw().iter().copied())
+        .collect();
+    bench("gzip level 1 (raw events)", BATCH, batch_bytes, || {
+        black_box(compress::gzip(black_box(&body)));
+    });
+    let ratio = body.len() as f64 / compress::gzip(&body).len() as f64;
+    println!(
+        "\ngzip level {} ratio on sample events: {ratio:.1}:1",
+        compress::GZIP_LEVEL
+    );
+}

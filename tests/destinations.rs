@@ -1,0 +1,318 @@
+//! Datadog Logs and New Relic Events end to end: Kafka (mock cluster) → router → strict fakes
+//! that enforce each API's auth, compression, body shape and limits.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use switchyard::Pipeline;
+use switchyard_testkit::{FakeDatadog, FakeNewRelic, datadog, newrelic};
+use switchyard_tests::*;
+
+const DD: &str = "dz-connector-datadog";
+const NR: &str = "dz-connector-newrelic";
+
+fn datadog_table(fake: &FakeDatadog, extra: &str) -> String {
+    format!(
+        r#"
+[connectors.{DD}]
+kind = "datadog_logs"
+endpoint = "{}"
+api_key = "${{DD_KEY}}"
+tags = ["env:test"]
+{extra}
+[connectors.{DD}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+max_attempts = 50
+"#,
+        fake.url()
+    )
+}
+
+fn newrelic_table(fake: &FakeNewRelic, extra: &str) -> String {
+    format!(
+        r#"
+[connectors.{NR}]
+kind = "newrelic_events"
+endpoint = "{}"
+account_id = "{NR_ACCOUNT}"
+license_key = "${{NR_KEY}}"
+event_type = "Qoe_{{event.type}}"
+{extra}
+[connectors.{NR}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+max_attempts = 50
+"#,
+        fake.url()
+    )
+}
+
+fn by_id(items: &[Value]) -> HashMap<String, Vec<&Value>> {
+    let mut m: HashMap<String, Vec<&Value>> = HashMap::new();
+    for v in items {
+        if let Some(id) = v["event_id"].as_str() {
+            m.entry(id.to_string()).or_default().push(v);
+        }
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadog_receives_every_event_once_as_a_log_with_its_fields() {
+    let h = Harness::new(4).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    let produced = h.produce(events_to(
+        "dd",
+        1200,
+        &[DD, "dz-connector-splunk,dz-connector-datadog"],
+    ));
+    let settings = h.settings_for(
+        "g-dd",
+        &datadog_table(
+            &dd,
+            "[connectors.dz-connector-datadog.batch]\nmax_linger_ms = 20",
+        ),
+    );
+    let pipeline = Pipeline::start(&settings).unwrap();
+    assert!(
+        dd.wait_for_received(1200, PATIENCE).await,
+        "{:?}",
+        pipeline.progress()
+    );
+    assert!(pipeline.shutdown().await);
+
+    assert!(dd.violations().is_empty(), "{:?}", dd.violations());
+    assert!(
+        dd.seen()
+            .iter()
+            .all(|s| s.status == 202 && s.compressed && s.items <= datadog::MAX_ENTRIES)
+    );
+    let logs = dd.received();
+    let logs = by_id(&logs);
+    for p in &produced {
+        let got = &logs[&p.id];
+        assert_eq!(got.len(), 1, "{} delivered once", p.id);
+        let log = got[0].as_object().unwrap();
+        for (k, v) in p.json.as_object().unwrap() {
+            assert_eq!(&log[k], v, "{}: attribute {k}", p.id);
+        }
+        let ms = p.json["event"]["timestamp"].as_i64().unwrap();
+        assert_eq!(log["timestamp"], ms, "indexed at event time");
+        let tags = format!(
+            "env:test,customer_code:{},event_type:{}",
+            p.json["customer_code"].as_str().unwrap(),
+            p.json["event"]["type"].as_str().unwrap()
+        );
+        assert_eq!(log["ddtags"], tags.as_str());
+        assert_eq!(
+            (log["ddsource"].as_str(), log["service"].as_str()),
+            (Some("qoe"), Some("video-qoe"))
+        );
+        assert_eq!(log["message"], p.json["event"]["type"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadog_limits_are_enforced_before_sending() {
+    let h = Harness::new(1).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    // 2,500 small events and one over Datadog's 1 MB per log.
+    let mut records: Vec<(String, Vec<u8>)> = (0..2500)
+        .map(|i| {
+            let id = format!("small-{i}");
+            let json = format!(r#"{{"event_id":"{id}","connector_list":"{DD}","customer_code":"c","event":{{"type":"heartbeat","timestamp":{}}}}}"#, now_ms());
+            (id, json.into_bytes())
+        })
+        .collect();
+    let big = format!(
+        r#"{{"event_id":"big","connector_list":"{DD}","event":{{"type":"x","timestamp":{}}},"pad":"{}"}}"#,
+        now_ms(),
+        "x".repeat(1_100_000)
+    );
+    records.insert(1234, ("big".into(), big.into_bytes()));
+    let produced = h.produce(records);
+    let table = datadog_table(
+        &dd,
+        "[connectors.dz-connector-datadog.batch]\nmax_linger_ms = 50",
+    );
+    let settings = h.settings_for(
+        "g-dd-limits",
+        &format!("[router]\nmax_event_bytes = 2000000\n{table}"),
+    );
+    let pipeline = Pipeline::start(&settings).unwrap();
+    assert!(dd.wait_for_received(2500, PATIENCE).await);
+    let stats = pipeline.connector_stats(DD).unwrap();
+    assert!(pipeline.shutdown().await);
+
+    let seen = dd.seen();
+    assert!(
+        seen.len() >= 3,
+        "2,500 logs need at least 3 requests of ≤ 1000"
+    );
+    assert!(
+        seen.iter().all(|s| s.status == 202 && s.items <= 1000),
+        "{seen:?}"
+    );
+    assert!(
+        dd.violations().is_empty(),
+        "nothing truncated, nothing refused: {:?}",
+        dd.violations()
+    );
+    let logs = dd.received();
+    let logs = by_id(&logs);
+    assert!(
+        !logs.contains_key("big"),
+        "the oversize event is never sent"
+    );
+    assert!(
+        produced
+            .iter()
+            .filter(|p| p.id != "big")
+            .all(|p| logs.get(&p.id).map(Vec::len) == Some(1))
+    );
+    let snap = stats.snapshot();
+    assert_eq!((snap.delivered, snap.rejected), (2500, 1));
+    assert_eq!(stats.rejections().get("oversize"), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datadog_and_new_relic_retry_429_and_503_without_loss_or_duplicates() {
+    let h = Harness::new(2).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    let nr = FakeNewRelic::start(NR_ACCOUNT, NR_KEY).await.unwrap();
+    dd.script([
+        datadog::reply(429, "Too Many Requests"),
+        datadog::reply(503, "Service Unavailable"),
+        datadog::reply(408, "Request Timeout"),
+    ]);
+    let mut retry_after_nr = newrelic::reply(429);
+    // New Relic's own rate limit has no Retry-After; a short one keeps the test quick.
+    retry_after_nr.retry_after = Some(1);
+    nr.script([newrelic::reply(503), retry_after_nr, newrelic::reply(500)]);
+    let produced = h.produce(events_to(
+        "rt",
+        500,
+        &["dz-connector-datadog,dz-connector-newrelic"],
+    ));
+    let linger = "[connectors.{}.batch]\nmax_events = 100\nmax_linger_ms = 20";
+    let settings = h.settings_for(
+        "g-retry",
+        &format!(
+            "{}{}",
+            datadog_table(&dd, &linger.replace("{}", DD)),
+            newrelic_table(&nr, &linger.replace("{}", NR))
+        ),
+    );
+    let pipeline = Pipeline::start(&settings).unwrap();
+    assert!(dd.wait_for_received(500, PATIENCE).await);
+    assert!(nr.wait_for_received(500, PATIENCE).await);
+    let (dd_stats, nr_stats) = (
+        pipeline.connector_stats(DD).unwrap(),
+        pipeline.connector_stats(NR).unwrap(),
+    );
+    assert!(pipeline.shutdown().await);
+
+    for (name, items, stats) in [
+        ("datadog", dd.received(), dd_stats),
+        ("newrelic", nr.received(), nr_stats),
+    ] {
+        let items = by_id(&items);
+        assert!(
+            produced
+                .iter()
+                .all(|p| items.get(&p.id).map(Vec::len) == Some(1)),
+            "{name}: each event once"
+        );
+        let s = stats.snapshot();
+        assert_eq!((s.delivered, s.rejected), (500, 0), "{name}");
+        assert!(s.retried > 0 && s.failed_requests == 3, "{name}: {s:?}");
+    }
+    assert!(
+        nr.integration_errors().is_empty(),
+        "{:?}",
+        nr.integration_errors()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_relic_receives_flat_valid_events_and_counts_what_it_fixed() {
+    let h = Harness::new(2).await;
+    let nr = FakeNewRelic::start(NR_ACCOUNT, NR_KEY).await.unwrap();
+    let mut records = events_to("nr", 300, &[NR]);
+    // One event with a value New Relic would cut (5,000 characters) and one with too many
+    // attributes: fixed and counted, not silently dropped.
+    let long = format!(
+        r#"{{"event_id":"long","connector_list":"{NR}","event":{{"type":"error","timestamp":{}}},"message":"{}"}}"#,
+        now_ms(),
+        "m".repeat(5000)
+    );
+    let wide_attrs: Vec<String> = (0..300).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    let wide = format!(
+        r#"{{"event_id":"wide","connector_list":"{NR}","event":{{"type":"error","timestamp":{}}},{}}}"#,
+        now_ms(),
+        wide_attrs.join(",")
+    );
+    records.push(("long".into(), long.into_bytes()));
+    records.push(("wide".into(), wide.into_bytes()));
+    let produced = h.produce(records);
+    let settings = h.settings_for(
+        "g-nr",
+        &newrelic_table(
+            &nr,
+            "[connectors.dz-connector-newrelic.batch]\nmax_linger_ms = 20",
+        ),
+    );
+    let pipeline = Pipeline::start(&settings).unwrap();
+    assert!(
+        nr.wait_for_received(302, PATIENCE).await,
+        "{:?} {:?}",
+        pipeline.progress(),
+        nr.integration_errors()
+    );
+    let stats = pipeline.connector_stats(NR).unwrap();
+    assert!(pipeline.shutdown().await);
+
+    assert!(
+        nr.integration_errors().is_empty(),
+        "New Relic would have dropped: {:?}",
+        nr.integration_errors()
+    );
+    assert!(nr.violations().is_empty(), "{:?}", nr.violations());
+    assert!(
+        nr.seen()
+            .iter()
+            .all(|s| s.compressed && s.body_bytes <= newrelic::MAX_PAYLOAD)
+    );
+    let events = nr.received();
+    let events = by_id(&events);
+    for p in &produced {
+        let e = events[&p.id][0].as_object().unwrap();
+        assert_eq!(events[&p.id].len(), 1);
+        assert!(e.values().all(|v| v.is_string() || v.is_number()), "flat");
+        let ty = p.json["event"]["type"].as_str().unwrap();
+        assert_eq!(e["eventType"], format!("Qoe_{ty}").as_str());
+        assert_eq!(e["timestamp"], p.json["event"]["timestamp"]);
+        if p.id != "long" && p.id != "wide" {
+            assert_eq!(
+                e["event.metrics.event_count"],
+                p.json["event"]["metrics"]["event_count"]
+            );
+            assert_eq!(e["customer_code"], p.json["customer_code"]);
+        }
+    }
+    assert_eq!(events["long"][0]["message"].as_str().unwrap().len(), 4096);
+    assert_eq!(
+        events["wide"][0].as_object().unwrap().len(),
+        newrelic::MAX_ATTRIBUTES
+    );
+    let fixes = stats.fixes();
+    assert_eq!(fixes.get("value_truncated"), Some(&1));
+    assert_eq!(fixes.get("too_many_attributes"), Some(&1));
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
