@@ -228,6 +228,17 @@ impl Event {
         &self.inner.raw
     }
 
+    /// The record without trailing whitespace: the JSON object itself, ending in `}`, for
+    /// encoders that embed it or splice fields into it.
+    pub fn json(&self) -> &[u8] {
+        let raw = &self.inner.raw;
+        let end = raw
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
+        &raw[..end]
+    }
+
     pub fn origin(&self) -> &Origin {
         &self.inner.origin
     }

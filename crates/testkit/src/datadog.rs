@@ -3,10 +3,10 @@
 //! but silently mangle (a log over 1 MB, a timestamp it will not index) is recorded as a
 //! violation.
 
-use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json};
+use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json, serve};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -53,12 +53,8 @@ impl FakeDatadog {
             max_payload,
             rec: Recorder::new(retain, Duration::ZERO),
         });
-        let app = Router::new()
-            .fallback(handle)
-            .layer(DefaultBodyLimit::disable())
-            .with_state(state.clone());
         Ok(FakeDatadog {
-            server: Server::start(app).await?,
+            server: serve(Router::new().fallback(handle), state.clone()).await?,
             state,
         })
     }

@@ -53,6 +53,19 @@ impl Drop for Server {
     }
 }
 
+/// Serves `router` with `state`, with no body-size limit (the fakes enforce the API's own).
+pub async fn serve<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    state: S,
+) -> std::io::Result<Server> {
+    Server::start(
+        router
+            .layer(axum::extract::DefaultBodyLimit::disable())
+            .with_state(state),
+    )
+    .await
+}
+
 /// A request body decoded by its `Content-Encoding`, or why it could not be.
 pub enum Decoded {
     Body(Vec<u8>),

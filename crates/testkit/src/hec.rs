@@ -2,10 +2,10 @@
 //! concatenated-envelope body, envelope fields, size limit) and answers with Splunk's codes,
 //! including the prefix-indexed `invalid-event-number` behaviour. Failures can be scripted.
 
-use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json};
+use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json, serve};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -90,12 +90,8 @@ impl Builder {
             poison: Mutex::default(),
             rec: Recorder::new(self.retain, self.delay),
         });
-        let app = Router::new()
-            .fallback(handle)
-            .layer(DefaultBodyLimit::disable())
-            .with_state(state.clone());
         Ok(FakeHec {
-            server: Server::start(app).await?,
+            server: serve(Router::new().fallback(handle), state.clone()).await?,
             state,
         })
     }

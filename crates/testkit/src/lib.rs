@@ -14,3 +14,16 @@ pub use datadog::FakeDatadog;
 pub use generate::Generator;
 pub use hec::FakeHec;
 pub use newrelic::FakeNewRelic;
+
+/// An event parsed from `json` as if read at offset 0 of partition 0 of topic `qoe`.
+/// Panics on bad JSON: for tests only.
+pub fn event(json: &str) -> switchyard_core::Event {
+    let origin = switchyard_core::Origin {
+        partition: switchyard_core::PartitionId(0),
+        topic: "qoe".into(),
+        kafka_partition: 0,
+        offset: 0,
+    };
+    switchyard_core::Event::parse(bytes::Bytes::from(json.to_owned()), origin, 8 << 20)
+        .expect("test event parses")
+}

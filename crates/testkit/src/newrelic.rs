@@ -3,10 +3,10 @@
 //! drops invalid events one by one; the drops are listed by [`FakeNewRelic::integration_errors`]
 //! the way New Relic reports them as `NrIntegrationError` events.
 
-use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json};
+use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json, serve};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
@@ -55,12 +55,8 @@ impl FakeNewRelic {
             rec: Recorder::new(retain, Duration::ZERO),
             errors: Mutex::default(),
         });
-        let app = Router::new()
-            .fallback(handle)
-            .layer(DefaultBodyLimit::disable())
-            .with_state(state.clone());
         Ok(FakeNewRelic {
-            server: Server::start(app).await?,
+            server: serve(Router::new().fallback(handle), state.clone()).await?,
             state,
         })
     }

@@ -53,7 +53,7 @@ impl LogEncoder {
                 .iter()
                 .map(|f| tag_value(event, *f).map_or(0, |v| f.name().len() + v.len() + 2))
                 .sum::<usize>();
-        trimmed(event.raw()).len() + self.fixed.len() + tags + message(event).len() + PER_LOG
+        event.json().len() + self.fixed.len() + tags + message(event).len() + PER_LOG
     }
 
     /// Appends `[log,log,…]` to `out`.
@@ -86,7 +86,7 @@ impl LogEncoder {
     }
 
     fn write_log(&self, e: &Event, out: &mut Vec<u8>) {
-        let raw = trimmed(e.raw());
+        let raw = e.json();
         // The event is a JSON object (parsing checked), so it ends in `}` and is not empty:
         // it has at least `event.timestamp`.
         out.extend_from_slice(&raw[..raw.len() - 1]);
@@ -150,31 +150,12 @@ fn json_string(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(out, s);
 }
 
-fn trimmed(raw: &[u8]) -> &[u8] {
-    let end = raw
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    &raw[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::tests::config;
-    use bytes::Bytes;
     use serde_json::Value;
-    use switchyard_core::{Origin, PartitionId};
-
-    fn event(json: &str) -> Event {
-        let origin = Origin {
-            partition: PartitionId(0),
-            topic: "qoe".into(),
-            kafka_partition: 0,
-            offset: 0,
-        };
-        Event::parse(Bytes::from(json.to_owned()), origin, 8 << 20).unwrap()
-    }
+    use switchyard_testkit::event;
 
     const SAMPLE: &str = include_str!("../../../testkit/data/sample-event.json");
 

@@ -277,20 +277,9 @@ fn json(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use crate::config::tests::config;
-    use bytes::Bytes;
-    use switchyard_core::{Origin, PartitionId};
+    use switchyard_testkit::event;
 
     const SAMPLE: &str = include_str!("../../../testkit/data/sample-event.json");
-
-    fn event(json: &str) -> Event {
-        let origin = Origin {
-            partition: PartitionId(0),
-            topic: "qoe".into(),
-            kafka_partition: 0,
-            offset: 0,
-        };
-        Event::parse(Bytes::from(json.to_owned()), origin, 8 << 20).unwrap()
-    }
 
     fn flatten(cfg: &NewRelicConfig, events: &[Event]) -> (Vec<Map<String, Value>>, Outcome) {
         let mut out = Vec::new();

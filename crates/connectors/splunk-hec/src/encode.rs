@@ -44,7 +44,7 @@ impl Envelope {
             out.extend_from_slice(b"{\"time\":");
             write_epoch_seconds(out, e.timestamp_us());
             out.extend_from_slice(&self.middle);
-            out.extend_from_slice(trim_end(e.raw()));
+            out.extend_from_slice(e.json());
             out.push(b'}');
         }
     }
@@ -61,32 +61,12 @@ fn write_epoch_seconds(out: &mut Vec<u8>, us: i64) {
     };
 }
 
-/// Trailing whitespace (a producer's newline) would be legal JSON, but keeps bodies tidy.
-fn trim_end(raw: &[u8]) -> &[u8] {
-    let end = raw
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    &raw[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
     use serde_json::Value;
     use switchyard_core::compress::Compression;
-    use switchyard_core::{Origin, PartitionId};
-
-    fn event(json: &str) -> Event {
-        let origin = Origin {
-            partition: PartitionId(0),
-            topic: "qoe".into(),
-            kafka_partition: 0,
-            offset: 0,
-        };
-        Event::parse(Bytes::from(json.to_owned()), origin, 1 << 20).unwrap()
-    }
+    use switchyard_testkit::event;
 
     fn envelope(index: Option<&str>) -> Envelope {
         Envelope::new(&HecConfig {
