@@ -8,13 +8,21 @@ CARGO ?= cargo
 run:
 	$(CARGO) run -p switchyard -- demo --config connectors.toml
 
-## Build and run the whole suite: unit, integration (mock Kafka cluster + strict fakes),
+VENV := .venv
+MOTO := $(VENV)/bin/moto_server
+
+## Build and run the whole suite: unit, integration (mock Kafka cluster + strict fakes + moto),
 ## formatting, lints, the testcontainers feature build and the config check.
-test: lint
+test: lint $(MOTO)
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) check -p switchyard-testkit --features testcontainers
 	SPLUNK_HEC_TOKEN=ci DD_API_KEY=ci NEW_RELIC_ACCOUNT_ID=1 NEW_RELIC_LICENSE_KEY=ci \
 	  $(CARGO) run -q -p switchyard -- validate --config connectors.toml
+
+## moto (AWS emulator) for the Firehose end-to-end test, pinned, in a local virtualenv.
+$(MOTO):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q "moto[server]==5.2.5"
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -16,7 +16,7 @@ async fn a_failing_destination_pauses_partitions_and_bounds_what_is_read() {
         "",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 50\nmax_linger_ms = 10",
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
 
     // Every failed attempt wakes us; no sleeping.
     let paused_all = loop {

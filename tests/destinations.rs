@@ -73,7 +73,7 @@ async fn datadog_receives_every_event_once_as_a_log_with_its_fields() {
             "[connectors.dz-connector-datadog.batch]\nmax_linger_ms = 20",
         ),
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
     assert!(
         dd.wait_for_received(1200, PATIENCE).await,
         "{:?}",
@@ -139,7 +139,7 @@ async fn datadog_limits_are_enforced_before_sending() {
         "g-dd-limits",
         &format!("[router]\nmax_event_bytes = 2000000\n{table}"),
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
     assert!(dd.wait_for_received(2500, PATIENCE).await);
     let stats = pipeline.connector_stats(DD).unwrap();
     assert!(pipeline.shutdown().await);
@@ -203,7 +203,7 @@ async fn datadog_and_new_relic_retry_429_and_503_without_loss_or_duplicates() {
             newrelic_table(&nr, &linger.replace("{}", NR))
         ),
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
     assert!(dd.wait_for_received(500, PATIENCE).await);
     assert!(nr.wait_for_received(500, PATIENCE).await);
     let (dd_stats, nr_stats) = (
@@ -262,7 +262,7 @@ async fn new_relic_receives_flat_valid_events_and_counts_what_it_fixed() {
             "[connectors.dz-connector-newrelic.batch]\nmax_linger_ms = 20",
         ),
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
     assert!(
         nr.wait_for_received(302, PATIENCE).await,
         "{:?} {:?}",

@@ -22,7 +22,7 @@ async fn ten_thousand_events_are_each_delivered_once_with_correct_envelopes() {
         "",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 500\nmax_linger_ms = 50",
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
 
     assert!(
         h.hec.wait_for_received(10_000, PATIENCE).await,
@@ -129,7 +129,7 @@ async fn busy_and_throttled_hec_is_retried_until_everything_is_delivered() {
         "",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 100\nmax_linger_ms = 20",
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
 
     assert!(h.hec.wait_for_received(600, PATIENCE).await);
     let stats = splunk(&pipeline);
@@ -180,7 +180,7 @@ async fn a_crash_without_commit_redelivers_only_the_uncommitted_tail() {
         "[connectors.dz-connector-splunk.batch]\nmax_events = 10\nmax_linger_ms = 10",
     );
 
-    let first = Pipeline::start(&settings).unwrap();
+    let first = Pipeline::start(&settings).await.unwrap();
     // Crash once some progress is committed, while deliveries are still going on.
     loop {
         let indexed = h.hec.received_count();
@@ -203,7 +203,7 @@ async fn a_crash_without_commit_redelivers_only_the_uncommitted_tail() {
         !committed_before.is_empty(),
         "some progress was committed before the crash"
     );
-    let second = Pipeline::start(&settings).unwrap();
+    let second = Pipeline::start(&settings).await.unwrap();
     let all_ids = produced.len();
     let ok = wait_all_ids(&h, &produced).await;
     assert!(
@@ -302,7 +302,7 @@ async fn malformed_records_are_counted_and_skipped_while_good_ones_flow() {
     ];
     let produced = h.produce(records);
     let settings = h.settings("g-d", "", "[connectors.dz-connector-splunk.batch]\nmax_linger_ms = 20\n[router]\nmax_event_bytes = 10000");
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
     assert!(h.hec.wait_for_received(6, PATIENCE).await);
     let source = pipeline.source_stats().clone();
     assert!(pipeline.shutdown().await);
@@ -344,7 +344,7 @@ async fn invalid_event_number_keeps_the_prefix_rejects_one_and_resends_the_rest(
         "",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 20\nmax_linger_ms = 60000",
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
     assert!(h.hec.wait_for_received(19, PATIENCE).await);
     let stats = splunk(&pipeline);
     assert!(pipeline.shutdown().await);
@@ -388,7 +388,7 @@ async fn a_413_splits_the_batch_until_it_fits() {
         "compression = \"none\"",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 64\nmax_linger_ms = 60000",
     );
-    let pipeline = Pipeline::start(&settings).unwrap();
+    let pipeline = Pipeline::start(&settings).await.unwrap();
     assert!(h.hec.wait_for_received(64, PATIENCE).await);
     assert!(pipeline.shutdown().await);
 
@@ -416,7 +416,7 @@ async fn a_rebalance_mid_delivery_drains_revoked_partitions_and_loses_nothing() 
         "concurrency = 2",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 50\nmax_linger_ms = 10",
     );
-    let first = Pipeline::start(&settings).unwrap();
+    let first = Pipeline::start(&settings).await.unwrap();
     tokio::task::block_in_place(|| assert!(first.wait_for_source(PATIENCE, |s| s.assigned == 4)));
     assert!(h.hec.wait_for_received(200, PATIENCE).await);
     assert!(
@@ -428,7 +428,7 @@ async fn a_rebalance_mid_delivery_drains_revoked_partitions_and_loses_nothing() 
     // are the first member's: exactly where the second starts each partition it takes.
     let mut later = settings.clone();
     later.kafka.commit_interval = std::time::Duration::from_secs(3600);
-    let second = Pipeline::start(&later).unwrap();
+    let second = Pipeline::start(&later).await.unwrap();
     tokio::task::block_in_place(|| {
         // The first member's revoke waited for its in-flight deliveries rather than
         // abandoning them, then the partitions were shared out.

@@ -12,7 +12,9 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use switchyard_testkit::{Broker, FakeDatadog, FakeHec, FakeNewRelic, Generator, datadog};
+use switchyard_testkit::{
+    Broker, FakeDatadog, FakeFirehose, FakeHec, FakeNewRelic, Generator, datadog,
+};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -70,6 +72,16 @@ pub async fn run(
                 cfg.endpoint = Some(fake.url());
                 Box::new(move || fake.received_count())
             }
+            Kind::KinesisFirehose(cfg) => {
+                let fake =
+                    FakeFirehose::start(&cfg.delivery_stream, "demo-access-key", false).await?;
+                cfg.endpoint_url = Some(fake.url());
+                cfg.region = Some("us-east-1".into());
+                cfg.role_arn = None;
+                cfg.access_key_id = Some(switchyard_core::Secret::new("demo-access-key"));
+                cfg.secret_access_key = Some(switchyard_core::Secret::new("demo-secret-key"));
+                Box::new(move || fake.received_count())
+            }
             Kind::NewRelicEvents(cfg) => {
                 let key = exposed(&cfg.license_key.clone().or(cfg.insert_key.clone()));
                 let fake = FakeNewRelic::start_with(&cfg.account_id, &key, false).await?;
@@ -84,6 +96,8 @@ pub async fn run(
     lists.push(ids.join(","));
     // The sample's own list: it names connectors this config may not have (Firehose).
     lists.push("dz-connector-splunk,dz-connector-kinesis-firehose,dz-connector-datadog".into());
+    // An id no config has: counted per id and logged at most once a minute.
+    lists.push("dz-connector-splunk,dz-connector-bigquery".into());
 
     let seeding = Arc::new(AtomicBool::new(true));
     let seeder = {
@@ -96,7 +110,7 @@ pub async fn run(
         std::thread::spawn(move || seed(&bootstrap, &topic, &lists, &opts, &seeding))
     };
 
-    let pipeline = Pipeline::start(&settings)?;
+    let pipeline = Pipeline::start(&settings).await?;
     eprintln!(
         "switchyard demo: embedded broker {} | {} stand-in(s) | offering {} events/s | Ctrl-C to stop",
         broker.bootstrap_servers(),

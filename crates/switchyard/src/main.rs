@@ -143,7 +143,7 @@ async fn run(path: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let pipeline = match Pipeline::start(&settings) {
+    let pipeline = match Pipeline::start(&settings).await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "could not start");

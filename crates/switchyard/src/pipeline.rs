@@ -11,6 +11,7 @@ use switchyard_core::{
 };
 use switchyard_datadog_logs::DatadogLogs;
 use switchyard_kafka::{Source, SourceError, Status};
+use switchyard_kinesis_firehose::KinesisFirehose;
 use switchyard_newrelic_events::NewRelicEvents;
 use switchyard_splunk_hec::SplunkHec;
 
@@ -44,9 +45,9 @@ pub struct Progress {
 }
 
 impl Pipeline {
-    /// Starts every enabled connector and joins the consumer group. Call inside a tokio
-    /// runtime: the workers run on it.
-    pub fn start(settings: &Settings) -> Result<Pipeline, StartError> {
+    /// Starts every enabled connector and joins the consumer group. The workers run on the
+    /// calling tokio runtime.
+    pub async fn start(settings: &Settings) -> Result<Pipeline, StartError> {
         let acker = Arc::new(Acker::new());
         let timings = TimingRecorder::new(4096);
         let stats = Arc::new(SourceStats::default());
@@ -88,6 +89,10 @@ impl Pipeline {
                 }
                 Kind::NewRelicEvents(cfg) => {
                     let connector = NewRelicEvents::new(cfg).map_err(|e| failed(&e))?;
+                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
+                }
+                Kind::KinesisFirehose(cfg) => {
+                    let connector = KinesisFirehose::new(cfg).await;
                     Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
                 }
             };

@@ -11,6 +11,7 @@ use std::time::Duration;
 use switchyard_core::{BatchLimits, EngineSettings, Filter, RetryPolicy};
 use switchyard_datadog_logs::DatadogConfig;
 use switchyard_kafka::SourceConfig;
+use switchyard_kinesis_firehose::FirehoseConfig;
 use switchyard_newrelic_events::NewRelicConfig;
 use switchyard_splunk_hec::HecConfig;
 
@@ -72,9 +73,15 @@ pub enum Kind {
     SplunkHec(HecConfig),
     DatadogLogs(DatadogConfig),
     NewRelicEvents(NewRelicConfig),
+    KinesisFirehose(FirehoseConfig),
 }
 
-pub const KINDS: [&str; 3] = ["splunk_hec", "datadog_logs", "newrelic_events"];
+pub const KINDS: [&str; 4] = [
+    "splunk_hec",
+    "datadog_logs",
+    "newrelic_events",
+    "kinesis_firehose",
+];
 
 /// Where `${NAME}` references are looked up (the process environment, normally).
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -521,6 +528,16 @@ fn connectors(value: Option<Value>, problems: &mut Vec<Problem>) -> Vec<Connecto
                     switchyard_datadog_logs::config::DEFAULT_LIMITS,
                 )
             }
+            "kinesis_firehose" => {
+                let Some(c) = kind_config(specific, &path, problems, FirehoseConfig::problems)
+                else {
+                    continue;
+                };
+                (
+                    Kind::KinesisFirehose(c),
+                    switchyard_kinesis_firehose::config::DEFAULT_LIMITS,
+                )
+            }
             "newrelic_events" => {
                 let Some(c) = kind_config(specific, &path, problems, NewRelicConfig::problems)
                 else {
@@ -664,9 +681,18 @@ mod tests {
                 Kind::SplunkHec(_) => "splunk_hec",
                 Kind::DatadogLogs(_) => "datadog_logs",
                 Kind::NewRelicEvents(_) => "newrelic_events",
+                Kind::KinesisFirehose(_) => "kinesis_firehose",
             })
             .collect();
-        assert_eq!(kinds, ["splunk_hec", "datadog_logs", "newrelic_events"]);
+        assert_eq!(
+            kinds,
+            [
+                "splunk_hec",
+                "datadog_logs",
+                "newrelic_events",
+                "kinesis_firehose"
+            ]
+        );
     }
 
     #[test]
@@ -771,6 +797,11 @@ kind = "newrelic_events"
 account_id = "42"
 license_key = "x"
 insert_key = "y"
+[connectors.fh]
+kind = "kinesis_firehose"
+delivery_stream = ""
+endpoint_url = "localhost:4566"
+access_key_id = "AKID"
 "#;
         let problems = load(text).unwrap_err().0;
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();

@@ -5,12 +5,14 @@
 pub mod broker;
 pub mod datadog;
 pub mod fake;
+pub mod firehose;
 pub mod generate;
 pub mod hec;
 pub mod newrelic;
 
 pub use broker::Broker;
 pub use datadog::FakeDatadog;
+pub use firehose::{FakeFirehose, Moto};
 pub use generate::Generator;
 pub use hec::FakeHec;
 pub use newrelic::FakeNewRelic;

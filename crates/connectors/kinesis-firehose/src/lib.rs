@@ -1,0 +1,195 @@
+//! Amazon Kinesis Data Firehose destination, through `aws-sdk-firehose` (PutRecordBatch).
+//!
+//! What is particular to Firehose lives here: settings and credentials ([`config`]), events as
+//! delimited records with optional packing ([`encode`]), and the meaning of its answers
+//! ([`classify`]), notably partial failures inside a 200: only the failed records are resent.
+
+pub mod classify;
+pub mod config;
+pub mod encode;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::sts::AssumeRoleProvider;
+use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_firehose::primitives::Blob;
+use aws_sdk_firehose::types::Record;
+use aws_sdk_firehose::{Client, config::Credentials, config::Region};
+use classify::Answer;
+use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+
+pub use config::FirehoseConfig;
+
+pub struct KinesisFirehose {
+    client: Client,
+    stream: String,
+    delimiter: Vec<u8>,
+    packing: bool,
+}
+
+impl std::fmt::Debug for KinesisFirehose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KinesisFirehose")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A PutRecordBatch call, ready to send again on retry.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    records: Vec<Record>,
+    events_per_record: Vec<usize>,
+    bytes: usize,
+}
+
+impl KinesisFirehose {
+    /// Resolves region and credentials (the standard AWS chain unless static keys are set,
+    /// then `role_arn` on top).
+    pub async fn new(cfg: &FirehoseConfig) -> Self {
+        // The engine owns retries: its backoff, Retry-After, per-record resends and the
+        // collector_observability timings all count attempts. An SDK retry inside one engine
+        // attempt would multiply attempts (3 × 10) and hide them, so the SDK makes one.
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(1));
+        if let Some(r) = &cfg.region {
+            loader = loader.region(Region::new(r.clone()));
+        }
+        if let Some(url) = &cfg.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+            loader = loader.credentials_provider(Credentials::new(
+                id.expose(),
+                secret.expose(),
+                None,
+                None,
+                "switchyard-config",
+            ));
+        }
+        let base = loader.load().await;
+        let mut conf = aws_sdk_firehose::config::Builder::from(&base);
+        if let Some(arn) = &cfg.role_arn {
+            let role = AssumeRoleProvider::builder(arn)
+                .session_name("switchyard")
+                .configure(&base)
+                .build()
+                .await;
+            conf = conf.credentials_provider(role);
+        }
+        KinesisFirehose {
+            client: Client::from_conf(conf.build()),
+            stream: cfg.delivery_stream.clone(),
+            delimiter: cfg.record_delimiter.as_bytes().to_vec(),
+            packing: cfg.record_packing,
+        }
+    }
+
+    /// `DescribeDeliveryStream`: whether the stream exists and these credentials reach it.
+    pub async fn check(&self) -> Result<(), String> {
+        self.client
+            .describe_delivery_stream()
+            .delivery_stream_name(&self.stream)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                format!(
+                    "{}: {}",
+                    e.code().unwrap_or("error"),
+                    e.message().unwrap_or("no message")
+                )
+            })
+    }
+}
+
+impl Connector for KinesisFirehose {
+    type Request = Batch;
+    type Response = Answer;
+
+    fn hard_limits(&self) -> BatchLimits {
+        config::HARD_LIMITS
+    }
+
+    fn encoded_len(&self, event: &Event) -> usize {
+        encode::encoded_len(event, &self.delimiter)
+    }
+
+    fn encode(&self, events: &[Event]) -> Result<Encoded<Batch>, EncodeError> {
+        let encoded = encode::encode(events, &self.delimiter, self.packing);
+        let mut batch = Batch {
+            records: Vec::with_capacity(encoded.records.len()),
+            events_per_record: Vec::with_capacity(encoded.records.len()),
+            bytes: 0,
+        };
+        for r in encoded.records {
+            batch.bytes += r.data.len();
+            batch.events_per_record.push(r.events);
+            let record = Record::builder()
+                .data(Blob::new(r.data))
+                .build()
+                .map_err(|e| EncodeError::Failed(e.to_string()))?;
+            batch.records.push(record);
+        }
+        Ok(Encoded {
+            request: batch,
+            rejected: encoded.rejected,
+            fixes: Vec::new(),
+        })
+    }
+
+    fn request_size(&self, request: &Batch) -> usize {
+        request.bytes
+    }
+
+    async fn send(&self, batch: &Batch) -> Result<Answer, SendError> {
+        let sent = self
+            .client
+            .put_record_batch()
+            .delivery_stream_name(&self.stream)
+            .set_records(Some(batch.records.clone()))
+            .send()
+            .await;
+        match sent {
+            Ok(out) => {
+                let entries = out.request_responses();
+                // One entry per record, in order; a missing entry counts as a failure.
+                let failures = (0..batch.records.len())
+                    .map(|i| match entries.get(i) {
+                        Some(e) => e.error_code().map(str::to_owned),
+                        None => Some("MissingResponseEntry".into()),
+                    })
+                    .collect();
+                Ok(Answer::Put {
+                    failures,
+                    events_per_record: batch.events_per_record.clone(),
+                })
+            }
+            Err(SdkError::ServiceError(ctx)) => {
+                let status = ctx.raw().status().as_u16();
+                let err = ctx.err();
+                Ok(Answer::Failed {
+                    code: err.code().unwrap_or("Unknown").to_string(),
+                    message: err.message().unwrap_or_default().to_string(),
+                    status,
+                })
+            }
+            Err(SdkError::TimeoutError(_)) => Err(SendError::Timeout),
+            Err(SdkError::DispatchFailure(e)) => Err(SendError::Connect(format!(
+                "{:?}",
+                e.as_connector_error().map(|c| c.to_string())
+            ))),
+            // A garbled answer, or a request the SDK could not build (often credentials that
+            // are not yet available, e.g. IRSA token refresh): worth another attempt, bounded
+            // by the retry policy.
+            Err(e) => Err(SendError::Transport {
+                message: aws_sdk_firehose::error::DisplayErrorContext(&e).to_string(),
+                retryable: true,
+            }),
+        }
+    }
+
+    fn classify(&self, answer: &Answer, events: &[Event]) -> Verdict {
+        classify::classify(answer, events.len())
+    }
+}
