@@ -811,6 +811,9 @@ access_key_id = "AKID"
             "connectors.dd.tags",
             "connectors.nr.arrays",
             "connectors.nr2.insert_key",
+            "connectors.fh.delivery_stream",
+            "connectors.fh.endpoint_url",
+            "connectors.fh.secret_access_key",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }
