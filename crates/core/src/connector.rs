@@ -36,6 +36,13 @@ pub trait Connector: Send + Sync + 'static {
 
     /// What `response` means for the `events` that were sent, in order.
     fn classify(&self, response: &Self::Response, events: &[Event]) -> Verdict;
+
+    /// A cheap check that the destination is reachable and accepts these credentials, run at
+    /// startup for the readiness probe. Destinations without such an endpoint keep the
+    /// default.
+    fn health(&self) -> impl Future<Output = Result<(), String>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// What an encoder made of a batch.

@@ -8,7 +8,7 @@ use crate::event::Event;
 use crate::offsets::Acker;
 use crate::retry::RetryPolicy;
 use crate::route::ConnectorIndex;
-use crate::stats::ConnectorStats;
+use crate::stats::{ConnectorStats, Health};
 use crate::timings::{CallTiming, DeliveryTimings, TimingRecorder};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -82,6 +82,7 @@ impl Engine {
             tasks: JoinSet::new(),
             shared: shared.clone(),
         };
+        tokio::spawn(check_health(shared.clone()));
         ConnectorHandle {
             id: shared.id.clone(),
             index,
@@ -164,6 +165,23 @@ impl<C: Connector> Worker<C> {
             shared.deliver(batch).await;
             drop(permit);
         });
+    }
+}
+
+/// Runs the connector's health check until it passes (every 10 s), for the readiness probe.
+async fn check_health<C: Connector>(shared: Arc<Shared<C>>) {
+    loop {
+        match shared.connector.health().await {
+            Ok(()) => {
+                shared.stats.set_health(Health::Healthy);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(connector = %shared.id, error = %e, "health check failed; retrying in 10 s");
+                shared.stats.set_health(Health::Failing(e));
+            }
+        }
+        sleep(Duration::from_secs(10)).await;
     }
 }
 
@@ -284,6 +302,14 @@ impl<C: Connector> Shared<C> {
             }
         }
         let done = Instant::now();
+        self.timings.record_metrics(
+            &self.id,
+            ms(send_start - opened_at),
+            ms(done - send_start),
+            ms(done - opened_at),
+            status,
+            &calls,
+        );
         self.timings.record(DeliveryTimings {
             target: self.id.clone(),
             events: count,

@@ -25,6 +25,16 @@ pub struct ConnectorStats {
     fixes: Mutex<BTreeMap<&'static str, u64>>,
     /// Rejected events by reason class (the reason's text up to its first colon).
     rejections: Mutex<BTreeMap<String, u64>>,
+    health: Mutex<Health>,
+}
+
+/// The connector's startup health check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Health {
+    #[default]
+    Pending,
+    Healthy,
+    Failing(String),
 }
 
 /// A consistent-enough copy of [`ConnectorStats`] for display and assertions.
@@ -54,6 +64,16 @@ impl ConnectorStats {
 
     pub fn fixes(&self) -> BTreeMap<&'static str, u64> {
         self.fixes.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+
+    pub fn set_health(&self, h: Health) {
+        if let Ok(mut g) = self.health.lock() {
+            *g = h;
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        self.health.lock().map(|h| h.clone()).unwrap_or_default()
     }
 
     pub fn count_rejection(&self, reason: &str, n: u64) {

@@ -130,6 +130,34 @@ impl TimingRecorder {
         }
     }
 
+    /// Feeds the four timings to the `metrics` facade as histograms (exported by the binary
+    /// as Prometheus text), labelled like the records' dimensions.
+    pub fn record_metrics(
+        &self,
+        target: &Arc<str>,
+        queue_ms: u64,
+        send_ms: u64,
+        process_ms: u64,
+        status: u16,
+        calls: &[CallTiming],
+    ) {
+        let target = target.to_string();
+        let status = status.to_string();
+        metrics::histogram!("switchyard_queue_duration_ms", "target" => target.clone())
+            .record(queue_ms as f64);
+        metrics::histogram!("switchyard_send_duration_ms", "target" => target.clone(), "status_code" => status.clone()).record(send_ms as f64);
+        metrics::histogram!("switchyard_process_duration_ms", "target" => target.clone(), "status_code" => status).record(process_ms as f64);
+        for c in calls {
+            metrics::histogram!(
+                "switchyard_call_duration_ms",
+                "target" => target.clone(),
+                "status_code" => c.status_code.to_string(),
+                "attempt" => c.attempt.to_string()
+            )
+            .record(c.duration_ms as f64);
+        }
+    }
+
     /// The kept deliveries, oldest first.
     pub fn recent(&self) -> Vec<DeliveryTimings> {
         self.recent

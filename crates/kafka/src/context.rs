@@ -72,6 +72,8 @@ pub struct Status {
     pub revokes_drained: u64,
     /// Revocations that gave up waiting (their unfinished events are redelivered).
     pub revokes_timed_out: u64,
+    /// Consumer lag per (topic, partition), from librdkafka's statistics.
+    pub lag: HashMap<(String, i32), i64>,
 }
 
 pub struct Shared {
@@ -157,7 +159,21 @@ pub struct Context {
     pub shared: Arc<Shared>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    /// librdkafka's periodic statistics (`statistics.interval.ms`): the consumer lag of each
+    /// partition this member owns.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lag = HashMap::new();
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                if *partition >= 0 && p.consumer_lag >= 0 {
+                    lag.insert((topic.clone(), *partition), p.consumer_lag);
+                }
+            }
+        }
+        self.shared.update_status(|s| s.lag = lag);
+    }
+}
 
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -13,5 +13,5 @@ mod context;
 mod source;
 
 pub use context::Status;
-pub use source::{Source, SourceConfig, SourceError, SourceExit};
+pub use source::{Source, SourceConfig, SourceError, SourceExit, StatusHandle};
 pub use switchyard_core::{Acker, Dispatcher};

@@ -41,7 +41,7 @@ pub enum SourceError {
 }
 
 /// librdkafka settings switchyard chooses unless `[kafka.options]` says otherwise.
-fn defaults() -> [(&'static str, &'static str); 6] {
+fn defaults() -> [(&'static str, &'static str); 7] {
     [
         // Offsets are stored and committed by the watermark, never automatically.
         ("enable.auto.commit", "false"),
@@ -51,6 +51,8 @@ fn defaults() -> [(&'static str, &'static str); 6] {
         ("queued.max.messages.kbytes", "16384"),
         ("fetch.max.bytes", "16777216"),
         ("enable.partition.eof", "false"),
+        // Consumer lag per partition for the metrics.
+        ("statistics.interval.ms", "10000"),
     ]
 }
 
@@ -144,6 +146,11 @@ impl Source {
         }
     }
 
+    /// A handle that reads the status after the source is gone (for the admin server).
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.shared.clone())
+    }
+
     /// Assignment and commits as of now.
     pub fn status(&self) -> Status {
         self.shared
@@ -184,6 +191,16 @@ impl Drop for Source {
             self.state.store(STOP, Ordering::SeqCst);
             let _ = self.join();
         }
+    }
+}
+
+/// Reads a source's [`Status`].
+#[derive(Clone)]
+pub struct StatusHandle(Arc<Shared>);
+
+impl StatusHandle {
+    pub fn status(&self) -> Status {
+        self.0.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 }
 

@@ -110,9 +110,16 @@ pub async fn run(
         std::thread::spawn(move || seed(&bootstrap, &topic, &lists, &opts, &seeding))
     };
 
+    crate::admin::prometheus();
     let pipeline = Pipeline::start(&settings).await?;
+    // On loopback, whatever the config says: the demo is for this machine only.
+    let bind = std::net::SocketAddr::from(([127, 0, 0, 1], settings.admin.bind.port()));
+    let admin = match crate::admin::serve(bind, pipeline.monitor()).await {
+        Ok((addr, _)) => format!("http://{addr}/metrics"),
+        Err(e) => format!("admin server not started ({e})"),
+    };
     eprintln!(
-        "switchyard demo: embedded broker {} | {} stand-in(s) | offering {} events/s | Ctrl-C to stop",
+        "switchyard demo: embedded broker {} | {} stand-in(s) | offering {} events/s | {admin} | Ctrl-C to stop",
         broker.bootstrap_servers(),
         standins.len(),
         opts.rate

@@ -1,11 +1,12 @@
 //! The switchyard daemon as a library: settings, the pipeline that wires the core, the Kafka
 //! source and the destinations together, and the embedded demo. `main.rs` is only the CLI.
 
+pub mod admin;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod pipeline;
 pub mod progress;
 pub mod settings;
 
-pub use pipeline::{Pipeline, Progress};
+pub use pipeline::{Monitor, Pipeline, Progress};
 pub use settings::Settings;

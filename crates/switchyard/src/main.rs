@@ -143,6 +143,8 @@ async fn run(path: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before the pipeline, so the first deliveries' timings are recorded.
+    switchyard::admin::prometheus();
     let pipeline = match Pipeline::start(&settings).await {
         Ok(p) => p,
         Err(e) => {
@@ -150,6 +152,13 @@ async fn run(path: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if settings.admin.enabled
+        && let Err(e) = switchyard::admin::serve(settings.admin.bind, pipeline.monitor()).await
+    {
+        tracing::error!(bind = %settings.admin.bind, error = %e, "admin server could not start");
+        let _ = pipeline.shutdown().await;
+        return ExitCode::FAILURE;
+    }
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "switchyard running");
     progress::report_until(
         &pipeline,

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::stats::ConnectorSnapshot;
+use switchyard_core::stats::Health;
 use switchyard_core::{
     Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Route, Router, SourceStats,
     TimingRecorder,
 };
 use switchyard_datadog_logs::DatadogLogs;
-use switchyard_kafka::{Source, SourceError, Status};
+use switchyard_kafka::{Source, SourceError, Status, StatusHandle};
 use switchyard_kinesis_firehose::KinesisFirehose;
 use switchyard_newrelic_events::NewRelicEvents;
 use switchyard_splunk_hec::SplunkHec;
@@ -18,11 +19,70 @@ use switchyard_splunk_hec::SplunkHec;
 /// A running router.
 pub struct Pipeline {
     source: Source,
+    monitor: Monitor,
+    timings: Arc<TimingRecorder>,
+    shutdown_timeout: Duration,
+}
+
+/// What observers (the admin server, the progress line, tests) read of a pipeline. Cheap to
+/// clone, and readable after the pipeline has stopped.
+#[derive(Clone)]
+pub struct Monitor {
     router: Arc<Router>,
     stats: Arc<SourceStats>,
     connectors: Vec<(Arc<str>, Arc<ConnectorStats>)>,
-    timings: Arc<TimingRecorder>,
-    shutdown_timeout: Duration,
+    status: StatusHandle,
+}
+
+impl Monitor {
+    pub fn progress(&self) -> Progress {
+        use std::sync::atomic::Ordering::Relaxed;
+        Progress {
+            consumed: self.stats.consumed.load(Relaxed),
+            malformed: self.stats.malformed_total(),
+            unrouted: self.stats.unrouted.load(Relaxed),
+            paused_partitions: self.stats.paused_partitions.load(Relaxed),
+            unknown_connectors: self.router.unknown_counts(),
+            connectors: self
+                .connectors
+                .iter()
+                .map(|(id, s)| (id.to_string(), s.snapshot()))
+                .collect(),
+        }
+    }
+
+    pub fn source_stats(&self) -> &Arc<SourceStats> {
+        &self.stats
+    }
+
+    pub fn connectors(&self) -> &[(Arc<str>, Arc<ConnectorStats>)] {
+        &self.connectors
+    }
+
+    pub fn source_status(&self) -> Status {
+        self.status.status()
+    }
+
+    /// Ready when the consumer has joined its group and every enabled connector passed its
+    /// health check; otherwise what is missing, one line each.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut missing = Vec::new();
+        if self.status.status().rebalances == 0 {
+            missing.push("kafka: consumer has not joined its group yet".to_string());
+        }
+        for (id, stats) in &self.connectors {
+            match stats.health() {
+                Health::Healthy => {}
+                Health::Pending => missing.push(format!("{id}: health check pending")),
+                Health::Failing(e) => missing.push(format!("{id}: {e}")),
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,41 +172,37 @@ impl Pipeline {
         );
         let source = Source::start(settings.kafka.clone(), dispatcher)?;
         Ok(Pipeline {
+            monitor: Monitor {
+                router,
+                stats,
+                connectors,
+                status: source.status_handle(),
+            },
             source,
-            router,
-            stats,
-            connectors,
             timings,
             shutdown_timeout: settings.router.shutdown_timeout,
         })
     }
 
     pub fn progress(&self) -> Progress {
-        use std::sync::atomic::Ordering::Relaxed;
-        Progress {
-            consumed: self.stats.consumed.load(Relaxed),
-            malformed: self.stats.malformed_total(),
-            unrouted: self.stats.unrouted.load(Relaxed),
-            paused_partitions: self.stats.paused_partitions.load(Relaxed),
-            unknown_connectors: self.router.unknown_counts(),
-            connectors: self
-                .connectors
-                .iter()
-                .map(|(id, s)| (id.to_string(), s.snapshot()))
-                .collect(),
-        }
+        self.monitor.progress()
+    }
+
+    pub fn monitor(&self) -> Monitor {
+        self.monitor.clone()
     }
 
     /// The live counters of connector `id` (they stay readable after shutdown).
     pub fn connector_stats(&self, id: &str) -> Option<Arc<ConnectorStats>> {
-        self.connectors
+        self.monitor
+            .connectors
             .iter()
             .find(|(c, _)| &**c == id)
             .map(|(_, s)| s.clone())
     }
 
     pub fn source_stats(&self) -> &Arc<SourceStats> {
-        &self.stats
+        &self.monitor.stats
     }
 
     pub fn timings(&self) -> &Arc<TimingRecorder> {

@@ -48,7 +48,15 @@ impl fmt::Display for Invalid {
 pub struct Settings {
     pub kafka: SourceConfig,
     pub router: RouterSettings,
+    pub admin: AdminSettings,
     pub connectors: Vec<ConnectorSettings>,
+}
+
+/// The admin HTTP server: `/metrics`, `/health/live`, `/health/ready`.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub enabled: bool,
+    pub bind: std::net::SocketAddr,
 }
 
 #[derive(Debug, Clone)]
@@ -142,14 +150,21 @@ impl Settings {
         };
         let kafka = section::<KafkaSection>(&mut root, "kafka", problems);
         let router = section::<RouterSection>(&mut root, "router", problems);
+        let admin = section::<AdminSection>(&mut root, "admin", problems);
         let connectors = connectors(root.remove("connectors"), problems);
         for key in root.keys() {
             problems.push(problem(
                 key,
-                "unknown section (expected kafka, router, connectors)",
+                "unknown section (expected kafka, router, admin, connectors)",
             ));
         }
-        let (kafka, router, connectors) = (kafka?, router?, connectors);
+        let (kafka, router, admin, connectors) = (kafka?, router?, admin?, connectors);
+        let bind = admin.bind.parse().map_err(|e| {
+            problems.push(problem(
+                "admin.bind",
+                &format!("{e}: {:?} (expected address:port)", admin.bind),
+            ))
+        });
         kafka.check(problems);
         let ids: HashSet<&str> = connectors.iter().map(|c| c.id.as_str()).collect();
         for (i, id) in router.default_connectors.iter().enumerate() {
@@ -167,6 +182,10 @@ impl Settings {
             problems.push(problem("connectors", "at most 64 connectors are supported"));
         }
         Some(Settings {
+            admin: AdminSettings {
+                enabled: admin.enabled,
+                bind: bind.ok()?,
+            },
             kafka: kafka.into_source(router.shutdown_timeout()),
             router: RouterSettings {
                 shutdown_timeout: router.shutdown_timeout(),
@@ -395,6 +414,20 @@ impl RouterSection {
     fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSection {
+    #[serde(default = "d_true")]
+    enabled: bool,
+    /// 9090, on every interface: the kubelet and Prometheus reach it from outside the pod.
+    #[serde(default = "d_bind")]
+    bind: String,
+}
+
+fn d_bind() -> String {
+    "0.0.0.0:9090".into()
 }
 
 /// The keys every connector has, whatever its kind.

@@ -154,6 +154,8 @@ commit_interval_ms = 60000
 "session.timeout.ms" = "6000"
 [router]
 shutdown_timeout_secs = 20
+[admin]
+bind = "127.0.0.1:0"
 [connectors.dz-connector-splunk]
 kind = "splunk_hec"
 endpoint = "{}"

@@ -126,6 +126,17 @@ impl DatadogConfig {
         Url::parse(&format!("https://http-intake.logs.{domain}{PATH}")).map_err(|e| e.to_string())
     }
 
+    /// `https://api.<site>/api/v1/validate`, which checks the API key; none when an explicit
+    /// endpoint (a proxy) is configured.
+    pub fn validate_url(&self) -> Option<Url> {
+        if self.endpoint.is_some() {
+            return None;
+        }
+        let intake = self.intake_url().ok()?;
+        let site = intake.host_str()?.strip_prefix("http-intake.logs.")?;
+        Url::parse(&format!("https://api.{site}/api/v1/validate")).ok()
+    }
+
     /// Every problem with these settings, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -193,6 +204,18 @@ pub(crate) mod tests {
             let url = c.intake_url().unwrap();
             assert_eq!((url.host_str(), url.path()), (Some(host), "/api/v2/logs"));
         }
+    }
+
+    #[test]
+    fn key_validation_url_follows_the_site() {
+        let mut c = config();
+        c.site = Some("eu".into());
+        assert_eq!(
+            c.validate_url().unwrap().as_str(),
+            "https://api.datadoghq.eu/api/v1/validate"
+        );
+        c.endpoint = Some("http://127.0.0.1:9".into());
+        assert!(c.validate_url().is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub struct DatadogLogs {
     encoder: LogEncoder,
     compression: switchyard_core::compress::Compression,
     transport: HttpTransport,
+    validate_url: Option<switchyard_http::Url>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,7 @@ impl DatadogLogs {
             encoder: LogEncoder::new(cfg),
             compression: cfg.compression,
             transport,
+            validate_url: cfg.validate_url(),
         })
     }
 }
@@ -78,5 +80,17 @@ impl Connector for DatadogLogs {
 
     fn classify(&self, response: &HttpResponse, _events: &[Event]) -> Verdict {
         classify::classify(response)
+    }
+
+    /// `GET /api/v1/validate` on the site's API host: 200 when the API key is valid.
+    async fn health(&self) -> Result<(), String> {
+        let Some(url) = self.validate_url.clone() else {
+            return Ok(()); // a proxy endpoint: nothing standard to ask
+        };
+        let r = self.transport.get(url).await.map_err(|e| e.to_string())?;
+        match r.status {
+            200 => Ok(()),
+            s => Err(format!("Datadog key validation answered {s}")),
+        }
     }
 }

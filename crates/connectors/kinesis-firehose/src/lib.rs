@@ -192,4 +192,8 @@ impl Connector for KinesisFirehose {
     fn classify(&self, answer: &Answer, events: &[Event]) -> Verdict {
         classify::classify(answer, events.len())
     }
+
+    async fn health(&self) -> Result<(), String> {
+        self.check().await
+    }
 }

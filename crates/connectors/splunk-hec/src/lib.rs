@@ -82,4 +82,18 @@ impl Connector for SplunkHec {
     fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict {
         classify::classify(response, events.len())
     }
+
+    /// `GET /services/collector/health`: 200 while HEC accepts data (it does not check the
+    /// token; the first delivery does).
+    async fn health(&self) -> Result<(), String> {
+        let url = self.health_url().ok_or("no health URL")?;
+        let r = self.transport.get(url).await.map_err(|e| e.to_string())?;
+        match r.status {
+            200 => Ok(()),
+            s => Err(format!(
+                "HEC health answered {s}: {}",
+                String::from_utf8_lossy(&r.body)
+            )),
+        }
+    }
 }
