@@ -1,7 +1,7 @@
 # switchyard — the two commands that matter: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test check fmt lint bench build validate clean
+.PHONY: run test check fmt lint bench build validate clean deploy-check
 
 ## Run the router with connectors.toml on an embedded broker, generated events and local
 ## stand-ins. No accounts, no services. Ctrl-C stops it.
@@ -10,10 +10,13 @@ run:
 
 VENV := .venv
 MOTO := $(VENV)/bin/moto_server
+# checkov pins many packages of its own: a venv apart from moto's.
+DEPLOY_VENV := .venv-deploy
+CHECKOV := $(DEPLOY_VENV)/bin/checkov
 
 ## Build and run the whole suite: unit, integration (mock Kafka cluster + strict fakes + moto),
 ## formatting, lints, the testcontainers feature build and the config check.
-test: lint $(MOTO)
+test: lint $(MOTO) deploy-check
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) check -p switchyard-testkit --features testcontainers
 	SPLUNK_HEC_TOKEN=ci DD_API_KEY=ci NEW_RELIC_ACCOUNT_ID=1 NEW_RELIC_LICENSE_KEY=ci \
@@ -23,6 +26,20 @@ test: lint $(MOTO)
 $(MOTO):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q "moto[server]==5.2.5"
+
+$(CHECKOV):
+	python3 -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/pip install -q "checkov==3.3.30" "kubernetes-validate==1.37.0"
+
+## Render the example overlay, validate it against the Kubernetes schemas (offline) and run
+## checkov on it and on the Dockerfile. --skip-download keeps checkov off the network.
+deploy-check: $(CHECKOV)
+	@command -v kubectl >/dev/null || (apt-get update -qq && apt-get install -y -qq kubectl)
+	mkdir -p target
+	kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/kustomize/overlays/example > target/deploy.yaml
+	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet target/deploy.yaml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework kubernetes -f target/deploy.yaml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework dockerfile -f deploy/Dockerfile
 
 lint:
 	$(CARGO) fmt --all -- --check
