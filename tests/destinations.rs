@@ -70,7 +70,9 @@ async fn datadog_receives_every_event_once_as_a_log_with_its_fields() {
         "g-dd",
         &datadog_table(
             &dd,
-            "[connectors.dz-connector-datadog.batch]\nmax_linger_ms = 20",
+            // One request at a time: each batch is encoded after the previous delivery
+            // completed, so it carries that delivery's collector_observability records.
+            "concurrency = 1\n[connectors.dz-connector-datadog.batch]\nmax_events = 100\nmax_linger_ms = 20",
         ),
     );
     let pipeline = Pipeline::start(&settings).await.unwrap();
@@ -88,11 +90,20 @@ async fn datadog_receives_every_event_once_as_a_log_with_its_fields() {
             .all(|s| s.status == 202 && s.compressed && s.items <= datadog::MAX_ENTRIES)
     );
     let logs = dd.received();
+    let carrying = logs
+        .iter()
+        .filter(|l| !split_router_records((*l).clone(), DD).1.is_empty())
+        .count();
+    assert!(
+        carrying > 0,
+        "logs sent after the first delivery carry its collector_observability records"
+    );
     let logs = by_id(&logs);
     for p in &produced {
         let got = &logs[&p.id];
         assert_eq!(got.len(), 1, "{} delivered once", p.id);
-        let log = got[0].as_object().unwrap();
+        let (log, _) = split_router_records(got[0].clone(), DD);
+        let log = log.as_object().unwrap();
         for (k, v) in p.json.as_object().unwrap() {
             assert_eq!(&log[k], v, "{}: attribute {k}", p.id);
         }
@@ -259,7 +270,7 @@ async fn new_relic_receives_flat_valid_events_and_counts_what_it_fixed() {
         "g-nr",
         &newrelic_table(
             &nr,
-            "[connectors.dz-connector-newrelic.batch]\nmax_linger_ms = 20",
+            "concurrency = 1\n[connectors.dz-connector-newrelic.batch]\nmax_events = 50\nmax_linger_ms = 20",
         ),
     );
     let pipeline = Pipeline::start(&settings).await.unwrap();
@@ -300,6 +311,24 @@ async fn new_relic_receives_flat_valid_events_and_counts_what_it_fixed() {
             assert_eq!(e["customer_code"], p.json["customer_code"]);
         }
     }
+    // The router's records arrive flattened after the sample's four, with target set.
+    let carrying = events
+        .values()
+        .filter(|e| {
+            e[0].get("ops_metadata.collector_observability.4.metric_name")
+                == Some(&Value::from("process_duration_ms"))
+        })
+        .inspect(|e| {
+            assert_eq!(
+                e[0]["ops_metadata.collector_observability.4.dimension.target"],
+                NR
+            )
+        })
+        .count();
+    assert!(
+        carrying > 0,
+        "events sent after the first delivery carry its records"
+    );
     assert_eq!(events["long"][0]["message"].as_str().unwrap().len(), 4096);
     assert_eq!(
         events["wide"][0].as_object().unwrap().len(),

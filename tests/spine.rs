@@ -61,7 +61,8 @@ async fn ten_thousand_events_are_each_delivered_once_with_correct_envelopes() {
 
     // Envelopes: time from event.timestamp in seconds, configured metadata, event as sent.
     let by_id: HashMap<&str, &Produced> = produced.iter().map(|p| (p.id.as_str(), p)).collect();
-    for env in h.hec.received().iter().take(500) {
+    let mut with_records = 0;
+    for env in h.hec.received().iter() {
         let p = by_id[env["event"]["event_id"].as_str().unwrap()];
         let ms = p.json["event"]["timestamp"].as_f64().unwrap();
         assert!((env["time"].as_f64().unwrap() - ms / 1000.0).abs() < 1e-6);
@@ -69,8 +70,18 @@ async fn ten_thousand_events_are_each_delivered_once_with_correct_envelopes() {
         assert_eq!(env["sourcetype"], "_json");
         assert_eq!(env["source"], "switchyard-test");
         assert_eq!(env["host"], "router-1");
-        assert_eq!(env["event"], p.json, "event embedded unchanged");
+        let (event, records) = split_router_records(env["event"].clone(), SPLUNK);
+        assert_eq!(
+            event, p.json,
+            "event embedded unchanged but for the router's records"
+        );
+        with_records += usize::from(!records.is_empty());
     }
+    // Every event sent after the first delivery completed carries that delivery's records.
+    assert!(
+        with_records >= 10_000 - 4 * 500,
+        "{with_records} events carried router records"
+    );
 
     // Every request's timings, in collector_observability's arithmetic.
     assert!(!timings.is_empty());

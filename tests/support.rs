@@ -199,3 +199,48 @@ pub fn committed_by_partition(committed: &HashMap<(String, i32), i64>) -> HashMa
         .map(|((_, p), o)| (*p, *o))
         .collect()
 }
+
+/// Splits the router's collector_observability records for `target` off an event as it was
+/// sent: returns the event as it was produced and those records, after checking they are one
+/// delivery's records in the sample's shape (process, queue, send, then one call per attempt).
+pub fn split_router_records(mut sent: Value, target: &str) -> (Value, Vec<Value>) {
+    let Some(list) = sent
+        .pointer_mut("/ops_metadata/collector_observability")
+        .and_then(Value::as_array_mut)
+    else {
+        return (sent, Vec::new());
+    };
+    let ours: Vec<Value> = list
+        .iter()
+        .filter(|r| r["dimension"]["target"] == target)
+        .cloned()
+        .collect();
+    list.retain(|r| r["dimension"]["target"] != target);
+    if !ours.is_empty() {
+        let names: Vec<&str> = ours
+            .iter()
+            .map(|r| r["metric_name"].as_str().unwrap_or(""))
+            .collect();
+        assert!(names.len() >= 4, "{names:?}");
+        assert_eq!(
+            names[..3],
+            [
+                "process_duration_ms",
+                "queue_duration_ms",
+                "send_duration_ms"
+            ]
+        );
+        assert!(names[3..].iter().all(|n| *n == "call_duration_ms"));
+        let attempts = ours[2]["dimension"]["attempt_count"].as_u64().unwrap_or(0) as usize;
+        assert_eq!(attempts, names.len() - 3, "one call record per attempt");
+        for r in &ours {
+            assert!(r["time"].is_u64() && r["metric_value"].is_u64(), "{r}");
+        }
+        assert_eq!(
+            ours[0]["metric_value"].as_u64().unwrap(),
+            ours[1]["metric_value"].as_u64().unwrap() + ours[2]["metric_value"].as_u64().unwrap(),
+            "process = queue + send"
+        );
+    }
+    (sent, ours)
+}

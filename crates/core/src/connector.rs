@@ -23,8 +23,14 @@ pub trait Connector: Send + Sync + 'static {
     fn encoded_len(&self, event: &Event) -> usize;
 
     /// Builds one request from `events`. An encoder may leave events out (with a reason) and
-    /// report adjustments it made; see [`Encoded`].
-    fn encode(&self, events: &[Event]) -> Result<Encoded<Self::Request>, EncodeError>;
+    /// report adjustments it made; see [`Encoded`]. `observability` holds this connector's
+    /// latest collector_observability records, to be written into each event with
+    /// [`Event::write_json`] (absent when disabled or before the first delivery).
+    fn encode(
+        &self,
+        events: &[Event],
+        observability: Option<&[u8]>,
+    ) -> Result<Encoded<Self::Request>, EncodeError>;
 
     /// Bytes `request` puts on the wire (for the bytes-sent counter).
     fn request_size(&self, request: &Self::Request) -> usize;

@@ -26,6 +26,8 @@ pub struct EngineSettings {
     pub concurrency: usize,
     /// One attempt's limit, from sending to the full answer.
     pub request_timeout: Duration,
+    /// Append this connector's latest collector_observability records to each event sent.
+    pub append_observability: bool,
 }
 
 /// The way into a running connector worker.
@@ -67,6 +69,7 @@ impl Engine {
     ) -> ConnectorHandle {
         let limits = settings.limits.clamp_to(connector.hard_limits());
         let shared = Arc::new(Shared {
+            observability: std::sync::Mutex::new(None),
             id: Arc::from(id),
             index,
             settings,
@@ -94,6 +97,8 @@ impl Engine {
 }
 
 struct Shared<C> {
+    /// The latest completed delivery's records, serialized once: `{…},{…},…`.
+    observability: std::sync::Mutex<Option<Arc<[u8]>>>,
     id: Arc<str>,
     index: ConnectorIndex,
     settings: EngineSettings,
@@ -134,7 +139,7 @@ impl<C: Connector> Worker<C> {
     }
 
     async fn accept(&mut self, event: Event) {
-        let size = self.shared.connector.encoded_len(&event);
+        let size = self.shared.connector.encoded_len(&event) + self.shared.observability_len();
         match self.batcher.push(event, size) {
             Push::Added => {}
             Push::Full(batch) | Push::Rolled(batch) => self.dispatch(batch).await,
@@ -230,7 +235,8 @@ impl<C: Connector> Shared<C> {
         let mut end = GroupEnd::Done;
         loop {
             let attempt = calls.len() as u32 + 1;
-            let request = match self.connector.encode(&pending) {
+            let observability = self.observability();
+            let request = match self.connector.encode(&pending, observability.as_deref()) {
                 Ok(encoded) => {
                     if attempt == 1 {
                         self.stats.count_fixes(&encoded.fixes);
@@ -302,27 +308,57 @@ impl<C: Connector> Shared<C> {
             }
         }
         let done = Instant::now();
-        self.timings.record_metrics(
-            &self.id,
-            ms(send_start - opened_at),
-            ms(done - send_start),
-            ms(done - opened_at),
-            status,
-            &calls,
-        );
-        self.timings.record(DeliveryTimings {
+        // Whole milliseconds, with process defined as queue + send (as in the sample) so the
+        // records add up exactly rather than off by a rounding.
+        let (queue_ms, send_ms) = (ms(send_start - opened_at), ms(done - send_start));
+        let timings = DeliveryTimings {
             target: self.id.clone(),
             events: count,
             enqueued_ms: opened_ms,
-            queue_ms: ms(send_start - opened_at),
+            queue_ms,
             send_start_ms,
-            send_ms: ms(done - send_start),
-            process_ms: ms(done - opened_at),
+            send_ms,
+            process_ms: queue_ms + send_ms,
             attempt_count: calls.len() as u32,
             status_code: status,
             calls,
-        });
+        };
+        if self.settings.append_observability && timings.attempt_count > 0 {
+            self.set_observability(&timings);
+        }
+        self.timings.record_metrics(
+            &self.id,
+            timings.queue_ms,
+            timings.send_ms,
+            timings.process_ms,
+            status,
+            &timings.calls,
+        );
+        self.timings.record(timings);
         end
+    }
+
+    fn observability(&self) -> Option<Arc<[u8]>> {
+        if !self.settings.append_observability {
+            return None;
+        }
+        self.observability.lock().ok().and_then(|o| o.clone())
+    }
+
+    /// Bytes the records add to each event (plus room for the key, if it must be added).
+    fn observability_len(&self) -> usize {
+        self.observability().map_or(0, |o| o.len() + 64)
+    }
+
+    fn set_observability(&self, t: &DeliveryTimings) {
+        // Serializing plain structs into a Vec cannot fail.
+        let list = serde_json::to_vec(&t.records()).unwrap_or_default();
+        if list.len() >= 2
+            && let Ok(mut slot) = self.observability.lock()
+        {
+            // Without the brackets: the records join the event's own list.
+            *slot = Some(Arc::from(&list[1..list.len() - 1]));
+        }
     }
 
     /// One attempt: send with the request timeout, classify, time it.

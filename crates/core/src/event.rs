@@ -79,6 +79,8 @@ pub struct Event {
 struct Inner {
     raw: Bytes,
     origin: Origin,
+    /// Where the router's own collector_observability records go, if anywhere.
+    splice: Option<Splice>,
     connector_list: Text,
     customer_code: Text,
     event_type: Text,
@@ -115,9 +117,31 @@ impl Text {
     }
 }
 
+/// Where records are inserted into `ops_metadata.collector_observability`, as a byte offset
+/// into the raw event and what must be written around them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Splice {
+    /// Before the array's `]`; `empty` when it has no elements yet.
+    Array { at: u32, empty: bool },
+    /// Before `ops_metadata`'s `}`: the key is added.
+    Ops { at: u32, empty: bool },
+    /// Before the event's final `}`: `ops_metadata` is added.
+    Event { at: u32 },
+}
+
+/// `ops_metadata`, borrowed whole: only its `collector_observability` matters, and only its
+/// position.
+#[derive(Deserialize)]
+struct ScanOps<'a> {
+    #[serde(borrow, default)]
+    collector_observability: Option<&'a serde_json::value::RawValue>,
+}
+
 /// Only the routing fields: serde's derive skips every other key without allocating.
 #[derive(Deserialize)]
 struct Scan<'a> {
+    #[serde(borrow, default)]
+    ops_metadata: Option<&'a serde_json::value::RawValue>,
     #[serde(borrow, default)]
     connector_list: Option<Str<'a>>,
     #[serde(borrow, default)]
@@ -210,7 +234,9 @@ impl Event {
                 detail: "`event.timestamp` is not a non-negative number".into(),
             });
         }
+        let splice = splice_point(&raw, scan.ops_metadata);
         let inner = Inner {
+            splice,
             connector_list: Text::from_cow(&raw, scan.connector_list),
             customer_code: Text::from_cow(&raw, scan.customer_code),
             event_type: Text::from_cow(&raw, event.kind),
@@ -237,6 +263,43 @@ impl Event {
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(0, |i| i + 1);
         &raw[..end]
+    }
+
+    /// Appends [`Event::json`] to `out`, with `records` (a comma-separated list of JSON
+    /// objects, no brackets) appended to `ops_metadata.collector_observability`. The event is
+    /// copied around the insertion point, never re-serialized. Without records, or when the
+    /// event's `ops_metadata` is not an object (or its `collector_observability` not an
+    /// array), the event is written unchanged.
+    pub fn write_json(&self, out: &mut Vec<u8>, records: Option<&[u8]>) {
+        let json = self.json();
+        let (Some(records), Some(splice)) = (records.filter(|r| !r.is_empty()), self.inner.splice)
+        else {
+            out.extend_from_slice(json);
+            return;
+        };
+        let (at, before, after): (u32, &[u8], &[u8]) = match splice {
+            Splice::Array { at, empty } => (at, if empty { b"" } else { b"," }, b""),
+            Splice::Ops { at, empty } => (
+                at,
+                if empty {
+                    b"\"collector_observability\":["
+                } else {
+                    b",\"collector_observability\":["
+                },
+                b"]",
+            ),
+            Splice::Event { at } => (
+                at,
+                b",\"ops_metadata\":{\"collector_observability\":[",
+                b"]}",
+            ),
+        };
+        let at = at as usize;
+        out.extend_from_slice(&json[..at]);
+        out.extend_from_slice(before);
+        out.extend_from_slice(records);
+        out.extend_from_slice(after);
+        out.extend_from_slice(&json[at..]);
     }
 
     pub fn origin(&self) -> &Origin {
@@ -274,6 +337,45 @@ impl fmt::Debug for Event {
             o.offset,
             self.inner.raw.len()
         )
+    }
+}
+
+/// Finds where collector_observability records can be inserted (see [`Splice`]).
+fn splice_point(raw: &[u8], ops: Option<&serde_json::value::RawValue>) -> Option<Splice> {
+    let offset = |s: &str| s.as_ptr() as usize - raw.as_ptr() as usize;
+    let last_byte = |s: &str, b: u8| {
+        s.bytes()
+            .rposition(|x| x == b)
+            .map(|i| (offset(s) + i) as u32)
+    };
+    let Some(ops) = ops else {
+        let end = raw.iter().rposition(|b| *b == b'}')?;
+        return Some(Splice::Event { at: end as u32 });
+    };
+    let text = ops.get();
+    if !text.starts_with('{') {
+        return None;
+    }
+    let scan: ScanOps<'_> = serde_json::from_str(text).ok()?;
+    match scan.collector_observability {
+        Some(list) => {
+            let l = list.get();
+            if !l.starts_with('[') {
+                return None;
+            }
+            let empty = l[1..l.len() - 1].trim().is_empty();
+            Some(Splice::Array {
+                at: last_byte(l, b']')?,
+                empty,
+            })
+        }
+        None => {
+            let empty = text[1..text.len() - 1].trim().is_empty();
+            Some(Splice::Ops {
+                at: last_byte(text, b'}')?,
+                empty,
+            })
+        }
     }
 }
 
@@ -355,6 +457,57 @@ pub(crate) mod tests {
             Some("dz-connector-splunk,dz-connector-kinesis-firehose,dz-connector-datadog")
         );
         assert_eq!(e.event_type(), Some("rendition_change"));
+    }
+
+    fn spliced(json: &str) -> serde_json::Value {
+        let mut out = Vec::new();
+        event(json).write_json(&mut out, Some(br#"{"r":1},{"r":2}"#));
+        serde_json::from_slice(&out)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+    }
+
+    #[test]
+    fn observability_records_are_spliced_in_every_shape() {
+        let r = serde_json::json!([{"r": 1}, {"r": 2}]);
+        let v = spliced(
+            r#"{"event":{"timestamp":1},"ops_metadata":{"a":1,"collector_observability":[{"x":0}] } }"#,
+        );
+        assert_eq!(
+            v["ops_metadata"]["collector_observability"],
+            serde_json::json!([{"x": 0}, {"r": 1}, {"r": 2}])
+        );
+        assert_eq!(v["ops_metadata"]["a"], 1);
+        let v =
+            spliced(r#"{"event":{"timestamp":1},"ops_metadata":{"collector_observability":[ ]}}"#);
+        assert_eq!(v["ops_metadata"]["collector_observability"], r);
+        let v = spliced(r#"{"event":{"timestamp":1},"ops_metadata":{"a":[1]}}"#);
+        assert_eq!(v["ops_metadata"]["collector_observability"], r);
+        assert_eq!(v["ops_metadata"]["a"], serde_json::json!([1]));
+        let v = spliced(r#"{"event":{"timestamp":1},"ops_metadata":{}}"#);
+        assert_eq!(v["ops_metadata"]["collector_observability"], r);
+        let v = spliced(r#"{"event":{"timestamp":1}}"#);
+        assert_eq!(v["ops_metadata"]["collector_observability"], r);
+        // Not an object / not an array: left alone rather than broken.
+        let v = spliced(r#"{"event":{"timestamp":1},"ops_metadata":"n/a"}"#);
+        assert_eq!(v["ops_metadata"], "n/a");
+        let v =
+            spliced(r#"{"event":{"timestamp":1},"ops_metadata":{"collector_observability":7}}"#);
+        assert_eq!(v["ops_metadata"]["collector_observability"], 7);
+    }
+
+    #[test]
+    fn the_sample_keeps_its_own_records_first() {
+        let sample = include_str!("../../testkit/data/sample-event.json");
+        let v = spliced(sample);
+        let list = v["ops_metadata"]["collector_observability"]
+            .as_array()
+            .unwrap();
+        assert_eq!(list.len(), 6);
+        assert_eq!(list[0]["metric_name"], "process_duration_ms");
+        assert_eq!(list[5], serde_json::json!({"r": 2}));
+        let mut plain = Vec::new();
+        event(sample).write_json(&mut plain, None);
+        assert_eq!(plain, sample.trim_end().as_bytes());
     }
 
     #[test]

@@ -50,7 +50,11 @@ impl Connector for Mem {
     fn encoded_len(&self, event: &Event) -> usize {
         event.raw().len()
     }
-    fn encode(&self, events: &[Event]) -> Result<Encoded<Vec<i64>>, EncodeError> {
+    fn encode(
+        &self,
+        events: &[Event],
+        _observability: Option<&[u8]>,
+    ) -> Result<Encoded<Vec<i64>>, EncodeError> {
         // Events whose offset is in `refuse` are left out, as a validating encoder would.
         let refuse = self.0.refuse.lock().unwrap();
         let mut encoded = Encoded::all(Vec::new());
@@ -120,6 +124,7 @@ fn settings(max_events: usize, linger_ms: u64) -> EngineSettings {
         },
         concurrency: 2,
         request_timeout: Duration::from_secs(5),
+        append_observability: false,
     }
 }
 

@@ -101,12 +101,12 @@ fn main() {
                 cfg.compression = compress::Compression::None;
                 let plain = SplunkHec::new(&cfg).unwrap();
                 bench("splunk_hec encode", BATCH, batch_bytes, || {
-                    black_box(plain.encode(black_box(&events)).unwrap());
+                    black_box(plain.encode(black_box(&events), None).unwrap());
                 });
                 cfg.compression = compress::Compression::Gzip;
                 let gz = SplunkHec::new(&cfg).unwrap();
                 bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
-                    black_box(gz.encode(black_box(&events)).unwrap());
+                    black_box(gz.encode(black_box(&events), None).unwrap());
                 });
             }
             Kind::DatadogLogs(cfg) => {
@@ -114,12 +114,12 @@ fn main() {
                 cfg.compression = compress::Compression::None;
                 let plain = DatadogLogs::new(&cfg).unwrap();
                 bench("datadog_logs encode", BATCH, batch_bytes, || {
-                    black_box(plain.encode(black_box(&events)).unwrap());
+                    black_box(plain.encode(black_box(&events), None).unwrap());
                 });
                 cfg.compression = compress::Compression::Gzip;
                 let gz = DatadogLogs::new(&cfg).unwrap();
                 bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
-                    black_box(gz.encode(black_box(&events)).unwrap());
+                    black_box(gz.encode(black_box(&events), None).unwrap());
                 });
             }
             Kind::KinesisFirehose(_) => {
@@ -133,7 +133,7 @@ fn main() {
                     200,
                     sample.len() * 200,
                     || {
-                        black_box(nr.encode(black_box(&events[..200])).unwrap());
+                        black_box(nr.encode(black_box(&events[..200]), None).unwrap());
                     },
                 );
             }

@@ -447,9 +447,12 @@ struct CommonSection {
     retry: RetrySection,
     #[serde(default)]
     filter: FilterSection,
+    /// Append this connector's latest delivery timings to each event it sends.
+    #[serde(default = "d_true")]
+    append_observability: bool,
 }
 
-const COMMON_KEYS: [&str; 7] = [
+const COMMON_KEYS: [&str; 8] = [
     "kind",
     "enabled",
     "concurrency",
@@ -457,6 +460,7 @@ const COMMON_KEYS: [&str; 7] = [
     "batch",
     "retry",
     "filter",
+    "append_observability",
 ];
 
 fn d_true() -> bool {
@@ -657,6 +661,7 @@ fn engine_settings(
         },
         concurrency: c.concurrency,
         request_timeout: Duration::from_secs(c.timeout_secs),
+        append_observability: c.append_observability,
     })
 }
 

@@ -97,13 +97,16 @@ fn amz_json(status: u16, body: &Value) -> Response {
 
 async fn handle(State(fh): State<Arc<Fh>>, headers: HeaderMap, body: Bytes) -> Response {
     let (status, items, resp) = fh.call(&headers, &body);
-    fh.rec.saw(Seen {
-        status,
-        code: 0,
-        items,
-        compressed: false,
-        body_bytes: body.len(),
-    });
+    // Only deliveries are recorded; DescribeDeliveryStream is the readiness check.
+    if header(&headers, "x-amz-target") == Some("Firehose_20150804.PutRecordBatch") {
+        fh.rec.saw(Seen {
+            status,
+            code: 0,
+            items,
+            compressed: false,
+            body_bytes: body.len(),
+        });
+    }
     resp
 }
 

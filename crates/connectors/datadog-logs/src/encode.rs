@@ -57,7 +57,12 @@ impl LogEncoder {
     }
 
     /// Appends `[log,log,…]` to `out`.
-    pub fn encode(&self, events: &[Event], out: &mut Vec<u8>) -> Outcome {
+    pub fn encode(
+        &self,
+        events: &[Event],
+        observability: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         out.push(b'[');
         let mut first = true;
@@ -79,17 +84,17 @@ impl LogEncoder {
                 out.push(b',');
             }
             first = false;
-            self.write_log(e, out);
+            self.write_log(e, observability, out);
         }
         out.push(b']');
         outcome
     }
 
-    fn write_log(&self, e: &Event, out: &mut Vec<u8>) {
-        let raw = e.json();
+    fn write_log(&self, e: &Event, observability: Option<&[u8]>, out: &mut Vec<u8>) {
         // The event is a JSON object (parsing checked), so it ends in `}` and is not empty:
-        // it has at least `event.timestamp`.
-        out.extend_from_slice(&raw[..raw.len() - 1]);
+        // it has at least `event.timestamp`. Its closing brace makes way for our fields.
+        e.write_json(out, observability);
+        out.pop();
         out.extend_from_slice(&self.fixed);
         out.extend_from_slice(b",\"ddtags\":");
         json_string(out, &self.tags(e));
@@ -167,7 +172,7 @@ mod tests {
         let enc = LogEncoder::new(&cfg);
         let mut out = Vec::new();
         let sample = event(SAMPLE);
-        let o = enc.encode(&[sample.clone(), sample.clone()], &mut out);
+        let o = enc.encode(&[sample.clone(), sample.clone()], None, &mut out);
         assert!(o.rejected.is_empty());
         let logs: Value = serde_json::from_slice(&out).unwrap();
         let logs = logs.as_array().unwrap();
@@ -197,7 +202,7 @@ mod tests {
         ));
         let small = event(r#"{"event":{"timestamp":2,"type":"heartbeat"}}"#);
         let mut out = Vec::new();
-        let o = LogEncoder::new(&config()).encode(&[big.clone(), small.clone()], &mut out);
+        let o = LogEncoder::new(&config()).encode(&[big.clone(), small.clone()], None, &mut out);
         assert_eq!(o.rejected.len(), 1);
         assert_eq!(o.rejected[0].0, 0);
         assert!(o.rejected[0].1.starts_with("oversize"));
@@ -211,7 +216,7 @@ mod tests {
         let mut cfg = config();
         cfg.oversize = Oversize::Truncate;
         let mut out = Vec::new();
-        let o = LogEncoder::new(&cfg).encode(&[big, small], &mut out);
+        let o = LogEncoder::new(&cfg).encode(&[big, small], None, &mut out);
         assert!(o.rejected.is_empty());
         assert_eq!(o.fixes, ["sent_for_truncation"]);
     }
@@ -220,7 +225,7 @@ mod tests {
     fn tag_values_are_escaped() {
         let e = event(r#"{"event":{"timestamp":1,"type":"a\"b"},"customer_code":"c"}"#);
         let mut out = Vec::new();
-        LogEncoder::new(&config()).encode(&[e], &mut out);
+        LogEncoder::new(&config()).encode(&[e], None, &mut out);
         let logs: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(logs[0]["ddtags"], "customer_code:c,event_type:a\"b");
     }

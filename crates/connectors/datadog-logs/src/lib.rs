@@ -59,10 +59,16 @@ impl Connector for DatadogLogs {
         self.encoder.log_len(event) + 1
     }
 
-    fn encode(&self, events: &[Event]) -> Result<Encoded<HttpBody>, EncodeError> {
-        let mut body =
-            Vec::with_capacity(2 + events.iter().map(|e| self.encoded_len(e)).sum::<usize>());
-        let encoded = self.encoder.encode(events, &mut body);
+    fn encode(
+        &self,
+        events: &[Event],
+        observability: Option<&[u8]>,
+    ) -> Result<Encoded<HttpBody>, EncodeError> {
+        let extra = observability.map_or(0, |o| o.len() + 64) * events.len();
+        let mut body = Vec::with_capacity(
+            2 + extra + events.iter().map(|e| self.encoded_len(e)).sum::<usize>(),
+        );
+        let encoded = self.encoder.encode(events, observability, &mut body);
         Ok(Encoded {
             request: HttpBody::new(body, self.compression),
             rejected: encoded.rejected,

@@ -22,10 +22,15 @@ pub fn encoded_len(event: &Event, delimiter: &[u8]) -> usize {
     event.json().len() + delimiter.len()
 }
 
-pub fn encode(events: &[Event], delimiter: &[u8], packing: bool) -> Records {
+pub fn encode(
+    events: &[Event],
+    observability: Option<&[u8]>,
+    delimiter: &[u8],
+    packing: bool,
+) -> Records {
     let mut out = Records::default();
     for (i, e) in events.iter().enumerate() {
-        let len = encoded_len(e, delimiter);
+        let len = encoded_len(e, delimiter) + observability.map_or(0, |o| o.len() + 64);
         if len > MAX_RECORD_BYTES {
             out.rejected.push((
                 i,
@@ -45,7 +50,7 @@ pub fn encode(events: &[Event], delimiter: &[u8], packing: bool) -> Records {
             });
         }
         if let Some(r) = out.records.last_mut() {
-            r.data.extend_from_slice(e.json());
+            e.write_json(&mut r.data, observability);
             r.data.extend_from_slice(delimiter);
             r.events += 1;
         }
@@ -64,7 +69,7 @@ mod tests {
             event(r#"{"event":{"timestamp":1}} "#),
             event(r#"{"event":{"timestamp":2}}"#),
         ];
-        let r = encode(&events, b"\n", false);
+        let r = encode(&events, None, b"\n", false);
         assert_eq!(r.records.len(), 2);
         assert_eq!(r.records[0].data, b"{\"event\":{\"timestamp\":1}}\n");
         assert!(r.records.iter().all(|r| r.events == 1));
@@ -76,7 +81,7 @@ mod tests {
         let events: Vec<_> = (0..7)
             .map(|i| event(&format!(r#"{{"event":{{"timestamp":{i}}},"p":"{pad}"}}"#)))
             .collect();
-        let r = encode(&events, b"\n", true);
+        let r = encode(&events, None, b"\n", true);
         assert_eq!(
             r.records.iter().map(|r| r.events).collect::<Vec<_>>(),
             [3, 3, 1]
@@ -97,7 +102,7 @@ mod tests {
             "x".repeat(MAX_RECORD_BYTES)
         ));
         let small = event(r#"{"event":{"timestamp":2}}"#);
-        let r = encode(&[small.clone(), big, small], b"\n", false);
+        let r = encode(&[small.clone(), big, small], None, b"\n", false);
         assert_eq!(r.records.len(), 2);
         assert_eq!(r.rejected.len(), 1);
         assert_eq!(r.rejected[0].0, 1);

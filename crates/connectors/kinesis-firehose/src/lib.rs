@@ -115,8 +115,12 @@ impl Connector for KinesisFirehose {
         encode::encoded_len(event, &self.delimiter)
     }
 
-    fn encode(&self, events: &[Event]) -> Result<Encoded<Batch>, EncodeError> {
-        let encoded = encode::encode(events, &self.delimiter, self.packing);
+    fn encode(
+        &self,
+        events: &[Event],
+        observability: Option<&[u8]>,
+    ) -> Result<Encoded<Batch>, EncodeError> {
+        let encoded = encode::encode(events, observability, &self.delimiter, self.packing);
         let mut batch = Batch {
             records: Vec::with_capacity(encoded.records.len()),
             events_per_record: Vec::with_capacity(encoded.records.len()),

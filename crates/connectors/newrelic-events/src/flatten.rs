@@ -69,7 +69,12 @@ impl Flattener {
     }
 
     /// Appends `[event,event,…]` to `out`.
-    pub fn encode(&self, events: &[Event], out: &mut Vec<u8>) -> Outcome {
+    pub fn encode(
+        &self,
+        events: &[Event],
+        observability: Option<&[u8]>,
+        out: &mut Vec<u8>,
+    ) -> Outcome {
         let mut outcome = Outcome::default();
         out.push(b'[');
         let mut first = true;
@@ -79,7 +84,7 @@ impl Flattener {
                 out.push(b',');
             }
             let mut fixes = Vec::new();
-            match self.write_event(e, out, &mut fixes) {
+            match self.write_event(e, observability, out, &mut fixes) {
                 Ok(()) => {
                     first = false;
                     outcome.fixes.extend(fixes);
@@ -97,12 +102,22 @@ impl Flattener {
     fn write_event(
         &self,
         e: &Event,
+        observability: Option<&[u8]>,
         out: &mut Vec<u8>,
         fixes: &mut Vec<&'static str>,
     ) -> Result<(), String> {
         // The one full parse in switchyard: the Event API needs every leaf.
-        let value: Value =
-            serde_json::from_slice(e.raw()).map_err(|err| format!("invalid: {err}"))?;
+        let spliced;
+        let text = match observability {
+            Some(records) => {
+                let mut buf = Vec::with_capacity(e.json().len() + records.len() + 64);
+                e.write_json(&mut buf, Some(records));
+                spliced = buf;
+                &spliced[..]
+            }
+            None => e.json(),
+        };
+        let value: Value = serde_json::from_slice(text).map_err(|err| format!("invalid: {err}"))?;
         let Value::Object(top) = value else {
             return Err("invalid: not an object".into());
         };
@@ -283,7 +298,7 @@ mod tests {
 
     fn flatten(cfg: &NewRelicConfig, events: &[Event]) -> (Vec<Map<String, Value>>, Outcome) {
         let mut out = Vec::new();
-        let o = Flattener::new(cfg).unwrap().encode(events, &mut out);
+        let o = Flattener::new(cfg).unwrap().encode(events, None, &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         let list = v
             .as_array()

@@ -66,10 +66,14 @@ impl Connector for NewRelicEvents {
         self.flattener.estimated_len(event)
     }
 
-    fn encode(&self, events: &[Event]) -> Result<Encoded<HttpBody>, EncodeError> {
+    fn encode(
+        &self,
+        events: &[Event],
+        observability: Option<&[u8]>,
+    ) -> Result<Encoded<HttpBody>, EncodeError> {
         let mut body =
             Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + 2);
-        let outcome = self.flattener.encode(events, &mut body);
+        let outcome = self.flattener.encode(events, observability, &mut body);
         // New Relic documents always compressing; its limit is on the compressed body.
         let compressed = gzip(&body);
         if compressed.len() > MAX_PAYLOAD {

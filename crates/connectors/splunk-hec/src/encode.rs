@@ -39,12 +39,13 @@ impl Envelope {
         FIXED_LEN + self.middle.len() + event.raw().len()
     }
 
-    pub fn encode(&self, events: &[Event], out: &mut Vec<u8>) {
+    /// Appends one envelope per event; `observability` records go into each event.
+    pub fn encode(&self, events: &[Event], observability: Option<&[u8]>, out: &mut Vec<u8>) {
         for e in events {
             out.extend_from_slice(b"{\"time\":");
             write_epoch_seconds(out, e.timestamp_us());
             out.extend_from_slice(&self.middle);
-            out.extend_from_slice(e.json());
+            e.write_json(out, observability);
             out.push(b'}');
         }
     }
@@ -86,7 +87,7 @@ mod tests {
         let raw2 = "{\"event\":{\"timestamp\":1712167311343.687} ,\"n\":2}\n";
         let mut out = Vec::new();
         let env = envelope(Some("qoe"));
-        env.encode(&[event(raw1), event(raw2)], &mut out);
+        env.encode(&[event(raw1), event(raw2)], None, &mut out);
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.starts_with("{\"time\":1712167312.284,"));
         assert!(text.contains(r#""event":{"event":{"type":"play","timestamp":1712167312284},"n":1}}{"time":1712167311.343687,"#));
@@ -111,7 +112,7 @@ mod tests {
     #[test]
     fn unset_fields_are_left_to_the_token_defaults() {
         let mut out = Vec::new();
-        envelope(None).encode(&[event(r#"{"event":{"timestamp":1000}}"#)], &mut out);
+        envelope(None).encode(&[event(r#"{"event":{"timestamp":1000}}"#)], None, &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert!(v.get("index").is_none());
         assert_eq!(v["time"].as_f64(), Some(1.0));

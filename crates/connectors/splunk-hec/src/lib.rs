@@ -65,9 +65,15 @@ impl Connector for SplunkHec {
         self.envelope.encoded_len(event)
     }
 
-    fn encode(&self, events: &[Event]) -> Result<Encoded<HttpBody>, EncodeError> {
-        let mut body = Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum());
-        self.envelope.encode(events, &mut body);
+    fn encode(
+        &self,
+        events: &[Event],
+        observability: Option<&[u8]>,
+    ) -> Result<Encoded<HttpBody>, EncodeError> {
+        let extra = observability.map_or(0, |o| o.len() + 64) * events.len();
+        let mut body =
+            Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + extra);
+        self.envelope.encode(events, observability, &mut body);
         Ok(Encoded::all(HttpBody::new(body, self.compression)))
     }
 
