@@ -94,6 +94,12 @@ async fn events_land_in_s3_through_moto_exactly_once_and_newline_delimited() {
         .await
         .unwrap();
     wait_all_committed(&pipeline, &produced).await;
+    let health = pipeline.connector_stats(FH).unwrap().health();
+    assert_eq!(
+        health,
+        switchyard_core::stats::Health::Healthy,
+        "DescribeDeliveryStream against moto"
+    );
     let stats = pipeline.connector_stats(FH).unwrap().snapshot();
     assert!(pipeline.shutdown().await);
     assert_eq!((stats.delivered, stats.rejected), (400, 0));

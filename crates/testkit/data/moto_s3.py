@@ -19,6 +19,11 @@ if cmd == "setup":
             "RoleARN": "arn:aws:iam::123456789012:role/firehose",
             "BucketARN": f"arn:aws:s3:::{bucket}",
             "Prefix": "events/",
+            # moto echoes only what it was given, and the Rust SDK requires these members
+            # in DescribeDeliveryStream's answer (the readiness check).
+            "CompressionFormat": "UNCOMPRESSED",
+            "BufferingHints": {"SizeInMBs": 1, "IntervalInSeconds": 60},
+            "EncryptionConfiguration": {"NoEncryptionConfig": "NoEncryption"},
         },
     )
 elif cmd == "dump":

@@ -150,7 +150,15 @@ impl Fh {
         }
         match header(headers, "x-amz-target") {
             Some("Firehose_20150804.DescribeDeliveryStream") => {
-                let d = json!({"DeliveryStreamDescription": {"DeliveryStreamName": self.stream, "DeliveryStreamStatus": "ACTIVE"}});
+                let d = json!({"DeliveryStreamDescription": {
+                    "DeliveryStreamName": self.stream,
+                    "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:123456789012:deliverystream/{}", self.stream),
+                    "DeliveryStreamStatus": "ACTIVE",
+                    "DeliveryStreamType": "DirectPut",
+                    "VersionId": "1",
+                    "Destinations": [],
+                    "HasMoreDestinations": false
+                }});
                 return (200, 0, amz_json(200, &d));
             }
             Some("Firehose_20150804.PutRecordBatch") => {}

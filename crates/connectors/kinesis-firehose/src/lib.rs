@@ -93,12 +93,12 @@ impl KinesisFirehose {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "{}: {}",
-                    e.code().unwrap_or("error"),
-                    e.message().unwrap_or("no message")
-                )
+            .map_err(|e| match (e.code(), e.message()) {
+                (Some(code), Some(msg)) => format!("DescribeDeliveryStream: {code}: {msg}"),
+                _ => format!(
+                    "DescribeDeliveryStream: {}",
+                    aws_sdk_firehose::error::DisplayErrorContext(&e)
+                ),
             })
     }
 }
