@@ -295,6 +295,12 @@ impl<C: Connector> Shared<C> {
             self.stats.retried.fetch_add(pending.len() as u64, Relaxed);
             match schedule.next_delay(attempt, send_start.elapsed(), verdict.retry_after) {
                 Ok(delay) => {
+                    let policy = self.settings.retry;
+                    if policy.on_exhausted == crate::retry::OnExhausted::Block
+                        && attempt.is_multiple_of(policy.max_attempts.max(1))
+                    {
+                        tracing::warn!(connector = %self.id, attempt, %reason, "still failing; holding these events and their partitions until the destination recovers (on_exhausted = block)");
+                    }
                     tracing::debug!(connector = %self.id, attempt, status, ?delay, %reason, "retrying");
                     sleep(delay).await;
                 }

@@ -25,7 +25,7 @@ pub use dispatch::Dispatcher;
 pub use engine::{ConnectorHandle, Engine, EngineSettings};
 pub use event::{Event, MalformedReason, Origin, PartitionId};
 pub use offsets::{Acker, OffsetTracker};
-pub use retry::RetryPolicy;
+pub use retry::{OnExhausted, RetryPolicy};
 pub use route::{ConnectorIndex, Filter, Route, Router, TargetSet};
 pub use secret::Secret;
 pub use stats::{ConnectorStats, SourceStats};

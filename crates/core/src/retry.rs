@@ -6,12 +6,26 @@ use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
-    /// Attempts in all, the first one included.
+    /// Attempts in all, the first one included (with `DeadLetter`).
     pub max_attempts: u32,
-    /// No new attempt starts this long after the first one started.
+    /// No new attempt starts this long after the first one started (with `DeadLetter`).
     pub max_elapsed: Duration,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
+    pub on_exhausted: OnExhausted,
+}
+
+/// What happens to retryable failures once `max_attempts` or `max_elapsed` is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// Keep retrying (at most `max_backoff` apart) and hold the partition: for a destination
+    /// that is merely down, waiting loses nothing.
+    #[default]
+    Block,
+    /// Give up: the events are rejected with the reason (and go to the dead-letter topic when
+    /// one is configured).
+    DeadLetter,
 }
 
 impl Default for RetryPolicy {
@@ -21,6 +35,7 @@ impl Default for RetryPolicy {
             max_elapsed: Duration::from_secs(300),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
+            on_exhausted: OnExhausted::Block,
         }
     }
 }
@@ -67,11 +82,15 @@ impl Schedule {
         elapsed: Duration,
         retry_after: Option<Duration>,
     ) -> Result<Duration, Exhausted> {
-        if attempts_made >= self.policy.max_attempts {
+        let block = self.policy.on_exhausted == OnExhausted::Block;
+        if attempts_made >= self.policy.max_attempts && !block {
             return Err(Exhausted::Attempts(attempts_made));
         }
         let ceiling = self.ceiling.next().unwrap_or(self.policy.max_backoff);
         let delay = retry_after.unwrap_or_else(|| ceiling.mul_f64(self.rng.f64()));
+        if block {
+            return Ok(delay);
+        }
         if elapsed + delay >= self.policy.max_elapsed {
             return Err(Exhausted::Elapsed(elapsed));
         }
@@ -89,6 +108,23 @@ mod tests {
             max_elapsed: Duration::from_secs(3600),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_millis(1000),
+            on_exhausted: OnExhausted::DeadLetter,
+        }
+    }
+
+    #[test]
+    fn block_never_exhausts_and_stays_capped() {
+        let mut s = RetryPolicy {
+            on_exhausted: OnExhausted::Block,
+            max_elapsed: Duration::from_secs(1),
+            ..policy()
+        }
+        .schedule();
+        for attempt in 1..100 {
+            let d = s
+                .next_delay(attempt, Duration::from_secs(3600), None)
+                .unwrap();
+            assert!(d <= Duration::from_millis(1000));
         }
     }
 

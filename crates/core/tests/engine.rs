@@ -121,6 +121,7 @@ fn settings(max_events: usize, linger_ms: u64) -> EngineSettings {
             max_elapsed: Duration::from_secs(600),
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
+            on_exhausted: OnExhausted::DeadLetter,
         },
         concurrency: 2,
         request_timeout: Duration::from_secs(5),
@@ -405,4 +406,26 @@ async fn a_request_too_large_to_encode_is_split_before_sending() {
     let (c, _, _, snap) = r.finish().await;
     assert!(c.requests.lock().unwrap().iter().all(|r| r.len() <= 2));
     assert_eq!(snap.delivered, 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn block_keeps_retrying_past_max_attempts_until_delivered() {
+    let busy = Answer::Verdict(Verdict::new(
+        503,
+        Outcome::Retry {
+            reason: "busy".into(),
+        },
+    ));
+    let mut s = settings(2, 1000);
+    s.retry.on_exhausted = OnExhausted::Block;
+    let r = rig(vec![busy; 12], s, Duration::ZERO);
+    r.feed(0..2);
+    let (c, acker, _, stats) = r.finish().await;
+    assert_eq!(
+        c.requests.lock().unwrap().len(),
+        13,
+        "12 failures, then delivered: never gave up at 5"
+    );
+    assert_eq!((stats.delivered, stats.rejected), (2, 0));
+    assert_eq!(acker.lock().watermark(P), Some(2));
 }

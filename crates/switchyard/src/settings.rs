@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
-use switchyard_core::{BatchLimits, EngineSettings, Filter, RetryPolicy};
+use switchyard_core::{BatchLimits, EngineSettings, Filter, OnExhausted, RetryPolicy};
 use switchyard_datadog_logs::DatadogConfig;
 use switchyard_kafka::SourceConfig;
 use switchyard_kinesis_firehose::FirehoseConfig;
@@ -488,6 +488,7 @@ struct RetrySection {
     max_elapsed_secs: u64,
     initial_backoff_ms: u64,
     max_backoff_ms: u64,
+    on_exhausted: OnExhausted,
 }
 
 impl Default for RetrySection {
@@ -498,6 +499,7 @@ impl Default for RetrySection {
             max_elapsed_secs: p.max_elapsed.as_secs(),
             initial_backoff_ms: p.initial_backoff.as_millis() as u64,
             max_backoff_ms: p.max_backoff.as_millis() as u64,
+            on_exhausted: p.on_exhausted,
         }
     }
 }
@@ -658,6 +660,7 @@ fn engine_settings(
             max_elapsed: Duration::from_secs(c.retry.max_elapsed_secs),
             initial_backoff: Duration::from_millis(c.retry.initial_backoff_ms),
             max_backoff: Duration::from_millis(c.retry.max_backoff_ms),
+            on_exhausted: c.retry.on_exhausted,
         },
         concurrency: c.concurrency,
         request_timeout: Duration::from_secs(c.timeout_secs),
