@@ -1,5 +1,6 @@
 //! From a raw record to queued deliveries: parse, route, register the offset, fan out.
 
+use crate::dead_letter::{DeadLetters, Letter};
 use crate::engine::ConnectorHandle;
 use crate::event::{Event, Malformed, Origin};
 use crate::offsets::Acker;
@@ -30,6 +31,7 @@ pub struct Dispatcher {
     acker: Arc<Acker>,
     stats: Arc<SourceStats>,
     max_event_bytes: usize,
+    dead_letters: Option<Arc<dyn DeadLetters>>,
 }
 
 impl Dispatcher {
@@ -39,6 +41,7 @@ impl Dispatcher {
         acker: Arc<Acker>,
         stats: Arc<SourceStats>,
         max_event_bytes: usize,
+        dead_letters: Option<Arc<dyn DeadLetters>>,
     ) -> Self {
         Dispatcher {
             router,
@@ -46,6 +49,7 @@ impl Dispatcher {
             acker,
             stats,
             max_event_bytes,
+            dead_letters,
         }
     }
 
@@ -60,6 +64,8 @@ impl Dispatcher {
     pub fn accept(&self, raw: Bytes, origin: Origin) -> Accepted {
         self.stats.consumed.fetch_add(1, Relaxed);
         let (partition, offset) = (origin.partition, origin.offset);
+        // A second handle on the bytes (a reference count), for the dead-letter topic.
+        let kept = raw.clone();
         let event = match Event::parse(raw, origin.clone(), self.max_event_bytes) {
             Ok(e) => e,
             Err(bad) => {
@@ -72,11 +78,7 @@ impl Dispatcher {
                     detail = %bad.detail,
                     "malformed record skipped"
                 );
-                // Finished with no targets: the watermark moves past it in order.
-                let _ = self
-                    .acker
-                    .lock()
-                    .register(partition, offset, TargetSet::default());
+                self.dead_letter_malformed(kept, origin, &bad);
                 return Accepted::Malformed(bad);
             }
         };
@@ -99,6 +101,46 @@ impl Dispatcher {
             }
         }
         Accepted::Routed(targets)
+    }
+
+    /// Without a dead-letter topic the record finishes at once; with one, when its letter is
+    /// written.
+    fn dead_letter_malformed(&self, raw: Bytes, origin: Origin, bad: &Malformed) {
+        let (partition, offset) = (origin.partition, origin.offset);
+        let Some(dlq) = &self.dead_letters else {
+            // Finished with no targets: the watermark moves past it in order.
+            let _ = self
+                .acker
+                .lock()
+                .register(partition, offset, TargetSet::default());
+            return;
+        };
+        let mut target = TargetSet::default();
+        target.insert(TargetSet::DEAD_LETTER);
+        if self
+            .acker
+            .lock()
+            .register(partition, offset, target)
+            .is_err()
+        {
+            return;
+        }
+        let letter = Letter {
+            raw,
+            origin,
+            connector: Arc::from(crate::dead_letter::ROUTER),
+            reason: format!("malformed: {}: {}", bad.reason, bad.detail),
+            status_code: 0,
+            attempts: 0,
+        };
+        let (acker, stats) = (self.acker.clone(), self.stats.clone());
+        dlq.write(
+            letter,
+            Box::new(move || {
+                stats.malformed_dead_lettered.fetch_add(1, Relaxed);
+                acker.complete_offset(TargetSet::DEAD_LETTER, partition, offset);
+            }),
+        );
     }
 
     /// Closes every connector queue; the returned handles finish when each worker has

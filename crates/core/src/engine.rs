@@ -4,6 +4,7 @@
 
 use crate::batch::{Batch, BatchLimits, Batcher, Push};
 use crate::connector::{Connector, EncodeError, EventVerdict, Outcome, Verdict};
+use crate::dead_letter::{DeadLetters, Letter};
 use crate::event::Event;
 use crate::offsets::Acker;
 use crate::retry::RetryPolicy;
@@ -55,6 +56,15 @@ impl ConnectorHandle {
     }
 }
 
+/// What every connector worker shares with the rest of the pipeline.
+#[derive(Clone)]
+pub struct Wiring {
+    pub acker: Arc<Acker>,
+    pub timings: Arc<TimingRecorder>,
+    /// Where rejected events go; without one they are logged, counted and acknowledged.
+    pub dead_letters: Option<Arc<dyn DeadLetters>>,
+}
+
 pub struct Engine;
 
 impl Engine {
@@ -64,8 +74,7 @@ impl Engine {
         id: &str,
         index: ConnectorIndex,
         settings: EngineSettings,
-        acker: Arc<Acker>,
-        timings: Arc<TimingRecorder>,
+        wiring: Wiring,
     ) -> ConnectorHandle {
         let limits = settings.limits.clamp_to(connector.hard_limits());
         let shared = Arc::new(Shared {
@@ -73,8 +82,9 @@ impl Engine {
             id: Arc::from(id),
             index,
             settings,
-            acker,
-            timings,
+            acker: wiring.acker,
+            timings: wiring.timings,
+            dead_letters: wiring.dead_letters,
             stats: Arc::default(),
             connector,
         });
@@ -104,6 +114,7 @@ struct Shared<C> {
     settings: EngineSettings,
     acker: Arc<Acker>,
     timings: Arc<TimingRecorder>,
+    dead_letters: Option<Arc<dyn DeadLetters>>,
     stats: Arc<ConnectorStats>,
     connector: C,
 }
@@ -148,7 +159,7 @@ impl<C: Connector> Worker<C> {
                     "event encodes to {size} bytes, over this connector's max batch bytes {}",
                     self.batcher.limits().max_bytes
                 );
-                self.shared.finish_rejected(vec![(event, reason)]);
+                self.shared.finish_rejected(vec![(event, reason)], 0, 0);
             }
         }
     }
@@ -241,7 +252,7 @@ impl<C: Connector> Shared<C> {
                     if attempt == 1 {
                         self.stats.count_fixes(&encoded.fixes);
                     }
-                    pending = self.drop_rejected(pending, encoded.rejected);
+                    pending = self.drop_rejected(pending, encoded.rejected, calls.len() as u32);
                     if pending.is_empty() {
                         break;
                     }
@@ -252,7 +263,11 @@ impl<C: Connector> Shared<C> {
                     break;
                 }
                 Err(e) => {
-                    self.finish_rejected(with_reason(pending, &e.to_string()));
+                    self.finish_rejected(
+                        with_reason(pending, &e.to_string()),
+                        status,
+                        calls.len() as u32,
+                    );
                     break;
                 }
             };
@@ -266,7 +281,7 @@ impl<C: Connector> Shared<C> {
                     break;
                 }
                 Outcome::Reject { reason } => {
-                    self.finish_rejected(with_reason(pending, &reason));
+                    self.finish_rejected(with_reason(pending, &reason), status, calls.len() as u32);
                     break;
                 }
                 Outcome::Split if pending.len() > 1 => {
@@ -277,12 +292,12 @@ impl<C: Connector> Shared<C> {
                     let reason = format!(
                         "destination refused a request of this one event as too large (status {status})"
                     );
-                    self.finish_rejected(with_reason(pending, &reason));
+                    self.finish_rejected(with_reason(pending, &reason), status, calls.len() as u32);
                     break;
                 }
                 Outcome::Retry { reason } => reason,
                 Outcome::Partial(verdicts) => {
-                    pending = self.settle_partial(pending, verdicts);
+                    pending = self.settle_partial(pending, verdicts, status, attempt);
                     if pending.is_empty() {
                         break;
                     }
@@ -308,7 +323,7 @@ impl<C: Connector> Shared<C> {
                     self.stats.retried.fetch_sub(pending.len() as u64, Relaxed);
                     let reason =
                         format!("retries exhausted ({exhausted:?}); last failure: {reason}");
-                    self.finish_rejected(with_reason(pending, &reason));
+                    self.finish_rejected(with_reason(pending, &reason), status, calls.len() as u32);
                     break;
                 }
             }
@@ -420,7 +435,12 @@ impl<C: Connector> Shared<C> {
     }
 
     /// Rejects the events an encoder left out; returns the rest, in order.
-    fn drop_rejected(&self, events: Vec<Event>, mut rejected: Vec<(usize, String)>) -> Vec<Event> {
+    fn drop_rejected(
+        &self,
+        events: Vec<Event>,
+        mut rejected: Vec<(usize, String)>,
+        attempts: u32,
+    ) -> Vec<Event> {
         if rejected.is_empty() {
             return events;
         }
@@ -434,12 +454,18 @@ impl<C: Connector> Shared<C> {
                 None => kept.push(event),
             }
         }
-        self.finish_rejected(out);
+        self.finish_rejected(out, 0, attempts);
         kept
     }
 
     /// Acknowledges what a partial answer settled; returns the events to send again.
-    fn settle_partial(&self, events: Vec<Event>, verdicts: Vec<EventVerdict>) -> Vec<Event> {
+    fn settle_partial(
+        &self,
+        events: Vec<Event>,
+        verdicts: Vec<EventVerdict>,
+        status: u16,
+        attempts: u32,
+    ) -> Vec<Event> {
         if verdicts.len() != events.len() {
             tracing::error!(
                 connector = %self.id,
@@ -460,7 +486,7 @@ impl<C: Connector> Shared<C> {
             }
         }
         self.finish_delivered(delivered);
-        self.finish_rejected(rejected);
+        self.finish_rejected(rejected, status, attempts);
         retry
     }
 
@@ -474,7 +500,8 @@ impl<C: Connector> Shared<C> {
 
     /// A permanent refusal: logged with where the event came from, counted, and acknowledged
     /// so its offset can move on.
-    fn finish_rejected(&self, rejected: Vec<(Event, String)>) {
+    /// `status` and `attempts` describe the last answer, for the dead-letter headers.
+    fn finish_rejected(&self, rejected: Vec<(Event, String)>, status: u16, attempts: u32) {
         if rejected.is_empty() {
             return;
         }
@@ -499,8 +526,30 @@ impl<C: Connector> Shared<C> {
         for (_, reason) in &rejected {
             self.stats.count_rejection(reason, 1);
         }
-        let events: Vec<Event> = rejected.into_iter().map(|(e, _)| e).collect();
-        self.acker.complete(self.index, &events);
+        let Some(dlq) = &self.dead_letters else {
+            let events: Vec<Event> = rejected.into_iter().map(|(e, _)| e).collect();
+            self.acker.complete(self.index, &events);
+            return;
+        };
+        // Each offset finishes only once its letter is durably written.
+        for (event, reason) in rejected {
+            let letter = Letter {
+                raw: event.raw().clone(),
+                origin: event.origin().clone(),
+                connector: self.id.clone(),
+                reason,
+                status_code: status,
+                attempts,
+            };
+            let (acker, stats, index) = (self.acker.clone(), self.stats.clone(), self.index);
+            dlq.write(
+                letter,
+                Box::new(move || {
+                    stats.dead_lettered.fetch_add(1, Relaxed);
+                    acker.complete(index, &[event]);
+                }),
+            );
+        }
     }
 }
 

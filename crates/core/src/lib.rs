@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod compress;
 pub mod connector;
+pub mod dead_letter;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
@@ -21,8 +22,9 @@ pub mod timings;
 
 pub use batch::BatchLimits;
 pub use connector::{Connector, EncodeError, Encoded, EventVerdict, Outcome, SendError, Verdict};
+pub use dead_letter::{DeadLetters, Letter};
 pub use dispatch::Dispatcher;
-pub use engine::{ConnectorHandle, Engine, EngineSettings};
+pub use engine::{ConnectorHandle, Engine, EngineSettings, Wiring};
 pub use event::{Event, MalformedReason, Origin, PartitionId};
 pub use offsets::{Acker, OffsetTracker};
 pub use retry::{OnExhausted, RetryPolicy};

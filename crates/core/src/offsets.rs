@@ -179,6 +179,13 @@ impl Acker {
         self.changed.notify_all();
     }
 
+    /// Marks one offset finished at `connector` (for work that has no `Event`, such as a
+    /// malformed record's dead-letter write).
+    pub fn complete_offset(&self, connector: ConnectorIndex, partition: PartitionId, offset: i64) {
+        self.lock().complete(partition, offset, connector);
+        self.changed.notify_all();
+    }
+
     /// Blocks until `done` holds or `timeout` passes; returns whether it holds.
     pub fn wait_until(&self, timeout: Duration, done: impl Fn(&OffsetTracker) -> bool) -> bool {
         let deadline = Instant::now() + timeout;

@@ -15,7 +15,11 @@ pub struct ConnectorIndex(pub u8);
 pub struct TargetSet(u64);
 
 impl TargetSet {
-    pub const CAPACITY: usize = 64;
+    /// Connectors a router can hold; the last bit is the dead-letter writer's.
+    pub const CAPACITY: usize = 63;
+
+    /// Marks the dead-letter write of a malformed record (see `Dispatcher`).
+    pub const DEAD_LETTER: ConnectorIndex = ConnectorIndex(63);
 
     pub fn insert(&mut self, i: ConnectorIndex) {
         self.0 |= 1 << i.0;

@@ -21,6 +21,8 @@ pub struct ConnectorStats {
     pub failed_requests: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub in_flight_requests: AtomicU64,
+    /// Rejected events durably written to the dead-letter destination.
+    pub dead_lettered: AtomicU64,
     /// Adjustments encoders made to fit the API, by reason (see `Encoded::fixes`).
     fixes: Mutex<BTreeMap<&'static str, u64>>,
     /// Rejected events by reason class (the reason's text up to its first colon).
@@ -48,6 +50,7 @@ pub struct ConnectorSnapshot {
     pub failed_requests: u64,
     pub bytes_sent: u64,
     pub in_flight_requests: u64,
+    pub dead_lettered: u64,
 }
 
 impl ConnectorStats {
@@ -101,6 +104,7 @@ impl ConnectorStats {
             failed_requests: self.failed_requests.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
             in_flight_requests: self.in_flight_requests.load(Relaxed),
+            dead_lettered: self.dead_lettered.load(Relaxed),
         }
     }
 }
@@ -113,6 +117,8 @@ pub struct SourceStats {
     pub unrouted: AtomicU64,
     malformed: [AtomicU64; MalformedReason::ALL.len()],
     pub paused_partitions: AtomicU64,
+    /// Malformed records durably written to the dead-letter destination.
+    pub malformed_dead_lettered: AtomicU64,
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
 }

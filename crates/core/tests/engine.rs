@@ -143,8 +143,11 @@ fn rig(answers: Vec<Answer>, settings: EngineSettings, send_delay: Duration) -> 
         "mem",
         C,
         settings,
-        acker.clone(),
-        timings.clone(),
+        Wiring {
+            acker: acker.clone(),
+            timings: timings.clone(),
+            dead_letters: None,
+        },
     );
     Rig {
         connector,
@@ -393,8 +396,11 @@ async fn a_request_too_large_to_encode_is_split_before_sending() {
         "mem",
         C,
         settings(5, 1000),
-        acker.clone(),
-        TimingRecorder::new(10),
+        Wiring {
+            acker: acker.clone(),
+            timings: TimingRecorder::new(10),
+            dead_letters: None,
+        },
     );
     let r = Rig {
         connector,

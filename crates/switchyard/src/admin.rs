@@ -89,6 +89,8 @@ fn refresh(m: &Monitor) {
     counter!("switchyard_commits_total").absolute(src.commits.load(Relaxed));
     counter!("switchyard_commit_failures_total").absolute(src.commit_failures.load(Relaxed));
     gauge!("switchyard_paused_partitions").set(src.paused_partitions.load(Relaxed) as f64);
+    counter!("switchyard_malformed_dead_lettered_total")
+        .absolute(src.malformed_dead_lettered.load(Relaxed));
     for reason in MalformedReason::ALL {
         counter!("switchyard_malformed_total", "reason" => reason.as_str())
             .absolute(src.malformed(reason));
@@ -107,6 +109,8 @@ fn refresh(m: &Monitor) {
         counter!("switchyard_requests_failed_total", "connector" => id.clone())
             .absolute(s.failed_requests);
         counter!("switchyard_bytes_sent_total", "connector" => id.clone()).absolute(s.bytes_sent);
+        counter!("switchyard_events_dead_lettered_total", "connector" => id.clone())
+            .absolute(s.dead_lettered);
         gauge!("switchyard_in_flight_requests", "connector" => id.clone())
             .set(s.in_flight_requests as f64);
         let healthy = if stats.health() == Health::Healthy {

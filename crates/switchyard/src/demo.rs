@@ -51,6 +51,9 @@ pub async fn run(
             .create_topic(topic, opts.partitions)
             .map_err(anyhow::Error::msg)?;
     }
+    if let Some(dlq) = &settings.dead_letter.topic {
+        broker.create_topic(dlq, 1).map_err(anyhow::Error::msg)?;
+    }
     settings.kafka.brokers = broker.bootstrap_servers().to_string();
 
     // Each stand-in lives in the closure that reports how many events it received.

@@ -10,8 +10,9 @@ use switchyard_core::{
     Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Route, Router, SourceStats,
     TimingRecorder,
 };
+use switchyard_core::{DeadLetters, Wiring};
 use switchyard_datadog_logs::DatadogLogs;
-use switchyard_kafka::{Source, SourceError, Status, StatusHandle};
+use switchyard_kafka::{DlqProducer, Source, SourceError, Status, StatusHandle};
 use switchyard_kinesis_firehose::KinesisFirehose;
 use switchyard_newrelic_events::NewRelicEvents;
 use switchyard_splunk_hec::SplunkHec;
@@ -91,6 +92,8 @@ pub enum StartError {
     Connector { id: String, message: String },
     #[error(transparent)]
     Source(#[from] SourceError),
+    #[error("dead-letter producer: {0}")]
+    DeadLetter(#[from] switchyard_kafka::KafkaError),
 }
 
 /// Counters at one moment, for the progress line and tests.
@@ -121,6 +124,14 @@ impl Pipeline {
             })
             .collect();
         let router = Arc::new(Router::new(routes, &settings.router.default_connectors));
+        let dead_letters: Option<Arc<dyn DeadLetters>> = match &settings.dead_letter.topic {
+            Some(topic) => Some(Arc::new(DlqProducer::new(
+                &settings.kafka.brokers,
+                topic,
+                &settings.dead_letter.options,
+            )?)),
+            None => None,
+        };
         let mut handles: Vec<Option<ConnectorHandle>> = Vec::new();
         for c in &settings.connectors {
             let index = router
@@ -137,23 +148,27 @@ impl Pipeline {
                 id: c.id.clone(),
                 message: e.to_string(),
             };
-            let (acker, timings) = (acker.clone(), timings.clone());
+            let wiring = Wiring {
+                acker: acker.clone(),
+                timings: timings.clone(),
+                dead_letters: dead_letters.clone(),
+            };
             let handle = match &c.kind {
                 Kind::SplunkHec(cfg) => {
                     let connector = SplunkHec::new(cfg).map_err(|e| failed(&e))?;
-                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
+                    Engine::spawn(connector, &c.id, index, c.engine, wiring.clone())
                 }
                 Kind::DatadogLogs(cfg) => {
                     let connector = DatadogLogs::new(cfg).map_err(|e| failed(&e))?;
-                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
+                    Engine::spawn(connector, &c.id, index, c.engine, wiring.clone())
                 }
                 Kind::NewRelicEvents(cfg) => {
                     let connector = NewRelicEvents::new(cfg).map_err(|e| failed(&e))?;
-                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
+                    Engine::spawn(connector, &c.id, index, c.engine, wiring.clone())
                 }
                 Kind::KinesisFirehose(cfg) => {
                     let connector = KinesisFirehose::new(cfg).await;
-                    Engine::spawn(connector, &c.id, index, c.engine, acker, timings)
+                    Engine::spawn(connector, &c.id, index, c.engine, wiring.clone())
                 }
             };
             handles.push(Some(handle));
@@ -169,6 +184,7 @@ impl Pipeline {
             acker,
             stats.clone(),
             settings.router.max_event_bytes,
+            dead_letters,
         );
         let source = Source::start(settings.kafka.clone(), dispatcher)?;
         Ok(Pipeline {

@@ -49,7 +49,17 @@ pub struct Settings {
     pub kafka: SourceConfig,
     pub router: RouterSettings,
     pub admin: AdminSettings,
+    pub dead_letter: DeadLetterSettings,
     pub connectors: Vec<ConnectorSettings>,
+}
+
+/// The dead-letter topic, on the same cluster as `[kafka]`.
+#[derive(Debug, Clone, Default)]
+pub struct DeadLetterSettings {
+    /// None: rejected and malformed records are logged and counted only.
+    pub topic: Option<String>,
+    /// Raw librdkafka producer properties.
+    pub options: BTreeMap<String, String>,
 }
 
 /// The admin HTTP server: `/metrics`, `/health/live`, `/health/ready`.
@@ -151,14 +161,26 @@ impl Settings {
         let kafka = section::<KafkaSection>(&mut root, "kafka", problems);
         let router = section::<RouterSection>(&mut root, "router", problems);
         let admin = section::<AdminSection>(&mut root, "admin", problems);
+        let dead_letter = section::<DeadLetterSection>(&mut root, "dead_letter", problems);
         let connectors = connectors(root.remove("connectors"), problems);
         for key in root.keys() {
             problems.push(problem(
                 key,
-                "unknown section (expected kafka, router, admin, connectors)",
+                "unknown section (expected kafka, router, admin, dead_letter, connectors)",
             ));
         }
-        let (kafka, router, admin, connectors) = (kafka?, router?, admin?, connectors);
+        let (kafka, router, admin, dead_letter, connectors) =
+            (kafka?, router?, admin?, dead_letter?, connectors);
+        if dead_letter
+            .topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            problems.push(problem(
+                "dead_letter.topic",
+                "is empty (leave it out for no dead-letter topic)",
+            ));
+        }
         let bind = admin.bind.parse().map_err(|e| {
             problems.push(problem(
                 "admin.bind",
@@ -182,6 +204,14 @@ impl Settings {
             problems.push(problem("connectors", "at most 64 connectors are supported"));
         }
         Some(Settings {
+            dead_letter: DeadLetterSettings {
+                topic: dead_letter.topic,
+                options: dead_letter
+                    .options
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_string()))
+                    .collect(),
+            },
             admin: AdminSettings {
                 enabled: admin.enabled,
                 bind: bind.ok()?,
@@ -414,6 +444,15 @@ impl RouterSection {
     fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.shutdown_timeout_secs)
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeadLetterSection {
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    options: BTreeMap<String, Scalar>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,0 +1,30 @@
+//! Where permanently refused records go: the contract between the engine (and the
+//! dispatcher, for malformed input) and a dead-letter destination such as a Kafka topic.
+
+use crate::event::Origin;
+use bytes::Bytes;
+use std::sync::Arc;
+
+/// A record that will not be delivered, with why.
+#[derive(Debug, Clone)]
+pub struct Letter {
+    /// The record exactly as read from Kafka.
+    pub raw: Bytes,
+    pub origin: Origin,
+    /// The connector that refused it, or `router` for malformed input.
+    pub connector: Arc<str>,
+    pub reason: String,
+    /// The destination's last status (0 when there was none).
+    pub status_code: u16,
+    pub attempts: u32,
+}
+
+/// A dead-letter destination. `write` must call `done` once the letter is durably stored and
+/// must keep trying until then: the record's offset is not committed before `done`, so an
+/// unavailable destination holds the partition rather than losing the record.
+pub trait DeadLetters: Send + Sync + 'static {
+    fn write(&self, letter: Letter, done: Box<dyn FnOnce() + Send>);
+}
+
+/// The connector id used in letters for malformed input.
+pub const ROUTER: &str = "router";

@@ -1,0 +1,197 @@
+//! The dead-letter topic: what a destination refuses for good, and malformed input, is
+//! produced there with its original bytes and headers saying why; its offset is committed
+//! only after that write is acknowledged.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use switchyard::Pipeline;
+use switchyard_testkit::hec::Reply;
+use switchyard_tests::*;
+
+const DLQ: &str = "qoe-dlq";
+
+/// A dead-lettered record: payload and headers.
+struct Letter {
+    payload: Vec<u8>,
+    headers: HashMap<String, String>,
+}
+
+/// Reads `n` records from the dead-letter topic (one partition), in order.
+fn read_dlq(bootstrap: &str, n: usize) -> Vec<Letter> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "dlq-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(DLQ, 0, Offset::Beginning).unwrap();
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| {
+                            (
+                                x.key.to_string(),
+                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(Letter {
+                payload: m.payload().unwrap_or_default().to_vec(),
+                headers,
+            });
+        }
+    }
+    out
+}
+
+fn committed_to_end(pipeline: &Pipeline, end: i64) -> bool {
+    tokio::task::block_in_place(|| {
+        pipeline.wait_for_source(PATIENCE, |s| {
+            s.committed.get(&(TOPIC.to_string(), 0)) == Some(&end)
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_malformed_records_go_to_the_dead_letter_topic_once() {
+    let h = Harness::new(1).await;
+    h.broker.create_topic(DLQ, 1).unwrap();
+    h.hec
+        .reject_when(|env| env["event"]["poison"] == Value::Bool(true));
+    let mut records = events("dlq", 20);
+    let mut poisoned: Value = serde_json::from_slice(&records[7].1).unwrap();
+    poisoned["poison"] = true.into();
+    records[7].1 = serde_json::to_vec(&poisoned).unwrap();
+    records.push(("bad".into(), b"{\"event\": nope".to_vec()));
+    let poison_bytes = records[7].1.clone();
+    h.produce(records);
+    let settings = h.settings(
+        "g-dlq",
+        "",
+        &format!("[connectors.dz-connector-splunk.batch]\nmax_events = 20\nmax_linger_ms = 60000\n[dead_letter]\ntopic = \"{DLQ}\""),
+    );
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(h.hec.wait_for_received(19, PATIENCE).await);
+    // All 21 offsets finish, the two dead-letter writes included.
+    assert!(
+        committed_to_end(&pipeline, 21),
+        "{:?}",
+        pipeline.source_status()
+    );
+    let stats = pipeline.connector_stats(SPLUNK).unwrap();
+    let source = pipeline.source_stats().clone();
+    assert!(pipeline.shutdown().await);
+    assert_eq!(
+        (stats.snapshot().rejected, stats.snapshot().dead_lettered),
+        (1, 1)
+    );
+    assert_eq!(
+        source
+            .malformed_dead_lettered
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    let letters = read_dlq(h.broker.bootstrap_servers(), 2);
+    assert_eq!(letters.len(), 2, "exactly the two refused records");
+    let poison = letters
+        .iter()
+        .find(|l| l.headers["switchyard.connector"] == SPLUNK)
+        .expect("the poison event");
+    assert_eq!(poison.payload, poison_bytes, "original bytes");
+    assert!(
+        poison.headers["switchyard.reason"].contains("code 6"),
+        "{:?}",
+        poison.headers
+    );
+    assert_eq!(poison.headers["switchyard.status_code"], "400");
+    assert_eq!(poison.headers["switchyard.attempts"], "1");
+    assert_eq!(poison.headers["switchyard.source_topic"], TOPIC);
+    assert_eq!(poison.headers["switchyard.source_partition"], "0");
+    assert_eq!(poison.headers["switchyard.source_offset"], "7");
+    assert!(poison.headers["switchyard.time"].parse::<u64>().is_ok());
+    let bad = letters
+        .iter()
+        .find(|l| l.headers["switchyard.connector"] == "router")
+        .expect("the malformed record");
+    assert_eq!(bad.payload, b"{\"event\": nope");
+    assert!(
+        bad.headers["switchyard.reason"].starts_with("malformed: not_json"),
+        "{:?}",
+        bad.headers
+    );
+    assert_eq!(bad.headers["switchyard.source_offset"], "20");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_dead_letter_policy_exhausted_retries_go_to_the_dead_letter_topic() {
+    let h = Harness::new(1).await;
+    h.broker.create_topic(DLQ, 1).unwrap();
+    h.hec.script(std::iter::repeat_n(Reply::busy(), 3));
+    let produced = h.produce(events("exh", 5));
+    let settings = h.settings(
+        "g-exh",
+        "",
+        &format!("[connectors.dz-connector-splunk.batch]\nmax_events = 5\nmax_linger_ms = 60000\n[dead_letter]\ntopic = \"{DLQ}\""),
+    );
+    // `on_exhausted` belongs in the harness's retry table, so it is set here instead.
+    let settings = {
+        let mut s = settings;
+        s.connectors[0].engine.retry.on_exhausted = switchyard_core::OnExhausted::DeadLetter;
+        s.connectors[0].engine.retry.max_attempts = 2;
+        s
+    };
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        committed_to_end(&pipeline, 5),
+        "{:?}",
+        pipeline.source_status()
+    );
+    assert!(pipeline.shutdown().await);
+    let letters = read_dlq(h.broker.bootstrap_servers(), 5);
+    assert_eq!(letters.len(), 5);
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.headers["switchyard.reason"].starts_with("retries exhausted"))
+    );
+    assert!(
+        letters
+            .iter()
+            .all(|l| l.headers["switchyard.attempts"] == "2"
+                && l.headers["switchyard.status_code"] == "503")
+    );
+    // Each letter is written on its own, so the topic's order is not the source's.
+    let mut ids: Vec<String> = letters
+        .iter()
+        .map(|l| {
+            serde_json::from_slice::<Value>(&l.payload).unwrap()["event_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        produced.iter().map(|p| p.id.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        h.hec.received_count(),
+        0,
+        "two attempts, both refused; never delivered"
+    );
+}
