@@ -90,6 +90,15 @@ commit_interval_ms = 100
         sections: &str,
     ) -> Settings {
         // Test defaults, unless the caller sets the key itself (TOML forbids duplicates).
+        let mut hec_extra = hec_extra.to_string();
+        if !hec_extra.contains("timeout_secs") {
+            hec_extra.push_str("\ntimeout_secs = 5");
+        }
+        let endpoint = if hec_extra.contains("endpoint =") {
+            String::new()
+        } else {
+            format!("endpoint = \"{}\"", self.hec.url())
+        };
         let mut kafka_extra = kafka_extra.to_string();
         for (key, value) in [
             ("commit_interval_ms", "100"),
@@ -112,12 +121,11 @@ group_id = "{group}"
 
 [connectors.{SPLUNK}]
 kind = "splunk_hec"
-endpoint = "{endpoint}"
+{endpoint}
 token = "${{TEST_HEC_TOKEN}}"
 index = "qoe"
 source = "switchyard-test"
 host = "router-1"
-timeout_secs = 5
 {hec_extra}
 
 [connectors.{SPLUNK}.retry]
@@ -127,7 +135,6 @@ max_attempts = 50
 {sections}
 "#,
             brokers = self.broker.bootstrap_servers(),
-            endpoint = self.hec.url(),
         );
         Settings::from_toml(&toml, &lookup, false).unwrap_or_else(|e| panic!("{e}"))
     }

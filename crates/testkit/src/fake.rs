@@ -278,3 +278,47 @@ macro_rules! recorder_accessors {
         }
     };
 }
+
+/// A TCP proxy to `upstream` that resets the first `resets` connections it accepts (closes
+/// them with no answer), then forwards faithfully. Stops when dropped.
+pub struct ResetProxy {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ResetProxy {
+    pub async fn start(upstream: SocketAddr, resets: u64) -> std::io::Result<ResetProxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let left = std::sync::Arc::new(AtomicU64::new(resets));
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if left
+                    .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    // Zero linger: the client sees a reset, not an answer.
+                    let _ = inbound.set_zero_linger();
+                    drop(inbound);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Ok(ResetProxy { addr, task })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ResetProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -40,6 +40,9 @@ impl Reply {
 type Poison = Box<dyn Fn(&Value) -> bool + Send + Sync>;
 
 struct Hec {
+    /// The next this-many requests answer only after `hang_for` (a client timeout), then 503.
+    hangs: std::sync::atomic::AtomicU64,
+    hang_for: Mutex<Duration>,
     token: String,
     max_content_length: usize,
     indexes: Option<HashSet<String>>,
@@ -84,6 +87,8 @@ impl Builder {
     }
     pub async fn start(self) -> std::io::Result<FakeHec> {
         let state = Arc::new(Hec {
+            hangs: Default::default(),
+            hang_for: Mutex::new(Duration::ZERO),
             token: self.token,
             max_content_length: self.max_content_length,
             indexes: self.indexes,
@@ -114,11 +119,24 @@ impl FakeHec {
         self.server.url()
     }
 
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.server.addr
+    }
+
     fn rec(&self) -> &Recorder {
         &self.state.rec
     }
 
     crate::recorder_accessors!();
+
+    /// The next `n` requests get no answer for `wait` (longer than the client's timeout),
+    /// and then 503 with nothing indexed.
+    pub fn hang(&self, n: u64, wait: Duration) {
+        *self.state.hang_for.lock().unwrap() = wait;
+        self.state
+            .hangs
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
 
     /// Envelopes for which `bad` holds are refused as Splunk refuses bad events: 400 code 6
     /// with `invalid-event-number`, the events before it indexed.
@@ -171,6 +189,24 @@ async fn handle(
         return answer(405, 405, "Method Not Allowed", None);
     }
     hec.rec.pause().await;
+    let hung = hec
+        .hangs
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        )
+        .is_ok();
+    if hung {
+        let wait = *hec.hang_for.lock().unwrap();
+        tokio::time::sleep(wait).await;
+        hec.rec.saw(Seen {
+            status: 503,
+            code: 9,
+            ..Seen::default()
+        });
+        return answer(503, 9, "Server is busy", None);
+    }
     let (status, code, items, resp) = hec.ingest(&headers, &body);
     hec.rec.saw(Seen {
         status,
