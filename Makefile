@@ -1,7 +1,7 @@
 # switchyard — the two commands that matter: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test check fmt lint bench build validate clean deploy-check
+.PHONY: run test check fmt lint bench build validate clean deploy-check soak
 
 ## Run the router with connectors.toml on an embedded broker, generated events and local
 ## stand-ins. No accounts, no services. Ctrl-C stops it.
@@ -61,6 +61,11 @@ validate:
 
 clean:
 	$(CARGO) clean
+
+## The crash loop, larger: more events and more SIGKILLs than make test runs (release build).
+soak:
+	SWITCHYARD_SOAK_EVENTS=$${SWITCHYARD_SOAK_EVENTS:-20000} SWITCHYARD_SOAK_KILLS=$${SWITCHYARD_SOAK_KILLS:-10} \
+	  $(CARGO) test --release -p switchyard --test crash_loop -- --nocapture
 
 ## Micro-benchmarks of the hot paths (release build); prints numbers, asserts nothing.
 bench:

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 use switchyard::Pipeline;
-use switchyard_testkit::fake::ResetProxy;
 use switchyard_testkit::FakeDatadog;
+use switchyard_testkit::fake::ResetProxy;
 use switchyard_tests::*;
 
 fn all_once(h: &Harness, produced: &[Produced]) -> bool {

@@ -135,6 +135,8 @@ pub struct Seen {
 /// The state every fake keeps.
 pub struct Recorder {
     pub delay: Duration,
+    /// Chance (per mille) that a request fails with the fake's retryable error.
+    failure_per_mille: AtomicU64,
     retain: bool,
     script: Mutex<VecDeque<Scripted>>,
     items: Mutex<Vec<Value>>,
@@ -148,6 +150,7 @@ impl Recorder {
     pub fn new(retain: bool, delay: Duration) -> Self {
         Recorder {
             delay,
+            failure_per_mille: AtomicU64::new(0),
             retain,
             script: Mutex::default(),
             items: Mutex::default(),
@@ -166,8 +169,22 @@ impl Recorder {
         self.script.lock().unwrap().clear();
     }
 
+    /// The next scripted answer, or a random failure when a failure rate is set.
     pub fn next_scripted(&self) -> Option<Scripted> {
-        self.script.lock().unwrap().pop_front()
+        if let Some(s) = self.script.lock().unwrap().pop_front() {
+            return Some(s);
+        }
+        let rate = self.failure_per_mille.load(Relaxed);
+        (rate > 0 && fastrand::u64(0..1000) < rate).then(|| Scripted {
+            status: 503,
+            body: serde_json::json!({"text": "Server is busy", "code": 9, "errors": ["Service Unavailable"]}),
+            retry_after: None,
+        })
+    }
+
+    /// Makes about `per_mille`/1000 of requests fail with 503 (retryable for every API).
+    pub fn fail_randomly(&self, per_mille: u64) {
+        self.failure_per_mille.store(per_mille, Relaxed);
     }
 
     /// Stores items the destination accepted.
@@ -247,6 +264,10 @@ macro_rules! recorder_accessors {
         /// The next requests get these answers, in order, before normal service resumes.
         pub fn script(&self, answers: impl IntoIterator<Item = $crate::fake::Scripted>) {
             self.rec().script(answers);
+        }
+        /// About `per_mille`/1000 of requests fail with a retryable 503.
+        pub fn fail_randomly(&self, per_mille: u64) {
+            self.rec().fail_randomly(per_mille);
         }
         /// Drops the scripted answers not yet used: normal service resumes.
         pub fn clear_script(&self) {

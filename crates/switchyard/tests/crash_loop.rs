@@ -1,0 +1,207 @@
+//! The crash loop: the real binary is SIGKILLed at random moments K times while the fake
+//! destinations randomly fail, and restarted each time. At the end every event must have
+//! reached every destination of its connector_list at least once; the duplicate rate (which
+//! only the uncommitted tails at the kills can cause) is reported.
+//!
+//! `make test` runs it small; `make soak` sets SWITCHYARD_SOAK_EVENTS and
+//! SWITCHYARD_SOAK_KILLS higher.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use switchyard_testkit::{Broker, FakeDatadog, FakeHec, Generator};
+
+const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+const TOKEN: &str = "crash-loop-token";
+const DD_KEY: &str = "crash-loop-dd-key";
+const HEC: &str = "dz-connector-splunk";
+const DD: &str = "dz-connector-datadog";
+const PATIENCE: Duration = Duration::from_secs(300);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The router process; SIGKILLed if the test ends early.
+struct Router(Child);
+
+impl Router {
+    fn start(config: &std::path::Path) -> Router {
+        let child = Command::new(BIN)
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("SWITCHYARD_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Router(child)
+    }
+}
+
+impl Drop for Router {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Event ids each fake received, with how often.
+fn counts(items: Vec<serde_json::Value>, path: &str) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for v in items {
+        if let Some(id) = v.pointer(path).and_then(|x| x.as_str()) {
+            *m.entry(id.to_string()).or_default() += 1;
+        }
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_restarts_lose_nothing() {
+    let n = env_or("SWITCHYARD_SOAK_EVENTS", 2000);
+    let kills = env_or("SWITCHYARD_SOAK_KILLS", 3);
+    // The mock keeps 5 MiB per partition: about 1,400 sample-size events.
+    let partitions = (n / 1000 + 2) as i32;
+    let broker = Broker::mock().unwrap();
+    broker.create_topic("qoe", partitions).unwrap();
+    let hec = FakeHec::builder(TOKEN).start().await.unwrap();
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    hec.fail_randomly(100);
+    dd.fail_randomly(100);
+
+    let lists = [HEC, DD, "dz-connector-splunk,dz-connector-datadog"];
+    let mut g = Generator::new("crash", 11).connector_lists(&lists);
+    let mut want_hec = HashSet::new();
+    let mut want_dd = HashSet::new();
+    let mut records = Vec::new();
+    for i in 0..n {
+        let (id, bytes) = g.next_event();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let list = v["connector_list"].as_str().unwrap();
+        if list.contains(HEC) {
+            want_hec.insert(id.clone());
+        }
+        if list.contains(DD) {
+            want_dd.insert(id);
+        }
+        records.push(((i as i32) % partitions, bytes));
+    }
+    broker.produce("qoe", records);
+
+    let dir = std::env::temp_dir().join(format!("switchyard-crash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("connectors.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topics = ["qoe"]
+group_id = "crash-loop"
+commit_interval_ms = 200
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[admin]
+bind = "127.0.0.1:0"
+[connectors.{HEC}]
+kind = "splunk_hec"
+endpoint = "{hec}"
+token = "{TOKEN}"
+[connectors.{HEC}.batch]
+max_events = 50
+max_linger_ms = 20
+[connectors.{HEC}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+[connectors.{DD}]
+kind = "datadog_logs"
+endpoint = "{dd}"
+api_key = "{DD_KEY}"
+[connectors.{DD}.batch]
+max_events = 50
+max_linger_ms = 20
+[connectors.{DD}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+"#,
+            brokers = broker.bootstrap_servers(),
+            hec = hec.url(),
+            dd = dd.url()
+        ),
+    )
+    .unwrap();
+
+    for kill in 0..kills {
+        let mut router = Router::start(&config);
+        // A random moment, measured in deliveries rather than time.
+        let step = fastrand::u64(40..(n / (kills + 1)).max(41));
+        let target = hec.received_count() + step;
+        assert!(
+            hec.wait_for_received(target, PATIENCE).await,
+            "router {kill} made no progress"
+        );
+        router.0.kill().unwrap(); // SIGKILL: no flush, no commit
+        router.0.wait().unwrap();
+    }
+
+    // The last run goes to the end, then stops gracefully.
+    let mut router = Router::start(&config);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (h, d) = (
+            counts(hec.received(), "/event/event_id"),
+            counts(dd.received(), "/event_id"),
+        );
+        if want_hec.iter().all(|id| h.contains_key(id))
+            && want_dd.iter().all(|id| d.contains_key(id))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything arrived"
+        );
+        let seen = hec.received_count();
+        let _ = hec
+            .wait_for_received(seen + 1, Duration::from_millis(500))
+            .await;
+        let seen = dd.received_count();
+        let _ = dd
+            .wait_for_received(seen + 1, Duration::from_millis(500))
+            .await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &router.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || router.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        status.success(),
+        "graceful stop after the crash loop: {status:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (h, d) = (
+        counts(hec.received(), "/event/event_id"),
+        counts(dd.received(), "/event_id"),
+    );
+    let delivered: usize = h.values().sum::<usize>() + d.values().sum::<usize>();
+    let wanted = want_hec.len() + want_dd.len();
+    let duplicates = delivered - wanted;
+    eprintln!(
+        "crash loop: {n} events, {kills} SIGKILLs, 10% random 503s: {wanted} deliveries wanted, {delivered} made, duplicate rate {:.2}%",
+        100.0 * duplicates as f64 / wanted as f64
+    );
+    assert!(
+        h.keys().all(|id| want_hec.contains(id)) && d.keys().all(|id| want_dd.contains(id)),
+        "nothing sent where it was not routed"
+    );
+}
