@@ -205,3 +205,141 @@ max_backoff_ms = 200
         "nothing sent where it was not routed"
     );
 }
+
+/// GET over plain HTTP/1.1: the body.
+async fn http_get(addr: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Peak resident memory of `pid`, in MiB (Linux /proc).
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// The bound this test holds the router to: the in-flight limits below (400 events of about
+/// 4 KB) plus librdkafka's 16 MiB prefetch, the runtime and a debug build's overhead.
+const MEMORY_BOUND_MIB: f64 = 128.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_for_long_keeps_memory_bounded() {
+    let partitions = 8;
+    let broker = Broker::mock().unwrap();
+    broker.create_topic("qoe", partitions).unwrap();
+    let hec = FakeHec::builder(TOKEN)
+        .counting_only()
+        .start()
+        .await
+        .unwrap();
+    let dd = FakeDatadog::start_with(DD_KEY, switchyard_testkit::datadog::MAX_PAYLOAD, false)
+        .await
+        .unwrap();
+    hec.fail_randomly(1000); // Splunk is down for the whole test; on_exhausted = block holds.
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+
+    let dir = std::env::temp_dir().join(format!("switchyard-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("connectors.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topics = ["qoe"]
+group_id = "memory"
+max_inflight_per_partition = 100
+max_inflight_events = 400
+[admin]
+bind = "{admin}"
+[connectors.{HEC}]
+kind = "splunk_hec"
+endpoint = "{hec}"
+token = "{TOKEN}"
+[connectors.{HEC}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 100
+[connectors.{DD}]
+kind = "datadog_logs"
+endpoint = "{dd}"
+api_key = "{DD_KEY}"
+[connectors.{DD}.batch]
+max_linger_ms = 20
+"#,
+            brokers = broker.bootstrap_servers(),
+            hec = hec.url(),
+            dd = dd.url()
+        ),
+    )
+    .unwrap();
+    let router = Router::start(&config);
+
+    // Producers keep writing while Splunk is down: 8,000 events, every one for both.
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let producer = std::thread::spawn(move || {
+        let broker_client: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let mut g =
+            Generator::new("mem", 5).connector_lists(&["dz-connector-splunk,dz-connector-datadog"]);
+        use rdkafka::producer::Producer;
+        for i in 0..8000 {
+            let payload = g.next_event().1;
+            let mut record = rdkafka::producer::BaseRecord::<(), _>::to("qoe")
+                .partition(i % partitions)
+                .payload(&payload);
+            while let Err((_, r)) = broker_client.send(record) {
+                broker_client.poll(Duration::from_millis(10));
+                record = r;
+            }
+            broker_client.poll(Duration::ZERO);
+        }
+        broker_client.flush(Duration::from_secs(60)).unwrap();
+    });
+    tokio::task::spawn_blocking(move || producer.join().unwrap())
+        .await
+        .unwrap();
+    // Datadog gets what was let in before the partitions paused; then the inflow stops.
+    assert!(dd.wait_for_received(400, PATIENCE).await);
+
+    let text = http_get(&admin, "/metrics").await;
+    let consumed = metric(&text, "switchyard_events_consumed_total").unwrap_or(f64::MAX);
+    let paused = metric(&text, "switchyard_paused_partitions").unwrap_or(0.0);
+    let rss = peak_rss_mib(router.0.id());
+    eprintln!(
+        "destination down: {consumed} of 8000 records read, {paused} partitions paused, peak RSS {rss:.0} MiB (bound {MEMORY_BOUND_MIB} MiB)"
+    );
+    assert!(
+        consumed <= 1200.0,
+        "read {consumed} records while Splunk held every one"
+    );
+    assert!(paused >= 1.0, "partitions are paused, not buffered");
+    assert!(rss > 0.0 && rss < MEMORY_BOUND_MIB, "peak RSS {rss} MiB");
+    drop(router);
+    let _ = std::fs::remove_dir_all(&dir);
+}
