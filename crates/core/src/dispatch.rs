@@ -103,6 +103,15 @@ impl Dispatcher {
         Accepted::Routed(targets)
     }
 
+    /// Passes over a record on purpose (a replay's header filter): its offset finishes at
+    /// once, in order.
+    pub fn skip(&self, origin: &Origin) {
+        let _ = self
+            .acker
+            .lock()
+            .register(origin.partition, origin.offset, TargetSet::default());
+    }
+
     /// Without a dead-letter topic the record finishes at once; with one, when its letter is
     /// written.
     fn dead_letter_malformed(&self, raw: Bytes, origin: Origin, bad: &Malformed) {

@@ -89,6 +89,8 @@ pub struct Route {
 
 /// Maps an event's `connector_list` to the connectors it must reach.
 pub struct Router {
+    /// Route every event to the defaults, whatever its `connector_list` says (replay).
+    ignore_lists: bool,
     routes: Vec<Route>,
     by_id: HashMap<String, ConnectorIndex>,
     defaults: TargetSet,
@@ -120,11 +122,19 @@ impl Router {
             }
         }
         Router {
+            ignore_lists: false,
             routes,
             by_id,
             defaults: default_set,
             unknown: Mutex::default(),
         }
+    }
+
+    /// This router, sending every event to the default connectors only (for replaying a
+    /// dead-letter topic to one connector).
+    pub fn ignoring_connector_lists(mut self) -> Self {
+        self.ignore_lists = true;
+        self
     }
 
     pub fn routes(&self) -> &[Route] {
@@ -138,8 +148,8 @@ impl Router {
     /// The enabled connectors this event must reach, after filters.
     pub fn route(&self, event: &Event) -> TargetSet {
         let named = match event.connector_list() {
-            Some(list) => self.resolve(list, event),
-            None => self.defaults,
+            Some(list) if !self.ignore_lists => self.resolve(list, event),
+            _ => self.defaults,
         };
         let mut out = TargetSet::default();
         for i in named.iter() {
@@ -253,6 +263,14 @@ mod tests {
         assert_eq!(ids(&r, r.route(&ev(None, "x", "c"))), ["splunk"]);
         assert!(r.route(&ev(Some("dd"), "x", "c")).is_empty());
         assert!(r.route(&ev(Some(""), "x", "c")).is_empty());
+    }
+
+    #[test]
+    fn ignoring_lists_sends_everything_to_the_defaults() {
+        let r = Router::new(vec![route("splunk"), route("dd")], &["dd".into()])
+            .ignoring_connector_lists();
+        assert_eq!(ids(&r, r.route(&ev(Some("splunk"), "x", "c"))), ["dd"]);
+        assert!(r.unknown_counts().is_empty());
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct SourceConfig {
     pub max_inflight_events: usize,
     pub revoke_drain_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Only records carrying this header (name, value) are dispatched; the others finish at
+    /// once. For replaying a dead-letter topic to one connector.
+    pub only_with_header: Option<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,8 +264,19 @@ impl Worker {
             offset: msg.offset(),
         };
         // The one copy of the payload: librdkafka's buffer is gone after the next poll.
-        let raw = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
         let topic = origin.topic.clone();
+        if let Some((name, value)) = &self.cfg.only_with_header {
+            use rdkafka::message::Headers;
+            let matches = msg.headers().is_some_and(|h| {
+                h.iter()
+                    .any(|x| x.key == name && x.value == Some(value.as_bytes()))
+            });
+            if !matches {
+                dispatcher.skip(&origin);
+                return None;
+            }
+        }
+        let raw = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
         dispatcher.accept(raw, origin);
         let over = {
             let t = self.shared.acker.lock();

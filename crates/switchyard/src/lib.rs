@@ -6,6 +6,7 @@ pub mod admin;
 pub mod demo;
 pub mod pipeline;
 pub mod progress;
+pub mod replay;
 pub mod settings;
 
 pub use pipeline::{Monitor, Pipeline, Progress};

@@ -35,6 +35,22 @@ enum Command {
     Run(ConfigArg),
     /// Check a configuration file; lists every problem and exits 2 if there are any.
     Validate(ConfigArg),
+    /// Deliver one connector's dead-lettered events again (after fixing the cause), then stop.
+    Replay {
+        #[arg(
+            long,
+            short,
+            default_value = "connectors.toml",
+            env = "SWITCHYARD_CONFIG"
+        )]
+        config: String,
+        /// The connector whose letters to replay.
+        #[arg(long)]
+        connector: String,
+        /// Give up if not caught up by then.
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+    },
     /// Run the config against an embedded broker, generated events and local stand-ins.
     #[cfg(feature = "demo")]
     Demo {
@@ -81,6 +97,11 @@ async fn main() -> ExitCode {
     match cli.command {
         Command::Validate(a) => validate(&a.config),
         Command::Run(a) => run(&a.config).await,
+        Command::Replay {
+            config,
+            connector,
+            timeout_secs,
+        } => replay(&config, &connector, timeout_secs).await,
         #[cfg(feature = "demo")]
         Command::Demo {
             config,
@@ -131,6 +152,29 @@ fn validate(path: &str) -> ExitCode {
         Err(invalid) => {
             eprint!("{path}: {invalid}");
             ExitCode::from(2)
+        }
+    }
+}
+
+async fn replay(path: &str, connector: &str, timeout_secs: u64) -> ExitCode {
+    let settings = match Settings::load(path, &env_lookup) {
+        Ok(s) => s,
+        Err(invalid) => {
+            eprint!("{path}: {invalid}");
+            return ExitCode::from(2);
+        }
+    };
+    match switchyard::replay::run(&settings, connector, Duration::from_secs(timeout_secs)).await {
+        Ok(r) => {
+            println!(
+                "replayed to {connector}: {} delivered, {} refused again (see logs)",
+                r.delivered, r.refused_again
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("replay failed: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -123,7 +123,11 @@ impl Pipeline {
                 filter: c.filter.clone(),
             })
             .collect();
-        let router = Arc::new(Router::new(routes, &settings.router.default_connectors));
+        let mut router = Router::new(routes, &settings.router.default_connectors);
+        if settings.router.ignore_connector_lists {
+            router = router.ignoring_connector_lists();
+        }
+        let router = Arc::new(router);
         let dead_letters: Option<Arc<dyn DeadLetters>> = match &settings.dead_letter.topic {
             Some(topic) => Some(Arc::new(DlqProducer::new(
                 &settings.kafka.brokers,

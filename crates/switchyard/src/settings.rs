@@ -72,6 +72,8 @@ pub struct AdminSettings {
 #[derive(Debug, Clone)]
 pub struct RouterSettings {
     pub default_connectors: Vec<String>,
+    /// Send every event to `default_connectors` only (replay); not a file setting.
+    pub ignore_connector_lists: bool,
     pub max_event_bytes: usize,
     pub shutdown_timeout: Duration,
 }
@@ -218,6 +220,7 @@ impl Settings {
             },
             kafka: kafka.into_source(router.shutdown_timeout()),
             router: RouterSettings {
+                ignore_connector_lists: false,
                 shutdown_timeout: router.shutdown_timeout(),
                 default_connectors: router.default_connectors,
                 max_event_bytes: router.max_event_bytes,
@@ -417,6 +420,7 @@ impl KafkaSection {
             max_inflight_events: self.max_inflight_events,
             revoke_drain_timeout: Duration::from_secs(self.revoke_drain_timeout_secs),
             shutdown_timeout,
+            only_with_header: None,
         }
     }
 }
