@@ -195,3 +195,65 @@ async fn with_dead_letter_policy_exhausted_retries_go_to_the_dead_letter_topic()
         "two attempts, both refused; never delivered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_dead_letter_topic_holds_the_partition_instead_of_skipping() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let h = Harness::new(1).await;
+    h.broker.create_topic(DLQ, 1).unwrap();
+    h.hec
+        .reject_when(|env| env["event"]["poison"] == Value::Bool(true));
+    let mut records = events("held", 20);
+    let mut poisoned: Value = serde_json::from_slice(&records[7].1).unwrap();
+    poisoned["poison"] = true.into();
+    records[7].1 = serde_json::to_vec(&poisoned).unwrap();
+    h.produce(records);
+    // From now on every Produce request fails (retriably): the dead-letter write cannot land.
+    let mock = h
+        .broker
+        .mock_cluster()
+        .expect("fault injection needs the mock cluster");
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+    );
+    let settings = h.settings(
+        "g-held",
+        "",
+        &format!("[connectors.dz-connector-splunk.batch]\nmax_events = 5\nmax_linger_ms = 20\n[dead_letter]\ntopic = \"{DLQ}\""),
+    );
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        h.hec.wait_for_received(19, PATIENCE).await,
+        "the other events are delivered"
+    );
+    // Everything before the poison event is committed; nothing after it, however delivered.
+    assert!(
+        committed_to_end(&pipeline, 7),
+        "{:?}",
+        pipeline.source_status()
+    );
+    let stats = pipeline.connector_stats(SPLUNK).unwrap();
+    assert_eq!(
+        (stats.snapshot().rejected, stats.snapshot().dead_lettered),
+        (1, 0)
+    );
+    assert_eq!(
+        pipeline
+            .source_status()
+            .committed
+            .get(&(TOPIC.to_string(), 0)),
+        Some(&7)
+    );
+
+    // The topic comes back: the letter lands and the partition moves on to the end.
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    assert!(
+        committed_to_end(&pipeline, 20),
+        "{:?}",
+        pipeline.source_status()
+    );
+    assert_eq!(stats.snapshot().dead_lettered, 1);
+    assert!(pipeline.shutdown().await);
+    assert_eq!(read_dlq(h.broker.bootstrap_servers(), 1).len(), 1);
+}
