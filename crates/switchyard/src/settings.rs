@@ -203,7 +203,13 @@ impl Settings {
             problems.push(problem("router.max_event_bytes", "must be at least 1"));
         }
         if connectors.len() > switchyard_core::TargetSet::CAPACITY {
-            problems.push(problem("connectors", "at most 64 connectors are supported"));
+            problems.push(problem(
+                "connectors",
+                &format!(
+                    "at most {} connectors are supported",
+                    switchyard_core::TargetSet::CAPACITY
+                ),
+            ));
         }
         Some(Settings {
             dead_letter: DeadLetterSettings {
