@@ -79,6 +79,7 @@ impl Engine {
         let limits = settings.limits.clamp_to(connector.hard_limits());
         let shared = Arc::new(Shared {
             observability: std::sync::Mutex::new(None),
+            observability_len: std::sync::atomic::AtomicUsize::new(0),
             id: Arc::from(id),
             index,
             settings,
@@ -109,6 +110,8 @@ impl Engine {
 struct Shared<C> {
     /// The latest completed delivery's records, serialized once: `{…},{…},…`.
     observability: std::sync::Mutex<Option<Arc<[u8]>>>,
+    /// Their length, read for every event queued: an atomic, not the mutex.
+    observability_len: std::sync::atomic::AtomicUsize,
     id: Arc<str>,
     index: ConnectorIndex,
     settings: EngineSettings,
@@ -368,7 +371,10 @@ impl<C: Connector> Shared<C> {
 
     /// Bytes the records add to each event (plus room for the key, if it must be added).
     fn observability_len(&self) -> usize {
-        self.observability().map_or(0, |o| o.len() + 64)
+        match self.observability_len.load(Relaxed) {
+            0 => 0,
+            n => n + 64,
+        }
     }
 
     fn set_observability(&self, t: &DeliveryTimings) {
@@ -378,7 +384,9 @@ impl<C: Connector> Shared<C> {
             && let Ok(mut slot) = self.observability.lock()
         {
             // Without the brackets: the records join the event's own list.
-            *slot = Some(Arc::from(&list[1..list.len() - 1]));
+            let records: Arc<[u8]> = Arc::from(&list[1..list.len() - 1]);
+            self.observability_len.store(records.len(), Relaxed);
+            *slot = Some(records);
         }
     }
 

@@ -4,7 +4,6 @@
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use switchyard_testkit::{Broker, FakeHec, Generator};
@@ -12,26 +11,8 @@ use switchyard_testkit::{Broker, FakeHec, Generator};
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "0a1b2c3d-secret-token-value";
 
-/// A config file in the temp dir, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, text: &str) -> TempFile {
-        let path =
-            std::env::temp_dir().join(format!("switchyard-{}-{name}.toml", std::process::id()));
-        std::fs::write(&path, text).unwrap();
-        TempFile(path)
-    }
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+mod common;
+use common::TempFile;
 
 fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);

@@ -11,6 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use switchyard_testkit::{Broker, FakeDatadog, FakeHec, Generator};
 
+mod common;
+use common::TempFile;
+
 const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "crash-loop-token";
 const DD_KEY: &str = "crash-loop-dd-key";
@@ -91,12 +94,9 @@ async fn kill_nine_restarts_lose_nothing() {
     }
     broker.produce("qoe", records);
 
-    let dir = std::env::temp_dir().join(format!("switchyard-crash-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("connectors.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let file = TempFile::new(
+        "crash-loop",
+        &format!(
             r#"
 [kafka]
 brokers = "{brokers}"
@@ -133,11 +133,11 @@ max_backoff_ms = 200
             hec = hec.url(),
             dd = dd.url()
         ),
-    )
-    .unwrap();
+    );
+    let config = std::path::Path::new(file.path());
 
     for kill in 0..kills {
-        let mut router = Router::start(&config);
+        let mut router = Router::start(config);
         // A random moment, measured in deliveries rather than time.
         let step = fastrand::u64(40..(n / (kills + 1)).max(41));
         let target = hec.received_count() + step;
@@ -150,7 +150,7 @@ max_backoff_ms = 200
     }
 
     // The last run goes to the end, then stops gracefully.
-    let mut router = Router::start(&config);
+    let mut router = Router::start(config);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (h, d) = (
@@ -187,7 +187,6 @@ max_backoff_ms = 200
         status.success(),
         "graceful stop after the crash loop: {status:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 
     let (h, d) = (
         counts(hec.received(), "/event/event_id"),
@@ -261,12 +260,9 @@ async fn a_destination_down_for_long_keeps_memory_bounded() {
         .unwrap()
         .to_string();
 
-    let dir = std::env::temp_dir().join(format!("switchyard-mem-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("connectors.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let file = TempFile::new(
+        "memory",
+        &format!(
             r#"
 [kafka]
 brokers = "{brokers}"
@@ -294,9 +290,9 @@ max_linger_ms = 20
             hec = hec.url(),
             dd = dd.url()
         ),
-    )
-    .unwrap();
-    let router = Router::start(&config);
+    );
+    let config = std::path::Path::new(file.path());
+    let router = Router::start(config);
 
     // Producers keep writing while Splunk is down: 8,000 events, every one for both.
     let bootstrap = broker.bootstrap_servers().to_string();
@@ -341,5 +337,4 @@ max_linger_ms = 20
     assert!(paused >= 1.0, "partitions are paused, not buffered");
     assert!(rss > 0.0 && rss < MEMORY_BOUND_MIB, "peak RSS {rss} MiB");
     drop(router);
-    let _ = std::fs::remove_dir_all(&dir);
 }
