@@ -36,13 +36,47 @@ impl fmt::Display for Secret {
 
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        string_or_number(d).map(Secret)
     }
+}
+
+/// A string that may arrive as a number: a `SWITCHYARD__…` override such as an all-digit
+/// account id or key is parsed as one before it reaches the field.
+pub fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Visitor;
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_string<E: serde::de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_any(Visitor)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_numeric_value_is_read_as_its_digits() {
+        let s: Secret = serde_json::from_value(serde_json::json!(1234567)).unwrap();
+        assert_eq!(s.expose(), "1234567");
+        let s: Secret = serde_json::from_value(serde_json::json!("abc")).unwrap();
+        assert_eq!(s.expose(), "abc");
+        assert!(serde_json::from_value::<Secret>(serde_json::json!(true)).is_err());
+    }
 
     #[test]
     fn debug_and_display_hide_the_value() {

@@ -107,6 +107,30 @@ fn environment_overrides_apply_and_secrets_are_not_echoed() {
     }
 }
 
+#[test]
+fn all_digit_overrides_are_read_as_strings() {
+    // The environment source parses "1000001" as a number; an account id or key is a string.
+    let out = switchyard(
+        &["validate", "--config", &repo_config()],
+        &[
+            REPO_ENV.as_slice(),
+            &[
+                (
+                    "SWITCHYARD__CONNECTORS__DZ-CONNECTOR-NEWRELIC__ACCOUNT_ID",
+                    "1000001",
+                ),
+                (
+                    "SWITCHYARD__CONNECTORS__DZ-CONNECTOR-DATADOG__API_KEY",
+                    "424242",
+                ),
+            ],
+        ]
+        .concat(),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
 /// Kills the child if the test fails before it exits.
 struct Running(Child);
 

@@ -72,7 +72,10 @@ pub struct NewRelicConfig {
     /// An explicit base URL; overrides `region`.
     #[serde(default)]
     pub endpoint: Option<String>,
-    #[serde(default)]
+    #[serde(
+        default,
+        deserialize_with = "switchyard_core::secret::string_or_number"
+    )]
     pub account_id: String,
     /// A license key, sent as `Api-Key`.
     #[serde(default)]
