@@ -5,7 +5,10 @@
 //! 4096-character values) are applied here, each adjustment counted by reason.
 
 use crate::config::{Arrays, Booleans, NewRelicConfig, OnInvalid, TEMPLATE, check_event_type};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+use std::fmt::Write as _;
 use std::io::Write;
 use switchyard_core::Event;
 
@@ -76,6 +79,9 @@ impl Flattener {
         out: &mut Vec<u8>,
     ) -> Outcome {
         let mut outcome = Outcome::default();
+        // One buffer for the batch: each event with the timings spliced in, when there are.
+        let mut spliced = Vec::new();
+        let mut name = String::with_capacity(128);
         out.push(b'[');
         let mut first = true;
         for (i, e) in events.iter().enumerate() {
@@ -83,8 +89,16 @@ impl Flattener {
             if !first {
                 out.push(b',');
             }
+            let text = match observability {
+                Some(records) => {
+                    spliced.clear();
+                    e.write_json(&mut spliced, Some(records));
+                    &spliced[..]
+                }
+                None => e.json(),
+            };
             let mut fixes = Vec::new();
-            match self.write_event(e, observability, out, &mut fixes) {
+            match self.write_event(e, text, out, &mut name, &mut fixes) {
                 Ok(()) => {
                     first = false;
                     outcome.fixes.extend(fixes);
@@ -99,47 +113,45 @@ impl Flattener {
         outcome
     }
 
+    /// Streams `text` (the event's JSON) into one flat Event API object: a single pass of
+    /// the parser, no tree, strings borrowed unless they hold escapes.
     fn write_event(
         &self,
         e: &Event,
-        observability: Option<&[u8]>,
+        text: &[u8],
         out: &mut Vec<u8>,
+        name: &mut String,
         fixes: &mut Vec<&'static str>,
     ) -> Result<(), String> {
-        // The one full parse in switchyard: the Event API needs every leaf.
-        let spliced;
-        let text = match observability {
-            Some(records) => {
-                let mut buf = Vec::with_capacity(e.json().len() + records.len() + 64);
-                e.write_json(&mut buf, Some(records));
-                spliced = buf;
-                &spliced[..]
-            }
-            None => e.json(),
-        };
-        let value: Value = serde_json::from_slice(text).map_err(|err| format!("invalid: {err}"))?;
-        let Value::Object(top) = value else {
+        if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err("invalid: not an object".into());
-        };
+        }
         out.extend_from_slice(b"{\"eventType\":");
         json(out, &self.event_type(e, fixes));
         let _ = write!(out, ",\"timestamp\":{}", e.timestamp_us().div_euclid(1000));
+        name.clear();
         let mut w = Writer {
             out,
             f: self,
             fixes,
-            name: String::with_capacity(64),
+            name,
             attributes: 2,
             capped: false,
+            rejected: None,
         };
-        w.object(&top)?;
+        let mut de = serde_json::Deserializer::from_slice(text);
+        let parsed = Leaf(&mut w).deserialize(&mut de).and_then(|()| de.end());
+        if let Some(reason) = w.rejected.take() {
+            return Err(reason);
+        }
+        parsed.map_err(|err| format!("invalid: {err}"))?;
         w.out.push(b'}');
         Ok(())
     }
 
-    fn event_type(&self, e: &Event, fixes: &mut Vec<&'static str>) -> String {
+    fn event_type<'e>(&'e self, e: &Event, fixes: &mut Vec<&'static str>) -> Cow<'e, str> {
         match &self.event_type {
-            EventType::Fixed(t) => t.clone(),
+            EventType::Fixed(t) => Cow::Borrowed(t),
             EventType::Template(pre, post) => {
                 let raw = e.event_type().unwrap_or("unknown");
                 let clean: String = raw
@@ -155,7 +167,7 @@ impl Flattener {
                 if clean != raw {
                     fixes.push("event_type_sanitized");
                 }
-                format!("{pre}{clean}{post}")
+                Cow::Owned(format!("{pre}{clean}{post}"))
             }
         }
     }
@@ -166,56 +178,32 @@ struct Writer<'a> {
     out: &'a mut Vec<u8>,
     f: &'a Flattener,
     fixes: &'a mut Vec<&'static str>,
-    name: String,
+    name: &'a mut String,
     attributes: usize,
     /// The attribute cap was hit (counted once per event).
     capped: bool,
+    /// Why the event is rejected (`on_invalid = "reject"`); the parser stops at once.
+    rejected: Option<String>,
 }
 
 impl Writer<'_> {
-    fn object(&mut self, m: &Map<String, Value>) -> Result<(), String> {
-        for (k, v) in m {
-            self.nested(k, v)?;
-        }
-        Ok(())
-    }
-
-    fn nested(&mut self, segment: &str, v: &Value) -> Result<(), String> {
+    /// Appends `.segment` (or `segment` at the top) to the current name; returns the length
+    /// to truncate back to.
+    fn enter(&mut self, segment: &str) -> usize {
         let len = self.name.len();
         if len > 0 {
             self.name.push('.');
         }
         self.name.push_str(segment);
-        let result = self.value(v);
-        self.name.truncate(len);
-        result
-    }
-
-    fn value(&mut self, v: &Value) -> Result<(), String> {
-        match v {
-            Value::Object(m) => self.object(m),
-            Value::Array(items) => match self.f.arrays {
-                Arrays::Flatten => {
-                    for (i, x) in items.iter().enumerate() {
-                        self.nested(&i.to_string(), x)?;
-                    }
-                    Ok(())
-                }
-                Arrays::Json => self.string(&Value::Array(items.clone()).to_string()),
-            },
-            // New Relic does not store nulls.
-            Value::Null => Ok(()),
-            Value::Bool(b) => match self.f.booleans {
-                Booleans::String => self.string(if *b { "true" } else { "false" }),
-                Booleans::Number => self.raw(if *b { "1" } else { "0" }),
-            },
-            Value::Number(n) => self.raw(&n.to_string()),
-            Value::String(s) => self.string(s),
-        }
+        len
     }
 
     fn string(&mut self, s: &str) -> Result<(), String> {
-        let s = match s.char_indices().nth(MAX_VALUE_CHARS) {
+        // A character is at least a byte: only a long string can be over the limit.
+        let s = match (s.len() > MAX_VALUE_CHARS)
+            .then(|| s.char_indices().nth(MAX_VALUE_CHARS))
+            .flatten()
+        {
             None => s,
             Some((cut, _)) => {
                 self.problem("value_truncated", |name| {
@@ -230,11 +218,26 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn raw(&mut self, text: &str) -> Result<(), String> {
+    fn raw(&mut self, text: &[u8]) -> Result<(), String> {
         if self.admit()? {
-            self.out.extend_from_slice(text.as_bytes());
+            self.out.extend_from_slice(text);
         }
         Ok(())
+    }
+
+    /// A number as serde_json writes it (the parser never yields NaN or infinity).
+    fn number(&mut self, n: impl serde::Serialize) -> Result<(), String> {
+        if self.admit()? {
+            let _ = serde_json::to_writer(&mut *self.out, &n);
+        }
+        Ok(())
+    }
+
+    /// Appends `.index` for an array element.
+    fn enter_index(&mut self, i: usize) -> usize {
+        let len = self.name.len();
+        let _ = write!(self.name, ".{i}");
+        len
     }
 
     /// Writes the attribute's name if New Relic would keep it; false to skip the value.
@@ -243,7 +246,7 @@ impl Writer<'_> {
             self.fixes.push("reserved_attribute");
             return Ok(false);
         }
-        if self.name.chars().count() > MAX_NAME_CHARS {
+        if self.name.len() > MAX_NAME_CHARS && self.name.chars().count() > MAX_NAME_CHARS {
             self.problem("name_too_long", |name| {
                 let start: String = name.chars().take(40).collect();
                 format!("invalid: an attribute name is longer than 255 characters ({start}…)")
@@ -261,7 +264,7 @@ impl Writer<'_> {
         }
         self.attributes += 1;
         self.out.push(b',');
-        json(self.out, &self.name);
+        json(self.out, self.name);
         self.out.push(b':');
         Ok(true)
     }
@@ -278,8 +281,189 @@ impl Writer<'_> {
                 self.fixes.push(fix);
                 Ok(())
             }
-            OnInvalid::Reject => Err(reason(&self.name)),
+            OnInvalid::Reject => Err(reason(self.name)),
         }
+    }
+
+    /// Turns a rejection into a parser error that stops the walk, keeping the reason.
+    fn check<E: de::Error>(&mut self, r: Result<(), String>) -> Result<(), E> {
+        r.map_err(|reason| {
+            let e = E::custom(&reason);
+            self.rejected = Some(reason);
+            e
+        })
+    }
+}
+
+/// The value at the writer's current name: objects and (flattened) arrays recurse, leaves
+/// are written.
+struct Leaf<'w, 'a>(&'w mut Writer<'a>);
+
+impl<'de> DeserializeSeed<'de> for Leaf<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Leaf<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(back) = map.next_key_seed(Segment(self.0))? {
+            map.next_value_seed(Leaf(self.0))?;
+            self.0.name.truncate(back);
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.0.f.arrays == Arrays::Json {
+            let mut text = Vec::new();
+            Compact(&mut text).visit_seq(seq)?;
+            let text = String::from_utf8_lossy(&text);
+            let r = self.0.string(&text);
+            return self.0.check(r);
+        }
+        for i in 0usize.. {
+            let back = self.0.enter_index(i);
+            let more = seq.next_element_seed(Leaf(self.0))?;
+            self.0.name.truncate(back);
+            if more.is_none() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    // New Relic does not store nulls.
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        let r = match self.0.f.booleans {
+            Booleans::String => self.0.string(if b { "true" } else { "false" }),
+            Booleans::Number => self.0.raw(if b { b"1" } else { b"0" }),
+        };
+        self.0.check(r)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        let r = self.0.number(n);
+        self.0.check(r)
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        let r = self.0.number(n);
+        self.0.check(r)
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<(), E> {
+        let r = self.0.number(n);
+        self.0.check(r)
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        let r = self.0.string(s);
+        self.0.check(r)
+    }
+}
+
+/// An object key: appended to the writer's name (borrowed from the input when it can be).
+struct Segment<'w, 'a>(&'w mut Writer<'a>);
+
+impl<'de> DeserializeSeed<'de> for Segment<'_, '_> {
+    type Value = usize;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Segment<'_, '_> {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an attribute name")
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
+        Ok(self.0.enter(s))
+    }
+}
+
+/// Re-writes a value as compact JSON (`arrays = "json"`).
+struct Compact<'o>(&'o mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for Compact<'_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Compact<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.0.push(b'{');
+        let mut first = true;
+        while let Some(k) = map.next_key::<Cow<'de, str>>()? {
+            if !std::mem::take(&mut first) {
+                self.0.push(b',');
+            }
+            json(self.0, &k);
+            self.0.push(b':');
+            map.next_value_seed(Compact(self.0))?;
+        }
+        self.0.push(b'}');
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.0.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = self.0.len();
+            if !first {
+                self.0.push(b',');
+            }
+            if seq.next_element_seed(Compact(self.0))?.is_none() {
+                self.0.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        self.0.push(b']');
+        Ok(())
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        self.0
+            .extend_from_slice(if b { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        let _ = serde_json::to_writer(&mut *self.0, &n);
+        Ok(())
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        let _ = serde_json::to_writer(&mut *self.0, &n);
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<(), E> {
+        let _ = serde_json::to_writer(&mut *self.0, &n);
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
+        json(self.0, s);
+        Ok(())
     }
 }
 
@@ -292,6 +476,7 @@ fn json(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use crate::config::tests::config;
+    use serde_json::{Map, Value};
     use switchyard_testkit::event;
 
     const SAMPLE: &str = include_str!("../../../testkit/data/sample-event.json");

@@ -1,0 +1,142 @@
+//! The offered load: benchmark events made from the sample event, either preloaded into the
+//! broker (the throughput run) or produced at a fixed rate (the latency run).
+
+use crate::standins::{MARKER, MARKER_LEN, SEQ_DIGITS, TIME_DIGITS};
+use rdkafka::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use switchyard_testkit::{Broker, Generator};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Size {
+    /// The sample event as collectors write it (compact JSON, about 4.7 KB).
+    Sample,
+    /// A heartbeat-sized event: routing fields, a few metrics and the collector's timings.
+    Small,
+}
+
+/// One event template per connector list; event `seq` uses template `seq % len`, so a
+/// destination can tell which events were meant for it.
+pub struct Events {
+    templates: Vec<(Vec<u8>, usize)>,
+}
+
+impl Events {
+    pub fn new(size: Size, lists: &[String]) -> Events {
+        let templates = lists.iter().map(|l| template(size, l)).collect();
+        Events { templates }
+    }
+
+    /// Bytes per event (all templates of a run differ by their connector list only).
+    pub fn bytes(&self) -> usize {
+        self.templates.iter().map(|(t, _)| t.len()).sum::<usize>() / self.templates.len()
+    }
+
+    /// Event `seq`, stamped with its produce time.
+    pub fn write(&self, seq: u64, produced_us: u64, out: &mut Vec<u8>) {
+        let (template, at) = &self.templates[(seq % self.templates.len() as u64) as usize];
+        out.clear();
+        out.extend_from_slice(template);
+        let digits = format!("{seq:0SEQ_DIGITS$}:{produced_us:0TIME_DIGITS$}");
+        out[at + MARKER.len()..at + MARKER_LEN].copy_from_slice(digits.as_bytes());
+    }
+}
+
+fn template(size: Size, connector_list: &str) -> (Vec<u8>, usize) {
+    let mut e: Value = serde_json::from_str(Generator::sample()).expect("the sample is JSON");
+    let placeholder = format!(
+        "{}{}:{}",
+        String::from_utf8_lossy(MARKER),
+        "0".repeat(SEQ_DIGITS),
+        "0".repeat(TIME_DIGITS)
+    );
+    e["event_id"] = placeholder.into();
+    e["connector_list"] = connector_list.into();
+    // Now, as collectors stamp it (Datadog and New Relic refuse old timestamps).
+    e["event"]["timestamp"] = (crate::standins::now_us() / 1000).into();
+    if size == Size::Small {
+        if let Some(o) = e.as_object_mut() {
+            for k in [
+                "custom",
+                "geo_location",
+                "user_details",
+                "player",
+                "device",
+                "ad",
+                "video",
+            ] {
+                o.remove(k);
+            }
+        }
+        if let Some(m) = e["event"]["metrics"].as_object_mut() {
+            let keep: Vec<String> = m.keys().take(8).cloned().collect();
+            m.retain(|k, _| keep.contains(k));
+        }
+    }
+    let bytes = serde_json::to_vec(&e).expect("a Value serializes");
+    let at = memchr::memmem::find(&bytes, MARKER).expect("the marker is in the template");
+    (bytes, at)
+}
+
+/// Produces events `0..count` round-robin over `partitions` and waits until the broker has them.
+pub fn preload(broker: &Broker, topic: &str, partitions: i32, events: &Events, count: u64) {
+    let now = crate::standins::now_us();
+    broker.produce(
+        topic,
+        (0..count).map(|seq| {
+            let mut out = Vec::new();
+            events.write(seq, now, &mut out);
+            ((seq % partitions as u64) as i32, out)
+        }),
+    );
+}
+
+/// Produces events `first..first + count` at `rate` per second, each stamped as it is sent.
+pub fn offer(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    events: &Events,
+    first: u64,
+    count: u64,
+    rate: f64,
+) -> Result<(), KafkaError> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        // Latency is measured from the send call: do not hold records back to batch them.
+        .set("linger.ms", "1")
+        .set("message.max.bytes", "10000000")
+        .create()?;
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let mut sent = 0;
+    while sent < count {
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(count);
+        while sent < due {
+            let seq = first + sent;
+            events.write(seq, crate::standins::now_us(), &mut out);
+            let partition = (seq % partitions as u64) as i32;
+            let mut record = BaseRecord::<(), [u8]>::to(topic)
+                .partition(partition)
+                .payload(&out);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                        producer.poll(Duration::from_millis(1));
+                        record = r;
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+            sent += 1;
+        }
+        producer.poll(Duration::ZERO);
+        // Pacing, not synchronisation: wake each millisecond to send what has come due.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    producer.flush(Duration::from_secs(60))
+}

@@ -1,0 +1,412 @@
+//! End-to-end benchmark (`make bench`): the release `switchyard run`, with the repo's
+//! `connectors.toml`, consuming a Kafka-protocol broker (librdkafka's mock cluster) preloaded
+//! with generated events and delivering to fast local stand-ins of all four destinations.
+//!
+//! Per scenario (sample-size and small events, each fanned out to all four destinations and
+//! to one of them) it measures throughput on the preloaded backlog, then latency at a fixed
+//! offered load of half that throughput, checks that every event reached every destination it
+//! was meant for, and writes everything to `target/bench/results.json`. See
+//! docs/performance.md for what each number means.
+//!
+//! Knobs: SWITCHYARD_BENCH_EVENTS (sample-size events per scenario; small ones get four
+//! times as many), SWITCHYARD_BENCH_LATENCY_SECS, SWITCHYARD_BENCH_SCENARIOS (names, comma
+//! separated), SWITCHYARD_BENCH_CONFIG.
+
+mod load;
+mod router;
+mod standins;
+
+use load::{Events, Size};
+use router::RouterProcess;
+use serde_json::{Value, json};
+use standins::{Progress, Protocol, Tally, now_us};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use switchyard::settings::{Kind, Settings};
+use switchyard_testkit::Broker;
+
+/// The latency run never produces more than this many events.
+const MAX_LATENCY_EVENTS: u64 = 1_000_000;
+/// How long any one wait may take before the benchmark gives up (and fails).
+const PATIENCE: Duration = Duration::from_secs(600);
+/// librdkafka's mock cluster keeps the newest 5 MiB of a partition: the preload stays under.
+const PARTITION_BYTES: usize = 4 << 20;
+
+#[derive(Debug, Clone, Copy)]
+enum FanOut {
+    /// Every event names every enabled destination.
+    All,
+    /// Every event names one destination, in turn.
+    One,
+}
+
+struct Scenario {
+    name: String,
+    size: Size,
+    fan_out: FanOut,
+    events: u64,
+}
+
+struct Knobs {
+    config: PathBuf,
+    latency_secs: f64,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn main() -> std::process::ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let knobs = Knobs {
+        config: std::env::var("SWITCHYARD_BENCH_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("connectors.toml")),
+        latency_secs: env_or("SWITCHYARD_BENCH_LATENCY_SECS", 10.0),
+    };
+    let n: u64 = env_or("SWITCHYARD_BENCH_EVENTS", 50_000);
+    let only = std::env::var("SWITCHYARD_BENCH_SCENARIOS").unwrap_or_default();
+    let scenarios: Vec<Scenario> = [
+        ("sample-fanout-4", Size::Sample, FanOut::All, n),
+        ("sample-fanout-1", Size::Sample, FanOut::One, n),
+        ("small-fanout-4", Size::Small, FanOut::All, 4 * n),
+        ("small-fanout-1", Size::Small, FanOut::One, 4 * n),
+    ]
+    .into_iter()
+    .filter(|(name, ..)| only.is_empty() || only.split(',').any(|o| o.trim() == *name))
+    .map(|(name, size, fan_out, events)| Scenario {
+        name: name.into(),
+        size,
+        fan_out,
+        events,
+    })
+    .collect();
+
+    let out_dir = root.join("target/bench");
+    if let Err(e) = std::fs::create_dir_all(&out_dir) {
+        eprintln!("cannot create {}: {e}", out_dir.display());
+        return std::process::ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "switchyard end-to-end benchmark: {} ({} CPUs)",
+        knobs.config.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut results = Vec::new();
+    let mut failed = false;
+    for s in &scenarios {
+        println!("\n== {} ({} events) ==", s.name, s.events);
+        match rt.block_on(run(s, &knobs, &out_dir)) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("{}: INVALID: {e}", s.name);
+                results.push(json!({"scenario": s.name, "error": e}));
+                failed = true;
+            }
+        }
+    }
+    print_table(&results);
+    let doc = json!({
+        "benchmark": "switchyard end-to-end",
+        "config": knobs.config.display().to_string(),
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu_model": cpu_model(),
+        "unix_time": now_us() / 1_000_000,
+        "scenarios": results,
+    });
+    let path = out_dir.join("results.json");
+    match serde_json::to_string_pretty(&doc).map(|s| std::fs::write(&path, s + "\n")) {
+        Ok(Ok(())) => println!("\nwrote {}", path.display()),
+        Ok(Err(e)) => eprintln!("writing {}: {e}", path.display()),
+        Err(e) => eprintln!("results: {e}"),
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
+}
+
+/// A destination of the run: its id, its stand-in's tally, its position among them.
+struct Destination {
+    id: String,
+    tally: Arc<Tally>,
+}
+
+async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, String> {
+    let config = knobs.config.to_string_lossy().to_string();
+    // `${NAME}` secrets are replaced by overrides below; any value does for reading the file.
+    let settings = Settings::load(&config, &|_| Some("1".into())).map_err(|e| e.to_string())?;
+    let enabled: Vec<_> = settings.connectors.iter().filter(|c| c.enabled).collect();
+    let ids: Vec<String> = enabled.iter().map(|c| c.id.clone()).collect();
+    let lists = match s.fan_out {
+        FanOut::All => vec![ids.join(",")],
+        FanOut::One => ids.clone(),
+    };
+    let fan_out = if matches!(s.fan_out, FanOut::All) {
+        ids.len() as u64
+    } else {
+        1
+    };
+    let events = Events::new(s.size, &lists);
+    let topic = settings.kafka.topics.first().ok_or("no topic configured")?;
+
+    let broker = Broker::mock()?;
+    let partitions = (events.bytes() * s.events as usize)
+        .div_ceil(PARTITION_BYTES)
+        .max(8) as i32;
+    broker.create_topic(topic, partitions)?;
+    if let Some(dlq) = &settings.dead_letter.topic {
+        broker.create_topic(dlq, 1)?;
+    }
+
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?;
+    let mut env = vec![
+        (
+            "SWITCHYARD__KAFKA__BROKERS".to_string(),
+            broker.bootstrap_servers().to_string(),
+        ),
+        ("SWITCHYARD__ADMIN__ENABLED".into(), "true".into()),
+        ("SWITCHYARD__ADMIN__BIND".into(), admin.to_string()),
+    ];
+    let progress = Arc::new(Progress::default());
+    let mut destinations = Vec::new();
+    for c in &enabled {
+        let tally = Arc::new(Tally::new(s.events + MAX_LATENCY_EVENTS, progress.clone()));
+        let key = |k: &str| format!("SWITCHYARD__CONNECTORS__{}__{k}", c.id.to_uppercase());
+        let secret = format!("bench-secret-{}", destinations.len());
+        let (protocol, stream) = match &c.kind {
+            Kind::SplunkHec(_) => (Protocol::SplunkHec, String::new()),
+            Kind::DatadogLogs(_) => (Protocol::DatadogLogs, String::new()),
+            Kind::NewRelicEvents(_) => (Protocol::NewRelicEvents, String::new()),
+            Kind::KinesisFirehose(f) => (Protocol::Firehose, f.delivery_stream.clone()),
+        };
+        let url = standins::start(protocol, &secret, &stream, tally.clone())
+            .await
+            .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
+        match &c.kind {
+            Kind::SplunkHec(_) => {
+                env.push((key("ENDPOINT"), url));
+                env.push((key("TOKEN"), secret));
+            }
+            Kind::DatadogLogs(_) => {
+                env.push((key("ENDPOINT"), url));
+                env.push((key("API_KEY"), secret));
+            }
+            Kind::NewRelicEvents(nr) => {
+                env.push((key("ENDPOINT"), url));
+                env.push((key("ACCOUNT_ID"), "1000001".into()));
+                let which = if nr.insert_key.is_some() {
+                    "INSERT_KEY"
+                } else {
+                    "LICENSE_KEY"
+                };
+                env.push((key(which), secret));
+            }
+            Kind::KinesisFirehose(_) => {
+                env.push((key("ENDPOINT_URL"), url));
+                env.push((key("REGION"), "us-east-1".into()));
+                env.push((key("ACCESS_KEY_ID"), secret));
+                env.push((key("SECRET_ACCESS_KEY"), "bench-secret-access-key".into()));
+            }
+        }
+        destinations.push(Destination {
+            id: c.id.clone(),
+            tally,
+        });
+    }
+
+    println!(
+        "preloading {} events of {} bytes into {partitions} partitions",
+        s.events,
+        events.bytes()
+    );
+    tokio::task::block_in_place(|| load::preload(&broker, topic, partitions, &events, s.events));
+
+    // Throughput: the whole backlog, from partition assignment to the last first arrival.
+    let log = out_dir.join(format!("{}.router.log", s.name));
+    let mut router = RouterProcess::spawn(&knobs.config, &env, admin, &log)
+        .map_err(|e| format!("starting switchyard run: {e}"))?;
+    tokio::task::block_in_place(|| router.wait_assigned(Duration::from_secs(60)))?;
+    let (t0, cpu0) = (now_us(), router.cpu_seconds()?);
+    let backlog = s.events * fan_out;
+    wait(&progress, backlog).await?;
+    let t1 = progress.last_arrival_us.load(Relaxed);
+    let cpu1 = router.cpu_seconds()?;
+    let secs = (t1.saturating_sub(t0)) as f64 / 1e6;
+    let events_per_sec = s.events as f64 / secs;
+    let cpu_per_million = (cpu1 - cpu0) / s.events as f64 * 1e6;
+    println!(
+        "throughput: {events_per_sec:.0} events/s, {:.1} MiB/s in, {cpu_per_million:.1} CPU-s per million events",
+        events_per_sec * events.bytes() as f64 / (1 << 20) as f64
+    );
+
+    // Latency: half that rate, each event stamped when produced.
+    let rate = events_per_sec / 2.0;
+    let count = ((rate * knobs.latency_secs) as u64).clamp(1, MAX_LATENCY_EVENTS);
+    for d in &destinations {
+        d.tally.latency_from.store(s.events, Relaxed);
+    }
+    let cpu2 = router.cpu_seconds()?;
+    let bootstrap = broker.bootstrap_servers().to_string();
+    tokio::task::block_in_place(|| {
+        load::offer(
+            &bootstrap, topic, partitions, &events, s.events, count, rate,
+        )
+    })
+    .map_err(|e| format!("producing the latency load: {e}"))?;
+    wait(&progress, backlog + count * fan_out).await?;
+    let cpu3 = router.cpu_seconds()?;
+    let mut latencies: Vec<u32> = destinations
+        .iter()
+        .flat_map(|d| d.tally.take_latencies())
+        .collect();
+    latencies.sort_unstable();
+    let pct = |q: f64| {
+        latencies
+            .get(((latencies.len().saturating_sub(1)) as f64 * q).round() as usize)
+            .map_or(0.0, |us| *us as f64 / 1000.0)
+    };
+    let (p50, p99, max) = (pct(0.5), pct(0.99), pct(1.0));
+    println!("latency at {rate:.0} events/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+    let peak_rss = router.peak_rss_bytes()?;
+    router.stop()?;
+
+    let total = s.events + count;
+    verify(&destinations, s.fan_out, total)?;
+    let duplicates: u64 = destinations
+        .iter()
+        .map(|d| d.tally.duplicates.load(Relaxed))
+        .sum();
+    println!(
+        "verified: all {total} events reached every destination they named ({} deliveries, {duplicates} duplicates); peak RSS {:.0} MiB",
+        total * fan_out,
+        peak_rss as f64 / (1 << 20) as f64
+    );
+    Ok(json!({
+        "scenario": s.name,
+        "event_bytes": events.bytes(),
+        "fan_out": fan_out,
+        "destinations": ids,
+        "partitions": partitions,
+        "throughput": {
+            "events": s.events,
+            "seconds": secs,
+            "events_per_sec": events_per_sec,
+            "input_mib_per_sec": events_per_sec * events.bytes() as f64 / (1 << 20) as f64,
+            "deliveries_per_sec": events_per_sec * fan_out as f64,
+            "router_cpu_seconds": cpu1 - cpu0,
+            "router_cpu_seconds_per_million_events": cpu_per_million,
+        },
+        "latency": {
+            "offered_events_per_sec": rate,
+            "events": count,
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "max_ms": max,
+            "router_cpu_seconds_per_million_events": (cpu3 - cpu2) / count as f64 * 1e6,
+        },
+        "router_peak_rss_mib": peak_rss as f64 / (1 << 20) as f64,
+        "duplicates": duplicates,
+        "requests": destinations.iter().map(|d| (d.id.clone(), json!({
+            "requests": d.tally.requests.load(Relaxed),
+            "body_bytes": d.tally.body_bytes.load(Relaxed),
+        }))).collect::<serde_json::Map<_, _>>(),
+        "verified": true,
+    }))
+}
+
+async fn wait(progress: &Progress, target: u64) -> Result<(), String> {
+    match tokio::time::timeout(PATIENCE, progress.reached(target)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "only {} of {target} deliveries arrived within {PATIENCE:?}: events were lost",
+            progress.distinct.load(Relaxed)
+        )),
+    }
+}
+
+/// Every event reached exactly the destinations it named: all of them (fan-out to all), or
+/// the one its template named (`seq % destinations`).
+fn verify(destinations: &[Destination], fan_out: FanOut, total: u64) -> Result<(), String> {
+    let n = destinations.len() as u64;
+    for (k, d) in destinations.iter().enumerate() {
+        for seq in 0..total {
+            let meant = matches!(fan_out, FanOut::All) || seq % n == k as u64;
+            match (meant, d.tally.has(seq)) {
+                (true, false) => return Err(format!("event {seq} never reached {}", d.id)),
+                (false, true) => {
+                    return Err(format!(
+                        "event {seq} reached {}, which it did not name",
+                        d.id
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn print_table(results: &[Value]) {
+    println!(
+        "\n{:<18} {:>6} {:>9} {:>10} {:>8} {:>11} {:>9} {:>8} {:>8}",
+        "scenario",
+        "bytes",
+        "events",
+        "events/s",
+        "MiB/s",
+        "CPU-s/M ev",
+        "peak RSS",
+        "p50 ms",
+        "p99 ms"
+    );
+    for r in results {
+        if let Some(e) = r.get("error") {
+            println!("{:<18} INVALID: {e}", r["scenario"].as_str().unwrap_or(""));
+            continue;
+        }
+        let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+        println!(
+            "{:<18} {:>6} {:>9} {:>10.0} {:>8.1} {:>11.1} {:>5.0} MiB {:>8.1} {:>8.1}",
+            r["scenario"].as_str().unwrap_or(""),
+            r["event_bytes"],
+            r["throughput"]["events"],
+            f(&r["throughput"]["events_per_sec"]),
+            f(&r["throughput"]["input_mib_per_sec"]),
+            f(&r["throughput"]["router_cpu_seconds_per_million_events"]),
+            f(&r["router_peak_rss_mib"]),
+            f(&r["latency"]["p50_ms"]),
+            f(&r["latency"]["p99_ms"]),
+        );
+    }
+}

@@ -1,0 +1,346 @@
+//! Fast stand-ins for the four destinations. Each answers as its API does (auth header
+//! checked, success body in the API's shape), decodes every body it gets (Content-Encoding,
+//! and Firehose's JSON and base64), and tallies the benchmark marker of every event in it.
+//! Nothing more: the strict fakes of `switchyard-testkit` check formats and limits in the
+//! test suite, and here the router, not the sinks, should be what costs CPU.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use flate2::read::GzDecoder;
+use memchr::memmem;
+use serde::Deserialize;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
+
+/// Every benchmark event carries `"@swb:<12-digit sequence>:<16-digit produce time in µs>"`
+/// in its `event_id`: fixed width, so events of a scenario are all one size.
+pub const MARKER: &[u8] = b"@swb:";
+pub const SEQ_DIGITS: usize = 12;
+pub const TIME_DIGITS: usize = 16;
+pub const MARKER_LEN: usize = MARKER.len() + SEQ_DIGITS + 1 + TIME_DIGITS;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    SplunkHec,
+    DatadogLogs,
+    NewRelicEvents,
+    Firehose,
+}
+
+/// What all stand-ins of a run add up to, and a wake-up for whoever waits on it.
+#[derive(Default)]
+pub struct Progress {
+    pub distinct: AtomicU64,
+    /// Refused or undecodable requests: a benchmark with any is invalid.
+    pub errors: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+    /// Wall-clock µs of the latest first-time arrival.
+    pub last_arrival_us: AtomicU64,
+    pub changed: Notify,
+}
+
+impl Progress {
+    fn error(&self, e: String) {
+        self.errors.fetch_add(1, Relaxed);
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        self.changed.notify_waiters();
+    }
+
+    /// Resolves once `target` distinct deliveries arrived, or with the first error.
+    pub async fn reached(&self, target: u64) -> Result<(), String> {
+        loop {
+            let changed = self.changed.notified();
+            if let Some(e) = self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                return Err(e);
+            }
+            if self.distinct.load(Relaxed) >= target {
+                return Ok(());
+            }
+            changed.await;
+        }
+    }
+}
+
+/// One destination's record of which events reached it.
+pub struct Tally {
+    seen: Vec<AtomicU64>,
+    pub duplicates: AtomicU64,
+    pub requests: AtomicU64,
+    pub body_bytes: AtomicU64,
+    /// Events from this sequence number on have their latency recorded.
+    pub latency_from: AtomicU64,
+    latencies_us: Mutex<Vec<u32>>,
+    progress: Arc<Progress>,
+}
+
+impl Tally {
+    pub fn new(capacity: u64, progress: Arc<Progress>) -> Tally {
+        Tally {
+            seen: (0..capacity.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            duplicates: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+            latency_from: AtomicU64::new(u64::MAX),
+            latencies_us: Mutex::default(),
+            progress,
+        }
+    }
+
+    pub fn has(&self, seq: u64) -> bool {
+        self.seen
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w.load(Relaxed) & (1 << (seq % 64)) != 0)
+    }
+
+    pub fn take_latencies(&self) -> Vec<u32> {
+        std::mem::take(&mut *self.latencies_us.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Marks every event whose marker is in `body`; returns how many markers it held.
+    fn record(&self, body: &[u8], now_us: u64) -> Result<usize, String> {
+        let (mut fresh, mut found) = (0u64, 0usize);
+        let mut latencies = Vec::new();
+        let latency_from = self.latency_from.load(Relaxed);
+        for at in memmem::find_iter(body, MARKER) {
+            let digits = body
+                .get(at + MARKER.len()..at + MARKER_LEN)
+                .ok_or("a marker cut short")?;
+            let seq = number(&digits[..SEQ_DIGITS])?;
+            let produced = number(&digits[SEQ_DIGITS + 1..])?;
+            let word = self
+                .seen
+                .get((seq / 64) as usize)
+                .ok_or_else(|| format!("sequence {seq} beyond the run"))?;
+            let bit = 1 << (seq % 64);
+            if word.fetch_or(bit, Relaxed) & bit == 0 {
+                fresh += 1;
+                if seq >= latency_from {
+                    latencies.push(now_us.saturating_sub(produced).min(u32::MAX as u64) as u32);
+                }
+            } else {
+                self.duplicates.fetch_add(1, Relaxed);
+            }
+            found += 1;
+        }
+        if !latencies.is_empty() {
+            self.latencies_us
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(latencies);
+        }
+        if fresh > 0 {
+            self.progress.last_arrival_us.fetch_max(now_us, Relaxed);
+            self.progress.distinct.fetch_add(fresh, Relaxed);
+            self.progress.changed.notify_waiters();
+        }
+        Ok(found)
+    }
+}
+
+fn number(digits: &[u8]) -> Result<u64, String> {
+    digits.iter().try_fold(0u64, |n, d| match d {
+        b'0'..=b'9' => Ok(n * 10 + u64::from(d - b'0')),
+        _ => Err(format!(
+            "bad marker digits {:?}",
+            String::from_utf8_lossy(digits)
+        )),
+    })
+}
+
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+struct StandIn {
+    protocol: Protocol,
+    /// The credential the router must present (API key, token, or AWS access key id).
+    secret: String,
+    /// Firehose's delivery stream name, for DescribeDeliveryStream.
+    stream: String,
+    tally: Arc<Tally>,
+}
+
+/// A stand-in on a free 127.0.0.1 port; returns its base URL. It stops with the runtime.
+pub async fn start(
+    protocol: Protocol,
+    secret: &str,
+    stream: &str,
+    tally: Arc<Tally>,
+) -> std::io::Result<String> {
+    let state = Arc::new(StandIn {
+        protocol,
+        secret: secret.into(),
+        stream: stream.into(),
+        tally,
+    });
+    let app = Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(url)
+}
+
+async fn handle(
+    State(s): State<Arc<StandIn>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if !s.authorized(&headers) {
+        s.tally.progress.error(format!(
+            "{:?} stand-in: request without the credential",
+            s.protocol
+        ));
+        return (StatusCode::FORBIDDEN, "{}").into_response();
+    }
+    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+    if method == Method::GET || target == Some("Firehose_20150804.DescribeDeliveryStream") {
+        return s.healthy();
+    }
+    let now = now_us();
+    s.tally.requests.fetch_add(1, Relaxed);
+    s.tally.body_bytes.fetch_add(body.len() as u64, Relaxed);
+    match s.accept(&headers, &body, now) {
+        Ok(records) => s.success(records),
+        Err(e) => {
+            s.tally
+                .progress
+                .error(format!("{:?} stand-in: {e}", s.protocol));
+            (StatusCode::BAD_REQUEST, "{}").into_response()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PutRecordBatch<'a> {
+    #[serde(rename = "Records", borrow)]
+    records: Vec<Record<'a>>,
+}
+
+#[derive(Deserialize)]
+struct Record<'a> {
+    #[serde(rename = "Data")]
+    data: &'a str,
+}
+
+impl StandIn {
+    fn authorized(&self, h: &HeaderMap) -> bool {
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
+        match self.protocol {
+            Protocol::SplunkHec => {
+                get("authorization").strip_prefix("Splunk ") == Some(&self.secret)
+            }
+            Protocol::DatadogLogs => get("dd-api-key") == self.secret,
+            Protocol::NewRelicEvents => {
+                get("api-key") == self.secret || get("x-insert-key") == self.secret
+            }
+            Protocol::Firehose => {
+                get("authorization").contains(&format!("Credential={}/", self.secret))
+            }
+        }
+    }
+
+    /// Decodes the body and tallies its events; returns how many records it held (Firehose
+    /// answers per record).
+    fn accept(&self, h: &HeaderMap, body: &[u8], now: u64) -> Result<usize, String> {
+        let decoded;
+        let body = match h.get("content-encoding").and_then(|v| v.to_str().ok()) {
+            None | Some("identity") => body,
+            Some("gzip") => {
+                let mut out = Vec::with_capacity(body.len() * 8);
+                GzDecoder::new(body)
+                    .read_to_end(&mut out)
+                    .map_err(|e| format!("corrupt gzip: {e}"))?;
+                decoded = out;
+                &decoded
+            }
+            Some(other) => return Err(format!("unexpected content-encoding {other}")),
+        };
+        if self.protocol != Protocol::Firehose {
+            return self.tally.record(body, now);
+        }
+        let put: PutRecordBatch<'_> =
+            serde_json::from_slice(body).map_err(|e| format!("PutRecordBatch body: {e}"))?;
+        let mut data = Vec::new();
+        for r in &put.records {
+            data.clear();
+            base64::engine::general_purpose::STANDARD
+                .decode_vec(r.data, &mut data)
+                .map_err(|e| format!("record Data is not base64: {e}"))?;
+            self.tally.record(&data, now)?;
+        }
+        Ok(put.records.len())
+    }
+
+    fn success(&self, records: usize) -> Response {
+        let (status, body) = match self.protocol {
+            Protocol::SplunkHec => (200, r#"{"text":"Success","code":0}"#.to_string()),
+            Protocol::DatadogLogs => (202, "{}".to_string()),
+            Protocol::NewRelicEvents => (
+                200,
+                r#"{"success":true,"uuid":"bd3b1e1c-0000-4000-8000-000000000000"}"#.to_string(),
+            ),
+            Protocol::Firehose => {
+                let mut b = String::with_capacity(64 + records * 18);
+                b.push_str(r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":["#);
+                for i in 0..records {
+                    b.push_str(if i == 0 { "" } else { "," });
+                    b.push_str(r#"{"RecordId":"r"}"#);
+                }
+                b.push_str("]}");
+                (200, b)
+            }
+        };
+        self.json(status, body)
+    }
+
+    fn healthy(&self) -> Response {
+        let body = match self.protocol {
+            Protocol::SplunkHec => r#"{"text":"HEC is healthy","code":17}"#.to_string(),
+            Protocol::Firehose => serde_json::json!({"DeliveryStreamDescription": {
+                "DeliveryStreamName": self.stream,
+                "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:123456789012:deliverystream/{}", self.stream),
+                "DeliveryStreamStatus": "ACTIVE",
+                "DeliveryStreamType": "DirectPut",
+                "VersionId": "1",
+                "Destinations": [],
+                "HasMoreDestinations": false
+            }})
+            .to_string(),
+            _ => r#"{"valid":true}"#.to_string(),
+        };
+        self.json(200, body)
+    }
+
+    fn json(&self, status: u16, body: String) -> Response {
+        let content_type = if self.protocol == Protocol::Firehose {
+            "application/x-amz-json-1.1"
+        } else {
+            "application/json"
+        };
+        (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            [("content-type", content_type)],
+            body,
+        )
+            .into_response()
+    }
+}
