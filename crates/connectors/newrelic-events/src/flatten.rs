@@ -445,8 +445,7 @@ impl<'de> Visitor<'de> for Compact<'_> {
         Ok(())
     }
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
-        self.0
-            .extend_from_slice(if b { b"true" } else { b"false" });
+        self.0.extend_from_slice(if b { b"true" } else { b"false" });
         Ok(())
     }
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {

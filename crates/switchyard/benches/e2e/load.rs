@@ -8,7 +8,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use switchyard_testkit::{Broker, Generator};
+use switchyard_testkit::Generator;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Size {
@@ -81,17 +81,56 @@ fn template(size: Size, connector_list: &str) -> (Vec<u8>, usize) {
     (bytes, at)
 }
 
-/// Produces events `0..count` round-robin over `partitions` and waits until the broker has them.
-pub fn preload(broker: &Broker, topic: &str, partitions: i32, events: &Events, count: u64) {
+/// Produces events `0..count` round-robin over `partitions` and waits until the broker has
+/// them. Partition by partition, in batches of about a megabyte: the mock cluster answers a
+/// Fetch with one produced batch per partition, so small batches would make the broker, not
+/// the router, the bottleneck (a real broker returns up to `max.partition.fetch.bytes`).
+pub fn preload(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    events: &Events,
+    count: u64,
+) -> Result<(), KafkaError> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "100")
+        .set("batch.size", "1000000")
+        .set("batch.num.messages", "100000")
+        .set("message.max.bytes", "10000000")
+        .create()?;
     let now = crate::standins::now_us();
-    broker.produce(
-        topic,
-        (0..count).map(|seq| {
-            let mut out = Vec::new();
+    let mut out = Vec::new();
+    let parts = partitions as u64;
+    for partition in 0..parts {
+        for seq in (partition..count).step_by(parts as usize) {
             events.write(seq, now, &mut out);
-            ((seq % partitions as u64) as i32, out)
-        }),
-    );
+            send(&producer, topic, partition as i32, &out)?;
+        }
+    }
+    producer.flush(Duration::from_secs(120))
+}
+
+/// Sends one record, waiting for room in the producer's queue when it is full.
+fn send(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: i32,
+    payload: &[u8],
+) -> Result<(), KafkaError> {
+    let mut record = BaseRecord::<(), [u8]>::to(topic)
+        .partition(partition)
+        .payload(payload);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                producer.poll(Duration::from_millis(1));
+                record = r;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
 }
 
 /// Produces events `first..first + count` at `rate` per second, each stamped as it is sent.
@@ -118,20 +157,7 @@ pub fn offer(
         while sent < due {
             let seq = first + sent;
             events.write(seq, crate::standins::now_us(), &mut out);
-            let partition = (seq % partitions as u64) as i32;
-            let mut record = BaseRecord::<(), [u8]>::to(topic)
-                .partition(partition)
-                .payload(&out);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        producer.poll(Duration::from_millis(1));
-                        record = r;
-                    }
-                    Err((e, _)) => return Err(e),
-                }
-            }
+            send(&producer, topic, (seq % partitions as u64) as i32, &out)?;
             sent += 1;
         }
         producer.poll(Duration::ZERO);

@@ -239,7 +239,9 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         s.events,
         events.bytes()
     );
-    tokio::task::block_in_place(|| load::preload(&broker, topic, partitions, &events, s.events));
+    let bootstrap = broker.bootstrap_servers().to_string();
+    tokio::task::block_in_place(|| load::preload(&bootstrap, topic, partitions, &events, s.events))
+        .map_err(|e| format!("preloading: {e}"))?;
 
     // Throughput: the whole backlog, from partition assignment to the last first arrival.
     let log = out_dir.join(format!("{}.router.log", s.name));
@@ -266,7 +268,6 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         d.tally.latency_from.store(s.events, Relaxed);
     }
     let cpu2 = router.cpu_seconds()?;
-    let bootstrap = broker.bootstrap_servers().to_string();
     tokio::task::block_in_place(|| {
         load::offer(
             &bootstrap, topic, partitions, &events, s.events, count, rate,
