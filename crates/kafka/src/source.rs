@@ -116,6 +116,7 @@ impl Source {
             shared: shared.clone(),
             state: state.clone(),
             paused: HashSet::new(),
+            overloaded: false,
             cfg,
         };
         let thread = std::thread::Builder::new()
@@ -217,8 +218,16 @@ struct Worker {
     shared: Arc<Shared>,
     state: Arc<AtomicU8>,
     paused: HashSet<PartitionId>,
+    /// Over `max_inflight_events` for longer than [`OVERLOAD_WAIT`]: pause without waiting.
+    overloaded: bool,
     cfg: SourceConfig,
 }
+
+/// How long a record that finds the router over `max_inflight_events` waits for deliveries
+/// before its partition pauses. Under full load the limit is reached constantly and clears in
+/// milliseconds; pausing then would cost more than it saves, because librdkafka discards a
+/// paused partition's prefetched records and fetches them again on resume.
+const OVERLOAD_WAIT: Duration = Duration::from_millis(500);
 
 impl Worker {
     fn run(mut self) -> SourceExit {
@@ -229,7 +238,9 @@ impl Worker {
                 Some(Ok(msg)) => {
                     let over_limit = self.accept(&msg);
                     drop(msg);
-                    if let Some((id, topic, partition)) = over_limit {
+                    if let Some((id, topic, partition)) = over_limit
+                        && !self.ride_out_overload(id)
+                    {
                         self.pause(id, &topic, partition);
                     }
                 }
@@ -290,6 +301,28 @@ impl Worker {
         (over && !self.paused.contains(&id)).then_some((id, topic, partition))
     }
 
+    /// Whether `id`, over a limit, may go on unpaused: only when the overload is global, not
+    /// this partition's, and deliveries bring it back under the limit within
+    /// [`OVERLOAD_WAIT`]. If they do not, the router counts as overloaded until its backlog
+    /// halves, and partitions pause as their records arrive.
+    fn ride_out_overload(&mut self, id: PartitionId) -> bool {
+        let limit = self.cfg.max_inflight_events;
+        if self.overloaded
+            || self.shared.acker.lock().unfinished(id) >= self.cfg.max_inflight_per_partition
+        {
+            return false;
+        }
+        if self
+            .shared
+            .acker
+            .wait_until(OVERLOAD_WAIT, |t| t.total_unfinished() < limit)
+        {
+            return true;
+        }
+        self.overloaded = true;
+        false
+    }
+
     fn pause(&mut self, id: PartitionId, topic: &str, partition: i32) {
         self.set_paused(topic, partition, true);
         self.paused.insert(id);
@@ -302,6 +335,11 @@ impl Worker {
 
     /// Resumes paused partitions once their backlog has halved.
     fn resume_drained(&mut self) {
+        if self.overloaded
+            && self.shared.acker.lock().total_unfinished() <= self.cfg.max_inflight_events / 2
+        {
+            self.overloaded = false;
+        }
         if self.paused.is_empty() {
             return;
         }

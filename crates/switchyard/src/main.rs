@@ -8,6 +8,9 @@ use switchyard::settings::{Settings, env_lookup};
 use switchyard::{Pipeline, progress};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version,

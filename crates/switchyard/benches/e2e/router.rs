@@ -21,7 +21,20 @@ impl RouterProcess {
         log: &Path,
     ) -> std::io::Result<RouterProcess> {
         let log = std::fs::File::create(log)?;
-        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        // SWITCHYARD_BENCH_WRAP runs the router under a profiler, e.g. "valgrind
+        // --tool=callgrind" (its CPU and RSS numbers are then the profiler's, not the router's).
+        let wrap = std::env::var("SWITCHYARD_BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let bin = env!("CARGO_BIN_EXE_switchyard");
+        let mut command = match words.next() {
+            Some(tool) => {
+                let mut c = Command::new(tool);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(config)
