@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
-use switchyard_core::compress::{Compression, gzip};
+use switchyard_core::compress::BodyWriter;
 use switchyard_core::{Secret, SendError};
 
 pub use reqwest::StatusCode;
@@ -27,18 +27,13 @@ pub struct HttpBody {
     pub encoding: Option<&'static str>,
 }
 
-impl HttpBody {
-    /// `body`, compressed as configured.
-    pub fn new(body: Vec<u8>, compression: Compression) -> Self {
-        match compression {
-            Compression::Gzip => HttpBody {
-                bytes: gzip(&body).into(),
-                encoding: Some("gzip"),
-            },
-            Compression::None => HttpBody {
-                bytes: body.into(),
-                encoding: None,
-            },
+impl From<BodyWriter> for HttpBody {
+    /// The finished body, with the `Content-Encoding` of its compression.
+    fn from(body: BodyWriter) -> Self {
+        let (bytes, encoding) = body.finish();
+        HttpBody {
+            bytes: bytes.into(),
+            encoding,
         }
     }
 }

@@ -50,12 +50,13 @@ fn defaults() -> [(&'static str, &'static str); 8] {
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
-        // Prefetch dominates RSS otherwise (librdkafka's default is 64 MiB).
-        ("queued.max.messages.kbytes", "16384"),
-        ("fetch.max.bytes", "16777216"),
+        // Prefetch dominates RSS otherwise (librdkafka's default is 64 MiB). 8 MiB is ~70 ms
+        // of input at full speed, refilled every 20 ms (below).
+        ("queued.max.messages.kbytes", "8192"),
+        ("fetch.max.bytes", "8388608"),
         // Once that prefetch is full librdkafka waits this long before fetching again; its
-        // default (1 s) idles a router that drains 16 MiB in well under a second, capping
-        // throughput near 16 MiB/s per broker.
+        // default (1 s) idles a router that drains the queue in well under a second, capping
+        // throughput at about the queue's size per second.
         ("fetch.queue.backoff.ms", "20"),
         ("enable.partition.eof", "false"),
         // Consumer lag per partition for the metrics.

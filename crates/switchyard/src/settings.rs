@@ -373,11 +373,14 @@ impl Scalar {
 fn d_commit_interval_ms() -> u64 {
     5000
 }
+// Sized by make bench (docs/performance.md): enough to keep four destinations' batches and
+// requests in flight at full speed, and no more, since every unfinished event is held in
+// memory and redelivered after a crash.
 fn d_per_partition() -> usize {
-    5000
+    2500
 }
 fn d_inflight() -> usize {
-    20_000
+    10_000
 }
 fn d_revoke() -> u64 {
     10

@@ -8,6 +8,7 @@
 use crate::config::{DatadogConfig, MAX_LOG_BYTES, Oversize, TagField};
 use std::io::Write;
 use switchyard_core::Event;
+use switchyard_core::compress::BodySink;
 
 #[derive(Debug, Clone)]
 pub struct LogEncoder {
@@ -61,10 +62,10 @@ impl LogEncoder {
         &self,
         events: &[Event],
         observability: Option<&[u8]>,
-        out: &mut Vec<u8>,
+        body: &mut impl BodySink,
     ) -> Outcome {
         let mut outcome = Outcome::default();
-        out.push(b'[');
+        body.staged().push(b'[');
         let mut first = true;
         for (i, e) in events.iter().enumerate() {
             let len = self.log_len(e);
@@ -80,13 +81,15 @@ impl LogEncoder {
                     Oversize::Truncate => outcome.fixes.push("sent_for_truncation"),
                 }
             }
+            let out = body.staged();
             if !first {
                 out.push(b',');
             }
             first = false;
             self.write_log(e, observability, out);
+            body.commit();
         }
-        out.push(b']');
+        body.staged().push(b']');
         outcome
     }
 

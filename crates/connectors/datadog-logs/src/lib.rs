@@ -9,6 +9,7 @@ pub mod classify;
 pub mod config;
 pub mod encode;
 
+use switchyard_core::compress::BodyWriter;
 use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
@@ -65,12 +66,11 @@ impl Connector for DatadogLogs {
         observability: Option<&[u8]>,
     ) -> Result<Encoded<HttpBody>, EncodeError> {
         let extra = observability.map_or(0, |o| o.len() + 64) * events.len();
-        let mut body = Vec::with_capacity(
-            2 + extra + events.iter().map(|e| self.encoded_len(e)).sum::<usize>(),
-        );
+        let estimate = 2 + extra + events.iter().map(|e| self.encoded_len(e)).sum::<usize>();
+        let mut body = BodyWriter::new(self.compression, estimate);
         let encoded = self.encoder.encode(events, observability, &mut body);
         Ok(Encoded {
-            request: HttpBody::new(body, self.compression),
+            request: HttpBody::from(body),
             rejected: encoded.rejected,
             fixes: encoded.fixes,
         })

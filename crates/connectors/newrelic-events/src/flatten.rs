@@ -11,6 +11,7 @@ use std::fmt;
 use std::fmt::Write as _;
 use std::io::Write;
 use switchyard_core::Event;
+use switchyard_core::compress::BodySink;
 
 pub const MAX_ATTRIBUTES: usize = 254;
 pub const MAX_NAME_CHARS: usize = 255;
@@ -76,15 +77,16 @@ impl Flattener {
         &self,
         events: &[Event],
         observability: Option<&[u8]>,
-        out: &mut Vec<u8>,
+        body: &mut impl BodySink,
     ) -> Outcome {
         let mut outcome = Outcome::default();
         // One buffer for the batch: each event with the timings spliced in, when there are.
         let mut spliced = Vec::new();
         let mut name = String::with_capacity(128);
-        out.push(b'[');
+        body.staged().push(b'[');
         let mut first = true;
         for (i, e) in events.iter().enumerate() {
+            let out = body.staged();
             let start = out.len();
             if !first {
                 out.push(b',');
@@ -108,8 +110,9 @@ impl Flattener {
                     outcome.rejected.push((i, reason));
                 }
             }
+            body.commit();
         }
-        out.push(b']');
+        body.staged().push(b']');
         outcome
     }
 

@@ -10,7 +10,7 @@ pub mod classify;
 pub mod config;
 pub mod flatten;
 
-use switchyard_core::compress::gzip;
+use switchyard_core::compress::{BodyWriter, Compression};
 use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
@@ -71,11 +71,11 @@ impl Connector for NewRelicEvents {
         events: &[Event],
         observability: Option<&[u8]>,
     ) -> Result<Encoded<HttpBody>, EncodeError> {
-        let mut body =
-            Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + 2);
-        let outcome = self.flattener.encode(events, observability, &mut body);
+        let estimate = events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + 2;
         // New Relic documents always compressing; its limit is on the compressed body.
-        let compressed = gzip(&body);
+        let mut body = BodyWriter::new(Compression::Gzip, estimate);
+        let outcome = self.flattener.encode(events, observability, &mut body);
+        let (compressed, _) = body.finish();
         if compressed.len() > MAX_PAYLOAD {
             return Err(EncodeError::TooLarge {
                 size: compressed.len(),

@@ -5,6 +5,7 @@
 use crate::config::HecConfig;
 use std::io::Write;
 use switchyard_core::Event;
+use switchyard_core::compress::BodySink;
 
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -40,13 +41,15 @@ impl Envelope {
     }
 
     /// Appends one envelope per event; `observability` records go into each event.
-    pub fn encode(&self, events: &[Event], observability: Option<&[u8]>, out: &mut Vec<u8>) {
+    pub fn encode(&self, events: &[Event], observability: Option<&[u8]>, body: &mut impl BodySink) {
         for e in events {
+            let out = body.staged();
             out.extend_from_slice(b"{\"time\":");
             write_epoch_seconds(out, e.timestamp_us());
             out.extend_from_slice(&self.middle);
             e.write_json(out, observability);
             out.push(b'}');
+            body.commit();
         }
     }
 }

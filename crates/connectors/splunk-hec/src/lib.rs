@@ -9,7 +9,7 @@ pub mod classify;
 pub mod config;
 pub mod encode;
 
-use switchyard_core::compress::Compression;
+use switchyard_core::compress::{BodyWriter, Compression};
 use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport, Url};
 
@@ -71,10 +71,10 @@ impl Connector for SplunkHec {
         observability: Option<&[u8]>,
     ) -> Result<Encoded<HttpBody>, EncodeError> {
         let extra = observability.map_or(0, |o| o.len() + 64) * events.len();
-        let mut body =
-            Vec::with_capacity(events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + extra);
+        let estimate = events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + extra;
+        let mut body = BodyWriter::new(self.compression, estimate);
         self.envelope.encode(events, observability, &mut body);
-        Ok(Encoded::all(HttpBody::new(body, self.compression)))
+        Ok(Encoded::all(HttpBody::from(body)))
     }
 
     fn request_size(&self, request: &HttpBody) -> usize {

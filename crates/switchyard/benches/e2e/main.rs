@@ -189,8 +189,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     ];
     let progress = Arc::new(Progress::default());
     let mut destinations = Vec::new();
-    for c in &enabled {
-        let tally = Arc::new(Tally::new(s.events + MAX_LATENCY_EVENTS, progress.clone()));
+    for c in &settings.connectors {
         let key = |k: &str| format!("SWITCHYARD__CONNECTORS__{}__{k}", c.id.to_uppercase());
         let secret = format!("bench-secret-{}", destinations.len());
         let (protocol, stream) = match &c.kind {
@@ -199,9 +198,20 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
             Kind::NewRelicEvents(_) => (Protocol::NewRelicEvents, String::new()),
             Kind::KinesisFirehose(f) => (Protocol::Firehose, f.delivery_stream.clone()),
         };
-        let url = standins::start(protocol, &secret, &stream, tally.clone())
-            .await
-            .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
+        // A disabled connector is still validated: it gets credentials, not a stand-in.
+        let url = if c.enabled {
+            let tally = Arc::new(Tally::new(s.events + MAX_LATENCY_EVENTS, progress.clone()));
+            let url = standins::start(protocol, &secret, &stream, tally.clone())
+                .await
+                .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
+            destinations.push(Destination {
+                id: c.id.clone(),
+                tally,
+            });
+            url
+        } else {
+            "http://127.0.0.1:9".to_string()
+        };
         match &c.kind {
             Kind::SplunkHec(_) => {
                 env.push((key("ENDPOINT"), url));
@@ -228,10 +238,6 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
                 env.push((key("SECRET_ACCESS_KEY"), "bench-secret-access-key".into()));
             }
         }
-        destinations.push(Destination {
-            id: c.id.clone(),
-            tally,
-        });
     }
 
     println!(
