@@ -1,7 +1,7 @@
 # switchyard — the two commands that matter: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test check fmt lint bench build validate clean deploy-check soak
+.PHONY: run test check fmt lint bench bench-micro build validate clean deploy-check soak
 
 ## Run the router with connectors.toml on an embedded broker, generated events and local
 ## stand-ins. No accounts, no services. Ctrl-C stops it.
@@ -67,6 +67,12 @@ soak:
 	SWITCHYARD_SOAK_EVENTS=$${SWITCHYARD_SOAK_EVENTS:-20000} SWITCHYARD_SOAK_KILLS=$${SWITCHYARD_SOAK_KILLS:-10} \
 	  $(CARGO) test --release -p switchyard --test crash_loop -- --nocapture
 
-## Micro-benchmarks of the hot paths (release build); prints numbers, asserts nothing.
+## End-to-end benchmark (release build): the router as its own process, a preloaded broker,
+## stand-ins for all four destinations. Prints and writes target/bench/results.json; fails if
+## any event is lost. Knobs and meanings: docs/performance.md.
 bench:
+	$(CARGO) bench -p switchyard --bench e2e
+
+## Micro-benchmarks of the hot paths (routing scan, each encoder, gzip); print numbers only.
+bench-micro:
 	$(CARGO) bench -p switchyard --bench hot_paths

@@ -255,16 +255,20 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         .map_err(|e| format!("starting switchyard run: {e}"))?;
     tokio::task::block_in_place(|| router.wait_assigned(Duration::from_secs(60)))?;
     let (t0, cpu0) = (now_us(), router.cpu_seconds()?);
+    let own0 = router::cpu_seconds("self")?;
     let backlog = s.events * fan_out;
     wait(&progress, backlog).await?;
     let t1 = progress.last_arrival_us.load(Relaxed);
     let cpu1 = router.cpu_seconds()?;
+    let own1 = router::cpu_seconds("self")?;
     let secs = (t1.saturating_sub(t0)) as f64 / 1e6;
     let events_per_sec = s.events as f64 / secs;
     let cpu_per_million = (cpu1 - cpu0) / s.events as f64 * 1e6;
     println!(
-        "throughput: {events_per_sec:.0} events/s, {:.1} MiB/s in, {cpu_per_million:.1} CPU-s per million events",
-        events_per_sec * events.bytes() as f64 / (1 << 20) as f64
+        "throughput: {events_per_sec:.0} events/s, {:.1} MiB/s in, {cpu_per_million:.1} CPU-s per million events (router {:.1} CPU-s, broker and stand-ins {:.1} CPU-s in {secs:.1} s)",
+        events_per_sec * events.bytes() as f64 / (1 << 20) as f64,
+        cpu1 - cpu0,
+        own1 - own0,
     );
 
     // Latency: half that rate, each event stamped when produced.
@@ -322,6 +326,8 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
             "deliveries_per_sec": events_per_sec * fan_out as f64,
             "router_cpu_seconds": cpu1 - cpu0,
             "router_cpu_seconds_per_million_events": cpu_per_million,
+            // The broker, the stand-ins and this harness, on the same cores.
+            "harness_cpu_seconds": own1 - own0,
         },
         "latency": {
             "offered_events_per_sec": rate,

@@ -51,20 +51,9 @@ impl RouterProcess {
         self.child.id()
     }
 
-    /// User plus system CPU seconds the process has used so far (all its threads).
+    /// User plus system CPU seconds the router has used so far (all its threads).
     pub fn cpu_seconds(&self) -> Result<f64, String> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
-            .map_err(|e| format!("reading the router's /proc stat: {e}"))?;
-        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
-            return Err(format!("unexpected /proc stat line: {stat}"));
-        };
-        // SAFETY: sysconf has no preconditions; it only reads a system constant.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Ok((user + system) as f64 / hz)
+        cpu_seconds(&self.pid().to_string())
     }
 
     /// The peak resident set size so far (VmHWM), in bytes.
@@ -117,6 +106,22 @@ impl Drop for RouterProcess {
             let _ = self.child.wait();
         }
     }
+}
+
+/// User plus system CPU seconds of process `pid` ("self" for this one) so far.
+pub fn cpu_seconds(pid: &str) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("reading /proc/{pid}/stat: {e}"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+        return Err(format!("unexpected /proc stat line: {stat}"));
+    };
+    // SAFETY: sysconf has no preconditions; it only reads a system constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Ok((user + system) as f64 / hz)
 }
 
 /// `switchyard_assigned_partitions` from /metrics, over a bare HTTP/1.0 request.
