@@ -66,7 +66,9 @@ fn main() -> std::process::ExitCode {
     let knobs = Knobs {
         config: std::env::var("SWITCHYARD_BENCH_CONFIG")
             .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join("connectors.toml")),
+            .unwrap_or_else(|_| root.join("connectors.toml"))
+            .canonicalize()
+            .unwrap_or_default(),
         latency_secs: env_or("SWITCHYARD_BENCH_LATENCY_SECS", 10.0),
     };
     let n: u64 = env_or("SWITCHYARD_BENCH_EVENTS", 200_000);
@@ -87,7 +89,7 @@ fn main() -> std::process::ExitCode {
     })
     .collect();
 
-    let out_dir = root.join("target/bench");
+    let out_dir = root.canonicalize().unwrap_or(root).join("target/bench");
     if let Err(e) = std::fs::create_dir_all(&out_dir) {
         eprintln!("cannot create {}: {e}", out_dir.display());
         return std::process::ExitCode::FAILURE;
