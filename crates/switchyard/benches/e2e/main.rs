@@ -62,6 +62,9 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() -> std::process::ExitCode {
+    // `cargo bench` passes --bench. Without it this is `cargo test --all-targets` (make test) on
+    // a debug build: a smoke run that keeps the harness honest, small and apart from results.
+    let benching = std::env::args().any(|a| a == "--bench");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let knobs = Knobs {
         config: std::env::var("SWITCHYARD_BENCH_CONFIG")
@@ -69,10 +72,19 @@ fn main() -> std::process::ExitCode {
             .unwrap_or_else(|_| root.join("connectors.toml"))
             .canonicalize()
             .unwrap_or_default(),
-        latency_secs: env_or("SWITCHYARD_BENCH_LATENCY_SECS", 10.0),
+        latency_secs: env_or(
+            "SWITCHYARD_BENCH_LATENCY_SECS",
+            if benching { 10.0 } else { 1.0 },
+        ),
     };
-    let n: u64 = env_or("SWITCHYARD_BENCH_EVENTS", 200_000);
-    let only = std::env::var("SWITCHYARD_BENCH_SCENARIOS").unwrap_or_default();
+    let n: u64 = env_or(
+        "SWITCHYARD_BENCH_EVENTS",
+        if benching { 200_000 } else { 2_000 },
+    );
+    let only = std::env::var("SWITCHYARD_BENCH_SCENARIOS").unwrap_or_else(|_| {
+        let smoke = if benching { "" } else { "sample-fanout-4" };
+        smoke.to_string()
+    });
     let scenarios: Vec<Scenario> = [
         ("sample-fanout-4", Size::Sample, FanOut::All, n),
         ("sample-fanout-1", Size::Sample, FanOut::One, n),
@@ -132,7 +144,11 @@ fn main() -> std::process::ExitCode {
         "unix_time": now_us() / 1_000_000,
         "scenarios": results,
     });
-    let path = out_dir.join("results.json");
+    let path = out_dir.join(if benching {
+        "results.json"
+    } else {
+        "smoke.json"
+    });
     match serde_json::to_string_pretty(&doc).map(|s| std::fs::write(&path, s + "\n")) {
         Ok(Ok(())) => println!("\nwrote {}", path.display()),
         Ok(Err(e)) => eprintln!("writing {}: {e}", path.display()),
