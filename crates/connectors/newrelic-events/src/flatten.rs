@@ -142,7 +142,9 @@ impl Flattener {
             capped: false,
             rejected: None,
         };
-        let mut de = serde_json::Deserializer::from_slice(text);
+        // One UTF-8 check for the whole event, rather than one per string.
+        let text = std::str::from_utf8(text).map_err(|err| format!("invalid: {err}"))?;
+        let mut de = serde_json::Deserializer::from_str(text);
         let parsed = Leaf(&mut w).deserialize(&mut de).and_then(|()| de.end());
         if let Some(reason) = w.rejected.take() {
             return Err(reason);
@@ -201,7 +203,9 @@ impl Writer<'_> {
         len
     }
 
-    fn string(&mut self, s: &str) -> Result<(), String> {
+    /// A string value. `verbatim`: it had no escape sequence in the input, so it holds no
+    /// character JSON requires escaping and is copied as it is.
+    fn string(&mut self, s: &str, verbatim: bool) -> Result<(), String> {
         // A character is at least a byte: only a long string can be over the limit.
         let s = match (s.len() > MAX_VALUE_CHARS)
             .then(|| s.char_indices().nth(MAX_VALUE_CHARS))
@@ -216,7 +220,13 @@ impl Writer<'_> {
             }
         };
         if self.admit()? {
-            json(self.out, s);
+            if verbatim {
+                self.out.push(b'"');
+                self.out.extend_from_slice(s.as_bytes());
+                self.out.push(b'"');
+            } else {
+                json(self.out, s);
+            }
         }
         Ok(())
     }
@@ -329,7 +339,7 @@ impl<'de> Visitor<'de> for Leaf<'_, '_> {
             let mut text = Vec::new();
             Compact(&mut text).visit_seq(seq)?;
             let text = String::from_utf8_lossy(&text);
-            let r = self.0.string(&text);
+            let r = self.0.string(&text, false);
             return self.0.check(r);
         }
         for i in 0usize.. {
@@ -350,7 +360,7 @@ impl<'de> Visitor<'de> for Leaf<'_, '_> {
 
     fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
         let r = match self.0.f.booleans {
-            Booleans::String => self.0.string(if b { "true" } else { "false" }),
+            Booleans::String => self.0.string(if b { "true" } else { "false" }, true),
             Booleans::Number => self.0.raw(if b { b"1" } else { b"0" }),
         };
         self.0.check(r)
@@ -371,8 +381,13 @@ impl<'de> Visitor<'de> for Leaf<'_, '_> {
         self.0.check(r)
     }
 
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<(), E> {
+        let r = self.0.string(s, true);
+        self.0.check(r)
+    }
+
     fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-        let r = self.0.string(s);
+        let r = self.0.string(s, false);
         self.0.check(r)
     }
 }
@@ -470,8 +485,15 @@ impl<'de> Visitor<'de> for Compact<'_> {
 }
 
 fn json(out: &mut Vec<u8>, s: &str) {
-    // Writing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, s);
+    // Names are short and almost never need escaping: check before the general writer.
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, s);
+    }
 }
 
 #[cfg(test)]
@@ -548,6 +570,19 @@ mod tests {
             got.values().all(|v| v.is_string() || v.is_number()),
             "only strings and numbers"
         );
+    }
+
+    #[test]
+    fn escaped_names_and_values_survive_and_plain_ones_are_copied() {
+        let (events, _) = flatten(
+            &config(),
+            &[event(
+                r#"{"event":{"timestamp":5},"q\"k":{"t\tab":"a\"b\\c\n"},"u":"é\u00e9","p":"plain é"}"#,
+            )],
+        );
+        assert_eq!(events[0]["q\"k.t\tab"], "a\"b\\c\n");
+        assert_eq!(events[0]["u"], "éé");
+        assert_eq!(events[0]["p"], "plain é");
     }
 
     #[test]
