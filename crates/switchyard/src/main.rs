@@ -8,6 +8,8 @@ use switchyard::settings::{Settings, env_lookup};
 use switchyard::{Pipeline, progress};
 use tracing_subscriber::EnvFilter;
 
+// glibc's per-thread arenas held ~100 MiB more at peak for the same heap (make bench);
+// docs/performance.md has the measurements.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
