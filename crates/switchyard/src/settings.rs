@@ -380,7 +380,7 @@ fn d_per_partition() -> usize {
     2500
 }
 fn d_inflight() -> usize {
-    10_000
+    5_000
 }
 fn d_revoke() -> u64 {
     10
