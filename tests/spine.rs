@@ -420,12 +420,21 @@ async fn rebalance_mid_delivery(
     h: &Harness,
 ) -> (HashMap<i32, i64>, Vec<Produced>, HashMap<String, usize>) {
     let produced = h.produce(events("r", 2000));
-    let settings = h.settings_with(
+    let mut settings = h.settings_with(
         "g-r",
         "revoke_drain_timeout_secs = 60",
         "concurrency = 2",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 50\nmax_linger_ms = 10",
     );
+    // The premise: the first member has read all 2,000 records (8.8 MB) before the second
+    // joins, so that what is committed at the handover is all of it. The default 8 MiB
+    // prefetch would leave the last fetch to chance under a loaded CI machine.
+    for (key, value) in [
+        ("queued.max.messages.kbytes", "65536"),
+        ("fetch.max.bytes", "52428800"),
+    ] {
+        settings.kafka.options.insert(key.into(), value.into());
+    }
     let first = Pipeline::start(&settings).await.unwrap();
     tokio::task::block_in_place(|| assert!(first.wait_for_source(PATIENCE, |s| s.assigned == 4)));
     assert!(h.hec.wait_for_received(200, PATIENCE).await);
