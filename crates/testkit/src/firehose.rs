@@ -85,6 +85,20 @@ impl FakeFirehose {
     }
 }
 
+/// DescribeDeliveryStream's answer for an active Direct PUT stream: what the connector's
+/// readiness check reads (shared with the benchmark's stand-in).
+pub fn describe_answer(stream: &str) -> Value {
+    json!({"DeliveryStreamDescription": {
+        "DeliveryStreamName": stream,
+        "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:123456789012:deliverystream/{stream}"),
+        "DeliveryStreamStatus": "ACTIVE",
+        "DeliveryStreamType": "DirectPut",
+        "VersionId": "1",
+        "Destinations": [],
+        "HasMoreDestinations": false
+    }})
+}
+
 fn amz_json(status: u16, body: &Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
@@ -150,16 +164,7 @@ impl Fh {
         }
         match header(headers, "x-amz-target") {
             Some("Firehose_20150804.DescribeDeliveryStream") => {
-                let d = json!({"DeliveryStreamDescription": {
-                    "DeliveryStreamName": self.stream,
-                    "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:123456789012:deliverystream/{}", self.stream),
-                    "DeliveryStreamStatus": "ACTIVE",
-                    "DeliveryStreamType": "DirectPut",
-                    "VersionId": "1",
-                    "Destinations": [],
-                    "HasMoreDestinations": false
-                }});
-                return (200, 0, amz_json(200, &d));
+                return (200, 0, amz_json(200, &describe_answer(&self.stream)));
             }
             Some("Firehose_20150804.PutRecordBatch") => {}
             other => return fail(400, "UnknownOperationException", &format!("{other:?}")),

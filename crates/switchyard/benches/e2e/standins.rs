@@ -315,16 +315,9 @@ impl StandIn {
     fn healthy(&self) -> Response {
         let body = match self.protocol {
             Protocol::SplunkHec => r#"{"text":"HEC is healthy","code":17}"#.to_string(),
-            Protocol::Firehose => serde_json::json!({"DeliveryStreamDescription": {
-                "DeliveryStreamName": self.stream,
-                "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:123456789012:deliverystream/{}", self.stream),
-                "DeliveryStreamStatus": "ACTIVE",
-                "DeliveryStreamType": "DirectPut",
-                "VersionId": "1",
-                "Destinations": [],
-                "HasMoreDestinations": false
-            }})
-            .to_string(),
+            Protocol::Firehose => {
+                switchyard_testkit::firehose::describe_answer(&self.stream).to_string()
+            }
             _ => r#"{"valid":true}"#.to_string(),
         };
         self.json(200, body)
