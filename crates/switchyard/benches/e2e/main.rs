@@ -161,7 +161,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A destination of the run: its id, its stand-in's tally, its position among them.
+/// A destination of the run: its connector id and its stand-in's tally.
 struct Destination {
     id: String,
     tally: Arc<Tally>,
@@ -206,57 +206,13 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         ("SWITCHYARD__ADMIN__BIND".into(), admin.to_string()),
     ];
     let progress = Arc::new(Progress::default());
-    let mut destinations = Vec::new();
-    for c in &settings.connectors {
-        let key = |k: &str| format!("SWITCHYARD__CONNECTORS__{}__{k}", c.id.to_uppercase());
-        let secret = format!("bench-secret-{}", destinations.len());
-        let (protocol, stream) = match &c.kind {
-            Kind::SplunkHec(_) => (Protocol::SplunkHec, String::new()),
-            Kind::DatadogLogs(_) => (Protocol::DatadogLogs, String::new()),
-            Kind::NewRelicEvents(_) => (Protocol::NewRelicEvents, String::new()),
-            Kind::KinesisFirehose(f) => (Protocol::Firehose, f.delivery_stream.clone()),
-        };
-        // A disabled connector is still validated: it gets credentials, not a stand-in.
-        let url = if c.enabled {
-            let tally = Arc::new(Tally::new(s.events + MAX_LATENCY_EVENTS, progress.clone()));
-            let url = standins::start(protocol, &secret, &stream, tally.clone())
-                .await
-                .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
-            destinations.push(Destination {
-                id: c.id.clone(),
-                tally,
-            });
-            url
-        } else {
-            "http://127.0.0.1:9".to_string()
-        };
-        match &c.kind {
-            Kind::SplunkHec(_) => {
-                env.push((key("ENDPOINT"), url));
-                env.push((key("TOKEN"), secret));
-            }
-            Kind::DatadogLogs(_) => {
-                env.push((key("ENDPOINT"), url));
-                env.push((key("API_KEY"), secret));
-            }
-            Kind::NewRelicEvents(nr) => {
-                env.push((key("ENDPOINT"), url));
-                env.push((key("ACCOUNT_ID"), "1000001".into()));
-                let which = if nr.insert_key.is_some() {
-                    "INSERT_KEY"
-                } else {
-                    "LICENSE_KEY"
-                };
-                env.push((key(which), secret));
-            }
-            Kind::KinesisFirehose(_) => {
-                env.push((key("ENDPOINT_URL"), url));
-                env.push((key("REGION"), "us-east-1".into()));
-                env.push((key("ACCESS_KEY_ID"), secret));
-                env.push((key("SECRET_ACCESS_KEY"), "bench-secret-access-key".into()));
-            }
-        }
-    }
+    let destinations = stand_ins(
+        &settings,
+        s.events + MAX_LATENCY_EVENTS,
+        &progress,
+        &mut env,
+    )
+    .await?;
 
     println!(
         "preloading {} events of {} bytes into {partitions} partitions",
@@ -384,6 +340,68 @@ fn with_short_fetch_wait(config: &str) -> String {
         }
         None => format!("{config}\n[kafka.options]\n{OPTION}"),
     }
+}
+
+/// Starts a stand-in for each enabled connector and adds the overrides that point the router
+/// at it (endpoint and credentials) to `env`. A disabled connector is still validated, so it
+/// gets credentials but no stand-in.
+async fn stand_ins(
+    settings: &Settings,
+    capacity: u64,
+    progress: &Arc<Progress>,
+    env: &mut Vec<(String, String)>,
+) -> Result<Vec<Destination>, String> {
+    let mut destinations = Vec::new();
+    for c in &settings.connectors {
+        let key = |k: &str| format!("SWITCHYARD__CONNECTORS__{}__{k}", c.id.to_uppercase());
+        let secret = format!("bench-secret-{}", destinations.len());
+        let (protocol, stream) = match &c.kind {
+            Kind::SplunkHec(_) => (Protocol::SplunkHec, String::new()),
+            Kind::DatadogLogs(_) => (Protocol::DatadogLogs, String::new()),
+            Kind::NewRelicEvents(_) => (Protocol::NewRelicEvents, String::new()),
+            Kind::KinesisFirehose(f) => (Protocol::Firehose, f.delivery_stream.clone()),
+        };
+        let url = if c.enabled {
+            let tally = Arc::new(Tally::new(capacity, progress.clone()));
+            let url = standins::start(protocol, &secret, &stream, tally.clone())
+                .await
+                .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
+            destinations.push(Destination {
+                id: c.id.clone(),
+                tally,
+            });
+            url
+        } else {
+            "http://127.0.0.1:9".to_string()
+        };
+        match &c.kind {
+            Kind::SplunkHec(_) => {
+                env.push((key("ENDPOINT"), url));
+                env.push((key("TOKEN"), secret));
+            }
+            Kind::DatadogLogs(_) => {
+                env.push((key("ENDPOINT"), url));
+                env.push((key("API_KEY"), secret));
+            }
+            Kind::NewRelicEvents(nr) => {
+                env.push((key("ENDPOINT"), url));
+                env.push((key("ACCOUNT_ID"), "1000001".into()));
+                let which = if nr.insert_key.is_some() {
+                    "INSERT_KEY"
+                } else {
+                    "LICENSE_KEY"
+                };
+                env.push((key(which), secret));
+            }
+            Kind::KinesisFirehose(_) => {
+                env.push((key("ENDPOINT_URL"), url));
+                env.push((key("REGION"), "us-east-1".into()));
+                env.push((key("ACCESS_KEY_ID"), secret));
+                env.push((key("SECRET_ACCESS_KEY"), "bench-secret-access-key".into()));
+            }
+        }
+    }
+    Ok(destinations)
 }
 
 async fn wait(progress: &Progress, target: u64) -> Result<(), String> {
