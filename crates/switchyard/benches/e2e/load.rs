@@ -134,6 +134,7 @@ fn send(
 }
 
 /// Produces events `first..first + count` at `rate` per second, each stamped as it is sent.
+/// Returns the rate achieved: lower than asked when the machine could not keep up.
 pub fn offer(
     bootstrap: &str,
     topic: &str,
@@ -142,11 +143,11 @@ pub fn offer(
     first: u64,
     count: u64,
     rate: f64,
-) -> Result<(), KafkaError> {
+) -> Result<f64, KafkaError> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         // Latency is measured from the send call: do not hold records back to batch them.
-        .set("linger.ms", "1")
+        .set("linger.ms", "5")
         .set("message.max.bytes", "10000000")
         .create()?;
     let start = Instant::now();
@@ -164,5 +165,7 @@ pub fn offer(
         // Pacing, not synchronisation: wake each millisecond to send what has come due.
         std::thread::sleep(Duration::from_millis(1));
     }
-    producer.flush(Duration::from_secs(60))
+    let achieved = count as f64 / start.elapsed().as_secs_f64();
+    producer.flush(Duration::from_secs(60))?;
+    Ok(achieved)
 }

@@ -257,15 +257,24 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     for d in &destinations {
         d.tally.latency_from.store(s.events, Relaxed);
     }
-    let cpu2 = router.cpu_seconds()?;
-    tokio::task::block_in_place(|| {
+    let (cpu2, own2, t2) = (
+        router.cpu_seconds()?,
+        router::cpu_seconds("self")?,
+        now_us(),
+    );
+    let achieved = tokio::task::block_in_place(|| {
         load::offer(
             &bootstrap, topic, partitions, &events, s.events, count, rate,
         )
     })
     .map_err(|e| format!("producing the latency load: {e}"))?;
     wait(&progress, backlog + count * fan_out).await?;
-    let cpu3 = router.cpu_seconds()?;
+    let (cpu3, own3, t3) = (
+        router.cpu_seconds()?,
+        router::cpu_seconds("self")?,
+        now_us(),
+    );
+    let latency_secs = t3.saturating_sub(t2) as f64 / 1e6;
     let mut latencies: Vec<u32> = destinations
         .iter()
         .flat_map(|d| d.tally.take_latencies())
@@ -277,7 +286,11 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
             .map_or(0.0, |us| *us as f64 / 1000.0)
     };
     let (p50, p99, max) = (pct(0.5), pct(0.99), pct(1.0));
-    println!("latency at {rate:.0} events/s: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+    println!(
+        "latency at {rate:.0} events/s ({achieved:.0} achieved): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (router {:.2} cores, broker, producer and stand-ins {:.2})",
+        (cpu3 - cpu2) / latency_secs,
+        (own3 - own2) / latency_secs,
+    );
     let peak_rss = router.peak_rss_bytes()?;
     router.stop()?;
 
@@ -311,11 +324,14 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         },
         "latency": {
             "offered_events_per_sec": rate,
+            "achieved_events_per_sec": achieved,
             "events": count,
             "p50_ms": p50,
             "p99_ms": p99,
             "max_ms": max,
             "router_cpu_seconds_per_million_events": (cpu3 - cpu2) / count as f64 * 1e6,
+            "router_cores": (cpu3 - cpu2) / latency_secs,
+            "harness_cores": (own3 - own2) / latency_secs,
         },
         "router_peak_rss_mib": peak_rss as f64 / (1 << 20) as f64,
         "duplicates": duplicates,
