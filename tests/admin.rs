@@ -3,29 +3,11 @@
 
 use std::time::Duration;
 use switchyard::Pipeline;
+use switchyard_testkit::probe::http_get;
 use switchyard_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A minimal HTTP/1.1 GET: (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    let status = raw
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    http_get(&addr.to_string(), path).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

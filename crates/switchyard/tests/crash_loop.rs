@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use switchyard_testkit::probe::{http_get, metric, peak_rss_bytes};
 use switchyard_testkit::{Broker, FakeDatadog, FakeHec, Generator};
 
 mod common;
@@ -205,35 +206,9 @@ max_backoff_ms = 200
     );
 }
 
-/// GET over plain HTTP/1.1: the body.
-async fn http_get(addr: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).await.unwrap();
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-}
-
-/// Peak resident memory of `pid`, in MiB (Linux /proc).
+/// Peak resident memory of `pid`, in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    peak_rss_bytes(pid).map_or(0.0, |b| b as f64 / (1 << 20) as f64)
 }
 
 /// The bound this test holds the router to: the in-flight limits below (400 events of about
@@ -327,7 +302,7 @@ max_linger_ms = 20
     // ridden out); with Splunk down they never come, so partitions then pause.
     let deadline = std::time::Instant::now() + PATIENCE;
     let (consumed, paused) = loop {
-        let text = http_get(&admin, "/metrics").await;
+        let (_, text) = http_get(&admin, "/metrics").await;
         let consumed = metric(&text, "switchyard_events_consumed_total").unwrap_or(f64::MAX);
         let paused = metric(&text, "switchyard_paused_partitions").unwrap_or(0.0);
         if paused >= 1.0 || std::time::Instant::now() > deadline {

@@ -9,6 +9,7 @@ pub mod firehose;
 pub mod generate;
 pub mod hec;
 pub mod newrelic;
+pub mod probe;
 
 pub use broker::Broker;
 pub use datadog::FakeDatadog;

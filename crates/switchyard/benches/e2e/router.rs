@@ -58,14 +58,8 @@ impl RouterProcess {
 
     /// The peak resident set size so far (VmHWM), in bytes.
     pub fn peak_rss_bytes(&self) -> Result<u64, String> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
-            .map_err(|e| format!("reading the router's /proc status: {e}"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib * 1024)
-            .ok_or_else(|| "no VmHWM in /proc status".to_string())
+        switchyard_testkit::probe::peak_rss_bytes(self.pid())
+            .ok_or_else(|| "no VmHWM in the router's /proc status".to_string())
     }
 
     /// Waits until the consumer has partitions assigned (its fetching starts then), asking
@@ -132,8 +126,5 @@ fn assigned(admin: SocketAddr) -> Option<u64> {
         .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("switchyard_assigned_partitions "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|v| v as u64)
+    switchyard_testkit::probe::metric(&text, "switchyard_assigned_partitions").map(|v| v as u64)
 }
