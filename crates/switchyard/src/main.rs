@@ -42,13 +42,8 @@ enum Command {
     Validate(ConfigArg),
     /// Deliver one connector's dead-lettered events again (after fixing the cause), then stop.
     Replay {
-        #[arg(
-            long,
-            short,
-            default_value = "connectors.toml",
-            env = "SWITCHYARD_CONFIG"
-        )]
-        config: String,
+        #[command(flatten)]
+        config: ConfigArg,
         /// The connector whose letters to replay.
         #[arg(long)]
         connector: String,
@@ -106,7 +101,7 @@ async fn main() -> ExitCode {
             config,
             connector,
             timeout_secs,
-        } => replay(&config, &connector, timeout_secs).await,
+        } => replay(&config.config, &connector, timeout_secs).await,
         #[cfg(feature = "demo")]
         Command::Demo {
             config,
