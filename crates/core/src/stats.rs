@@ -117,6 +117,8 @@ pub struct SourceStats {
     pub unrouted: AtomicU64,
     malformed: [AtomicU64; MalformedReason::ALL.len()],
     pub paused_partitions: AtomicU64,
+    /// Times a partition was paused for backpressure.
+    pub pauses: AtomicU64,
     /// Malformed records durably written to the dead-letter destination.
     pub malformed_dead_lettered: AtomicU64,
     pub commits: AtomicU64,

@@ -327,6 +327,7 @@ impl Worker {
     fn pause(&mut self, id: PartitionId, topic: &str, partition: i32) {
         self.set_paused(topic, partition, true);
         self.paused.insert(id);
+        self.shared.stats.pauses.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(
             topic,
             partition,

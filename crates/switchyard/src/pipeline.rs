@@ -43,6 +43,7 @@ impl Monitor {
             malformed: self.stats.malformed_total(),
             unrouted: self.stats.unrouted.load(Relaxed),
             paused_partitions: self.stats.paused_partitions.load(Relaxed),
+            pauses: self.stats.pauses.load(Relaxed),
             unknown_connectors: self.router.unknown_counts(),
             connectors: self
                 .connectors
@@ -103,6 +104,8 @@ pub struct Progress {
     pub malformed: u64,
     pub unrouted: u64,
     pub paused_partitions: u64,
+    /// Times a partition was paused for backpressure, since start.
+    pub pauses: u64,
     pub unknown_connectors: Vec<(String, u64)>,
     pub connectors: Vec<(String, ConnectorSnapshot)>,
 }
