@@ -10,12 +10,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use flate2::read::GzDecoder;
 use memchr::memmem;
 use serde::Deserialize;
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use switchyard_testkit::fake::{Decoded, decode_body};
 use tokio::sync::Notify;
 
 /// Every benchmark event carries `"@swb:<12-digit sequence>:<16-digit produce time in µs>"`
@@ -261,19 +260,13 @@ impl StandIn {
     /// Decodes the body and tallies its events; returns how many records it held (Firehose
     /// answers per record).
     fn accept(&self, h: &HeaderMap, body: &[u8], now: u64) -> Result<usize, String> {
-        let decoded;
-        let body = match h.get("content-encoding").and_then(|v| v.to_str().ok()) {
-            None | Some("identity") => body,
-            Some("gzip") => {
-                let mut out = Vec::with_capacity(body.len() * 8);
-                GzDecoder::new(body)
-                    .read_to_end(&mut out)
-                    .map_err(|e| format!("corrupt gzip: {e}"))?;
-                decoded = out;
-                &decoded
-            }
-            Some(other) => return Err(format!("unexpected content-encoding {other}")),
+        let encoding = h.get("content-encoding").and_then(|v| v.to_str().ok());
+        let body = match decode_body(encoding, body) {
+            Decoded::Body(b) => b,
+            Decoded::Unsupported(e) => return Err(format!("unexpected content-encoding {e}")),
+            Decoded::Corrupt(e) => return Err(format!("corrupt body: {e}")),
         };
+        let body = &body[..];
         if self.protocol != Protocol::Firehose {
             return self.tally.record(body, now);
         }
