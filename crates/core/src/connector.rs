@@ -58,9 +58,35 @@ pub struct Encoded<R> {
     /// Events left out of the request because the destination would refuse or silently drop
     /// them, by index into the encoded slice, with the reason. The engine rejects them.
     pub rejected: Vec<(usize, String)>,
-    /// Adjustments made to fit the API (a value truncated, an attribute dropped), one entry
-    /// per occurrence; the engine counts them by reason.
-    pub fixes: Vec<&'static str>,
+    /// Adjustments made to fit the API (a value truncated, attributes dropped), one entry
+    /// per occurrence; the engine counts them by kind and logs them, rate-limited.
+    pub fixes: Vec<Fix>,
+}
+
+/// One adjustment an encoder made to one event so the destination keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fix {
+    /// Index of the event in the encoded slice.
+    pub event: usize,
+    /// The metric label, e.g. `too_many_attributes`.
+    pub kind: &'static str,
+    /// What exactly changed (the attributes dropped, the timestamp replaced), for the log.
+    pub detail: Option<String>,
+}
+
+impl Fix {
+    pub fn new(event: usize, kind: &'static str) -> Self {
+        Fix {
+            event,
+            kind,
+            detail: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
+    }
 }
 
 impl<R> Encoded<R> {

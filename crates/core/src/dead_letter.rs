@@ -1,7 +1,7 @@
 //! Where permanently refused records go: the contract between the engine (and the
 //! dispatcher, for malformed input) and a dead-letter destination such as a Kafka topic.
 
-use crate::event::Origin;
+use crate::event::{Envelope, Origin};
 use bytes::Bytes;
 use std::sync::Arc;
 
@@ -10,6 +10,8 @@ use std::sync::Arc;
 pub struct Letter {
     /// The record exactly as read from Kafka.
     pub raw: Bytes,
+    /// Its key and headers, to be written with it.
+    pub envelope: Option<Arc<Envelope>>,
     pub origin: Origin,
     /// The connector that refused it, or `router` for malformed input.
     pub connector: Arc<str>,

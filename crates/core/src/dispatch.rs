@@ -2,7 +2,7 @@
 
 use crate::dead_letter::{DeadLetters, Letter};
 use crate::engine::ConnectorHandle;
-use crate::event::{Event, Malformed, Origin};
+use crate::event::{Envelope, Event, Malformed, Origin};
 use crate::offsets::Acker;
 use crate::route::{Router, TargetSet};
 use crate::stats::SourceStats;
@@ -61,12 +61,13 @@ impl Dispatcher {
         &self.stats
     }
 
-    pub fn accept(&self, raw: Bytes, origin: Origin) -> Accepted {
+    /// Takes one record: its value, and its key and headers if it had any.
+    pub fn accept(&self, raw: Bytes, envelope: Option<Arc<Envelope>>, origin: Origin) -> Accepted {
         self.stats.consumed.fetch_add(1, Relaxed);
         let (partition, offset) = (origin.partition, origin.offset);
-        // A second handle on the bytes (a reference count), for the dead-letter topic.
-        let kept = raw.clone();
-        let event = match Event::parse(raw, origin.clone(), self.max_event_bytes) {
+        // Second handles (reference counts) for the dead-letter topic.
+        let kept = (raw.clone(), envelope.clone());
+        let event = match Event::parse_record(raw, envelope, origin.clone(), self.max_event_bytes) {
             Ok(e) => e,
             Err(bad) => {
                 self.stats.count_malformed(bad.reason);
@@ -114,7 +115,12 @@ impl Dispatcher {
 
     /// Without a dead-letter topic the record finishes at once; with one, when its letter is
     /// written.
-    fn dead_letter_malformed(&self, raw: Bytes, origin: Origin, bad: &Malformed) {
+    fn dead_letter_malformed(
+        &self,
+        (raw, envelope): (Bytes, Option<Arc<Envelope>>),
+        origin: Origin,
+        bad: &Malformed,
+    ) {
         let (partition, offset) = (origin.partition, origin.offset);
         let Some(dlq) = &self.dead_letters else {
             // Finished with no targets: the watermark moves past it in order.
@@ -136,6 +142,7 @@ impl Dispatcher {
         }
         let letter = Letter {
             raw,
+            envelope,
             origin,
             connector: Arc::from(crate::dead_letter::ROUTER),
             reason: format!("malformed: {}: {}", bad.reason, bad.detail),

@@ -3,7 +3,7 @@
 //! event exactly once, as delivered or rejected.
 
 use crate::batch::{Batch, BatchLimits, Batcher, Push};
-use crate::connector::{Connector, EncodeError, EventVerdict, Outcome, Verdict};
+use crate::connector::{Connector, EncodeError, EventVerdict, Fix, Outcome, Verdict};
 use crate::dead_letter::{DeadLetters, Letter};
 use crate::event::Event;
 use crate::offsets::Acker;
@@ -77,9 +77,14 @@ impl Engine {
         wiring: Wiring,
     ) -> ConnectorHandle {
         let limits = settings.limits.clamp_to(connector.hard_limits());
+        let records_bound = if settings.append_observability {
+            crate::timings::max_records_len(id) + crate::event::SPLICE_OVERHEAD
+        } else {
+            0
+        };
         let shared = Arc::new(Shared {
             observability: std::sync::Mutex::new(None),
-            observability_len: std::sync::atomic::AtomicUsize::new(0),
+            records_bound,
             id: Arc::from(id),
             index,
             settings,
@@ -87,6 +92,7 @@ impl Engine {
             timings: wiring.timings,
             dead_letters: wiring.dead_letters,
             stats: Arc::default(),
+            notices: crate::log::Throttle::new(NOTICE_EVERY),
             connector,
         });
         let (tx, rx) = mpsc::unbounded_channel();
@@ -110,8 +116,10 @@ impl Engine {
 struct Shared<C> {
     /// The latest completed delivery's records, serialized once: `{…},{…},…`.
     observability: std::sync::Mutex<Option<Arc<[u8]>>>,
-    /// Their length, read for every event queued: an atomic, not the mutex.
-    observability_len: std::sync::atomic::AtomicUsize,
+    /// The most bytes those records can add to one event. Batches are sized with it, not
+    /// with the records of the moment: the records an event gets are only known when its
+    /// request is encoded, maybe after an outage changed them.
+    records_bound: usize,
     id: Arc<str>,
     index: ConnectorIndex,
     settings: EngineSettings,
@@ -119,8 +127,13 @@ struct Shared<C> {
     timings: Arc<TimingRecorder>,
     dead_letters: Option<Arc<dyn DeadLetters>>,
     stats: Arc<ConnectorStats>,
+    /// Rate-limits the log lines about events changed or refused, per kind.
+    notices: crate::log::Throttle,
     connector: C,
 }
+
+/// A kind of notice about events is logged at most this often per connector.
+const NOTICE_EVERY: Duration = Duration::from_secs(60);
 
 struct Worker<C> {
     batcher: Batcher,
@@ -153,7 +166,7 @@ impl<C: Connector> Worker<C> {
     }
 
     async fn accept(&mut self, event: Event) {
-        let size = self.shared.connector.encoded_len(&event) + self.shared.observability_len();
+        let size = self.shared.connector.encoded_len(&event) + self.shared.records_bound;
         match self.batcher.push(event, size) {
             Push::Added => {}
             Push::Full(batch) | Push::Rolled(batch) => self.dispatch(batch).await,
@@ -187,20 +200,39 @@ impl<C: Connector> Worker<C> {
     }
 }
 
-/// Runs the connector's health check until it passes (every 10 s), for the readiness probe.
+/// Between health checks while they fail.
+const HEALTH_RETRY: Duration = Duration::from_secs(10);
+/// The same health-check failure is logged at WARN at most this often.
+const HEALTH_WARN_EVERY: Duration = Duration::from_secs(300);
+
+/// Runs the connector's health check until it passes, or until a delivery succeeds (which
+/// shows more than any probe), for the readiness probe. The destination's answer is clipped
+/// and the same failure is warned about once per [`HEALTH_WARN_EVERY`], not every retry.
 async fn check_health<C: Connector>(shared: Arc<Shared<C>>) {
+    let warnings = crate::log::Throttle::new(HEALTH_WARN_EVERY);
     loop {
+        if shared.stats.health() == Health::Healthy {
+            return;
+        }
         match shared.connector.health().await {
             Ok(()) => {
                 shared.stats.set_health(Health::Healthy);
                 return;
             }
             Err(e) => {
-                tracing::warn!(connector = %shared.id, error = %e, "health check failed; retrying in 10 s");
-                shared.stats.set_health(Health::Failing(e));
+                let error = crate::log::clip(&e);
+                if !shared.stats.mark_failing(error.clone()) {
+                    return;
+                }
+                match warnings.allow(&error) {
+                    Some(held_back) => {
+                        tracing::warn!(connector = %shared.id, %error, held_back, "health check failed; retrying every 10 s (a successful delivery also counts as healthy)")
+                    }
+                    None => tracing::debug!(connector = %shared.id, %error, "health check failed"),
+                }
             }
         }
-        sleep(Duration::from_secs(10)).await;
+        sleep(HEALTH_RETRY).await;
     }
 }
 
@@ -253,7 +285,7 @@ impl<C: Connector> Shared<C> {
             let request = match self.connector.encode(&pending, observability.as_deref()) {
                 Ok(encoded) => {
                     if attempt == 1 {
-                        self.stats.count_fixes(&encoded.fixes);
+                        self.report_fixes(&pending, &encoded.fixes);
                     }
                     pending = self.drop_rejected(pending, encoded.rejected, calls.len() as u32);
                     if pending.is_empty() {
@@ -369,14 +401,6 @@ impl<C: Connector> Shared<C> {
         self.observability.lock().ok().and_then(|o| o.clone())
     }
 
-    /// Bytes the records add to each event (plus room for the key, if it must be added).
-    fn observability_len(&self) -> usize {
-        match self.observability_len.load(Relaxed) {
-            0 => 0,
-            n => n + 64,
-        }
-    }
-
     fn set_observability(&self, t: &DeliveryTimings) {
         // Serializing plain structs into a Vec cannot fail.
         let list = serde_json::to_vec(&t.records()).unwrap_or_default();
@@ -384,9 +408,7 @@ impl<C: Connector> Shared<C> {
             && let Ok(mut slot) = self.observability.lock()
         {
             // Without the brackets: the records join the event's own list.
-            let records: Arc<[u8]> = Arc::from(&list[1..list.len() - 1]);
-            self.observability_len.store(records.len(), Relaxed);
-            *slot = Some(records);
+            *slot = Some(Arc::from(&list[1..list.len() - 1]));
         }
     }
 
@@ -440,6 +462,26 @@ impl<C: Connector> Shared<C> {
             status_code: verdict.status_code,
         });
         verdict
+    }
+
+    /// Counts the adjustments an encoder made, and logs each kind at most once a minute with
+    /// the event's id, so a changed event can be found.
+    fn report_fixes(&self, events: &[Event], fixes: &[Fix]) {
+        self.stats.count_fixes(fixes);
+        for fix in fixes {
+            let Some(held_back) = self.notices.allow(fix.kind) else {
+                continue;
+            };
+            let event_id = events.get(fix.event).and_then(Event::event_id);
+            tracing::warn!(
+                connector = %self.id,
+                fix = fix.kind,
+                event_id = event_id.unwrap_or("(none)"),
+                detail = fix.detail.as_deref().unwrap_or(""),
+                held_back,
+                "event changed to fit the destination"
+            );
+        }
     }
 
     /// Rejects the events an encoder left out; returns the rest, in order.
@@ -502,6 +544,7 @@ impl<C: Connector> Shared<C> {
         if events.is_empty() {
             return;
         }
+        self.stats.mark_healthy();
         self.stats.delivered.fetch_add(events.len() as u64, Relaxed);
         self.acker.complete(self.index, &events);
     }
@@ -543,6 +586,7 @@ impl<C: Connector> Shared<C> {
         for (event, reason) in rejected {
             let letter = Letter {
                 raw: event.raw().clone(),
+                envelope: event.envelope().cloned(),
                 origin: event.origin().clone(),
                 connector: self.id.clone(),
                 reason,

@@ -23,6 +23,21 @@ pub struct Origin {
     pub offset: i64,
 }
 
+/// What the producer sent with the value: its key and headers, kept as they were so that a
+/// dead-lettered record can be keyed, partitioned and traced like the original.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Envelope {
+    pub key: Option<Bytes>,
+    /// In the record's order; a header may have no value.
+    pub headers: Vec<(String, Option<Bytes>)>,
+}
+
+impl Envelope {
+    pub fn is_empty(&self) -> bool {
+        self.key.is_none() && self.headers.is_empty()
+    }
+}
+
 /// Why a record could not become an [`Event`]. Each is counted under its `as_str` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MalformedReason {
@@ -78,11 +93,14 @@ pub struct Event {
 
 struct Inner {
     raw: Bytes,
+    /// None when the record had neither key nor headers: no allocation for the usual case.
+    envelope: Option<Arc<Envelope>>,
     origin: Origin,
     /// Where the router's own collector_observability records go, if anywhere.
     splice: Option<Splice>,
     connector_list: Text,
     customer_code: Text,
+    event_id: Text,
     event_type: Text,
     timestamp_us: i64,
 }
@@ -117,6 +135,12 @@ impl Text {
     }
 }
 
+/// The most bytes [`Event::write_json`] adds around the records it splices in: a new
+/// `ops_metadata` object holding the list.
+pub const SPLICE_OVERHEAD: usize = OPS_BEFORE.len() + OPS_AFTER.len();
+const OPS_BEFORE: &[u8] = b",\"ops_metadata\":{\"collector_observability\":[";
+const OPS_AFTER: &[u8] = b"]}";
+
 /// Where records are inserted into `ops_metadata.collector_observability`, as a byte offset
 /// into the raw event and what must be written around them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +170,8 @@ struct Scan<'a> {
     connector_list: Option<Str<'a>>,
     #[serde(borrow, default)]
     customer_code: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    event_id: Option<Str<'a>>,
     #[serde(borrow, default)]
     event: Option<ScanEvent<'a>>,
 }
@@ -209,6 +235,16 @@ impl<'de> Deserialize<'de> for Millis {
 impl Event {
     /// Scans `raw` once for the routing fields. The bytes are kept as they are.
     pub fn parse(raw: Bytes, origin: Origin, max_bytes: usize) -> Result<Event, Malformed> {
+        Self::parse_record(raw, None, origin, max_bytes)
+    }
+
+    /// [`Event::parse`], keeping the record's key and headers with the event.
+    pub fn parse_record(
+        raw: Bytes,
+        envelope: Option<Arc<Envelope>>,
+        origin: Origin,
+        max_bytes: usize,
+    ) -> Result<Event, Malformed> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Err(Malformed {
                 reason: MalformedReason::Empty,
@@ -220,6 +256,10 @@ impl Event {
                 reason: MalformedReason::Oversize,
                 detail: format!("{} bytes is over max_event_bytes {}", raw.len(), max_bytes),
             });
+        }
+        if first_byte(&raw) != Some(b'{') {
+            // Checked before the scan: serde would read a struct from an array too.
+            return Err(not_an_object(&raw));
         }
         let scan: Scan<'_> = serde_json::from_slice(&raw).map_err(|e| classify(&raw, e))?;
         let event = scan
@@ -239,9 +279,11 @@ impl Event {
             splice,
             connector_list: Text::from_cow(&raw, scan.connector_list),
             customer_code: Text::from_cow(&raw, scan.customer_code),
+            event_id: Text::from_cow(&raw, scan.event_id),
             event_type: Text::from_cow(&raw, event.kind),
             timestamp_us: (ts.0 * 1000.0).round() as i64,
             origin,
+            envelope,
             raw,
         };
         Ok(Event {
@@ -288,11 +330,7 @@ impl Event {
                 },
                 b"]",
             ),
-            Splice::Event { at } => (
-                at,
-                b",\"ops_metadata\":{\"collector_observability\":[",
-                b"]}",
-            ),
+            Splice::Event { at } => (at, OPS_BEFORE, OPS_AFTER),
         };
         let at = at as usize;
         out.extend_from_slice(&json[..at]);
@@ -304,6 +342,16 @@ impl Event {
 
     pub fn origin(&self) -> &Origin {
         &self.inner.origin
+    }
+
+    /// The record's key and headers, when it had any.
+    pub fn envelope(&self) -> Option<&Arc<Envelope>> {
+        self.inner.envelope.as_ref()
+    }
+
+    /// `event_id`: what finds and de-duplicates the event at a destination.
+    pub fn event_id(&self) -> Option<&str> {
+        self.inner.event_id.get(&self.inner.raw)
     }
 
     /// `connector_list` as written: comma-separated connector ids.
@@ -386,16 +434,66 @@ fn missing_timestamp(detail: &str) -> Malformed {
     }
 }
 
-fn classify(raw: &[u8], e: serde_json::Error) -> Malformed {
-    let first = raw.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    let reason = match e.classify() {
-        serde_json::error::Category::Data if first != Some(b'{') => MalformedReason::NotObject,
-        serde_json::error::Category::Data => MalformedReason::InvalidField,
-        _ => MalformedReason::NotJson,
+fn first_byte(raw: &[u8]) -> Option<u8> {
+    raw.iter().find(|b| !b.is_ascii_whitespace()).copied()
+}
+
+/// A record that does not start as an object: valid JSON of another type, or not JSON.
+fn not_an_object(raw: &[u8]) -> Malformed {
+    if let Err(e) = serde_json::from_slice::<de::IgnoredAny>(raw) {
+        return not_json(e);
+    }
+    let what = match first_byte(raw) {
+        Some(b'[') => {
+            "a JSON array, not an event object (records holding an array of events are not unpacked)"
+        }
+        Some(b'"') => "a JSON string, not an event object",
+        Some(b'n') => "JSON null, not an event object",
+        Some(b't' | b'f') => "a JSON boolean, not an event object",
+        _ => "a JSON number, not an event object",
     };
     Malformed {
-        reason,
-        detail: e.to_string(),
+        reason: MalformedReason::NotObject,
+        detail: format!("the record is {what}"),
+    }
+}
+
+fn not_json(e: serde_json::Error) -> Malformed {
+    Malformed {
+        reason: MalformedReason::NotJson,
+        detail: format!("not valid JSON: {e}"),
+    }
+}
+
+/// A failed scan of an object. Only on this path is the scan run again with the key path
+/// tracked, to name the field in plain words; the fast path pays nothing for it.
+fn classify(raw: &[u8], e: serde_json::Error) -> Malformed {
+    if e.classify() != serde_json::error::Category::Data {
+        return not_json(e);
+    }
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let detail = match serde_path_to_error::deserialize::<_, Scan<'_>>(&mut de) {
+        Err(e) => field_problem(&e.path().to_string(), &e.inner().to_string()),
+        Ok(_) => e.to_string(),
+    };
+    Malformed {
+        reason: MalformedReason::InvalidField,
+        detail,
+    }
+}
+
+/// "invalid type: integer `5`, expected a string at line 1 column 9" on `connector_list`
+/// becomes "`connector_list` should be a string, not integer `5`".
+fn field_problem(path: &str, serde_message: &str) -> String {
+    let message = serde_message
+        .rsplit_once(" at line ")
+        .map_or(serde_message, |(m, _)| m);
+    match message
+        .strip_prefix("invalid type: ")
+        .and_then(|m| m.split_once(", expected "))
+    {
+        Some((found, expected)) => format!("`{path}` should be {expected}, not {found}"),
+        None => format!("`{path}`: {message}"),
     }
 }
 
@@ -508,6 +606,63 @@ pub(crate) mod tests {
         let mut plain = Vec::new();
         event(sample).write_json(&mut plain, None);
         assert_eq!(plain, sample.trim_end().as_bytes());
+    }
+
+    fn detail(json: &str) -> String {
+        Event::parse(Bytes::from(json.to_owned()), origin(0), 1 << 20)
+            .unwrap_err()
+            .detail
+    }
+
+    #[test]
+    fn bad_input_is_described_in_plain_words() {
+        assert_eq!(
+            detail("[1,2,3]"),
+            "the record is a JSON array, not an event object (records holding an array of events are not unpacked)"
+        );
+        assert_eq!(
+            detail("null"),
+            "the record is JSON null, not an event object"
+        );
+        assert_eq!(
+            detail(r#"[{"event":{"timestamp":1}}]"#),
+            detail("[1,2,3]"),
+            "an array of events says it is an array"
+        );
+        assert_eq!(detail("[null,null,null,null,null]"), detail("[1,2,3]"));
+        assert_eq!(
+            detail(r#"{"event":{"timestamp":1},"connector_list":5}"#),
+            "`connector_list` should be a string, not integer `5`"
+        );
+        assert_eq!(
+            detail(r#"{"event":{"timestamp":"yesterday","type":"x"}}"#),
+            "`event.timestamp` should be epoch milliseconds as a number, not string \"yesterday\""
+        );
+        assert!(
+            detail("{oops").starts_with("not valid JSON: "),
+            "{}",
+            detail("{oops")
+        );
+    }
+
+    #[test]
+    fn event_id_and_envelope_are_kept() {
+        let envelope = Arc::new(Envelope {
+            key: Some(Bytes::from_static(b"session-7")),
+            headers: vec![
+                ("trace".into(), Some(Bytes::from_static(b"abc"))),
+                ("empty".into(), None),
+            ],
+        });
+        let e = Event::parse_record(
+            Bytes::from_static(br#"{"event":{"timestamp":1},"event_id":"e-1"}"#),
+            Some(envelope.clone()),
+            origin(0),
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(e.event_id(), Some("e-1"));
+        assert_eq!(e.envelope(), Some(&envelope));
     }
 
     #[test]

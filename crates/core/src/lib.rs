@@ -6,6 +6,7 @@
 //! same way. It knows nothing of Kafka or HTTP: a destination plugs in through [`Connector`],
 //! the Kafka source through [`Dispatcher`] and [`Acker`].
 
+pub mod age;
 pub mod batch;
 pub mod compress;
 pub mod connector;
@@ -13,6 +14,7 @@ pub mod dead_letter;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
+pub mod log;
 pub mod offsets;
 pub mod retry;
 pub mod route;
@@ -21,11 +23,13 @@ pub mod stats;
 pub mod timings;
 
 pub use batch::BatchLimits;
-pub use connector::{Connector, EncodeError, Encoded, EventVerdict, Outcome, SendError, Verdict};
+pub use connector::{
+    Connector, EncodeError, Encoded, EventVerdict, Fix, Outcome, SendError, Verdict,
+};
 pub use dead_letter::{DeadLetters, Letter};
 pub use dispatch::Dispatcher;
 pub use engine::{ConnectorHandle, Engine, EngineSettings, Wiring};
-pub use event::{Event, MalformedReason, Origin, PartitionId};
+pub use event::{Envelope, Event, MalformedReason, Origin, PartitionId};
 pub use offsets::{Acker, OffsetTracker};
 pub use retry::{OnExhausted, RetryPolicy};
 pub use route::{ConnectorIndex, Filter, Route, Router, TargetSet};

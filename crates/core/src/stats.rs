@@ -1,6 +1,7 @@
 //! Counters the pipeline keeps as it runs: read by the progress line, tests and (later) the
 //! metrics exporter. Plain atomics: cheap on the hot path, no locks.
 
+use crate::connector::Fix;
 use crate::event::MalformedReason;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -54,13 +55,13 @@ pub struct ConnectorSnapshot {
 }
 
 impl ConnectorStats {
-    pub fn count_fixes(&self, fixes: &[&'static str]) {
+    pub fn count_fixes(&self, fixes: &[Fix]) {
         if fixes.is_empty() {
             return;
         }
         if let Ok(mut m) = self.fixes.lock() {
             for f in fixes {
-                *m.entry(f).or_default() += 1;
+                *m.entry(f.kind).or_default() += 1;
             }
         }
     }
@@ -72,6 +73,27 @@ impl ConnectorStats {
     pub fn set_health(&self, h: Health) {
         if let Ok(mut g) = self.health.lock() {
             *g = h;
+        }
+    }
+
+    /// A delivery went through: whatever a health check said, the destination works.
+    pub fn mark_healthy(&self) {
+        if let Ok(mut g) = self.health.lock()
+            && *g != Health::Healthy
+        {
+            *g = Health::Healthy;
+        }
+    }
+
+    /// A failed health check, unless a delivery has shown the destination healthy since.
+    /// False when it was already healthy.
+    pub fn mark_failing(&self, why: String) -> bool {
+        match self.health.lock() {
+            Ok(mut g) if *g != Health::Healthy => {
+                *g = Health::Failing(why);
+                true
+            }
+            _ => false,
         }
     }
 

@@ -2,7 +2,10 @@
 //! collectors already use (`time`, `metric_name`, `dimension`, `metric_value`).
 //!
 //! Semantics follow the sample's arithmetic: `time` is the start of the measured interval,
-//! `process = queue + send`, `send` spans every attempt, and there is one `call` per attempt.
+//! `process = queue + send`, and `send` spans every attempt. Only the last attempt gets a
+//! `call` record; `attempt_count` on `process` and `send` says how many there were. One
+//! record per attempt grew each event by ~130 bytes per retry, so after an outage the
+//! records outweighed the event and pushed requests over the destinations' size limits.
 
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -66,7 +69,7 @@ pub struct Dimension {
 }
 
 impl DeliveryTimings {
-    /// The records in the sample's order: process, queue, send, then one call per attempt.
+    /// The records in the sample's order: process, queue, send, then the last attempt's call.
     pub fn records(&self) -> Vec<TimingRecord> {
         let dim =
             |attempt_count: Option<u32>, attempt: Option<u32>, status: Option<u16>| Dimension {
@@ -75,7 +78,7 @@ impl DeliveryTimings {
                 attempt,
                 status_code: status,
             };
-        let mut out = Vec::with_capacity(3 + self.calls.len());
+        let mut out = Vec::with_capacity(RECORDS);
         out.push(TimingRecord {
             time: self.enqueued_ms,
             metric_name: "process_duration_ms",
@@ -94,7 +97,7 @@ impl DeliveryTimings {
             dimension: dim(Some(self.attempt_count), None, Some(self.status_code)),
             metric_value: self.send_ms,
         });
-        for c in &self.calls {
+        if let Some(c) = self.calls.last() {
             out.push(TimingRecord {
                 time: c.start_ms,
                 metric_name: "call_duration_ms",
@@ -104,6 +107,34 @@ impl DeliveryTimings {
         }
         out
     }
+}
+
+/// Records appended per delivery: process, queue, send and the last call.
+pub const RECORDS: usize = 4;
+
+/// The most bytes [`DeliveryTimings::records`] can serialize to for `target`, brackets
+/// excluded: every number at its widest. Batches are sized with this bound, since the records
+/// appended to an event are only known when its request is encoded.
+pub fn max_records_len(target: &str) -> usize {
+    let widest = DeliveryTimings {
+        target: Arc::from(target),
+        events: 0,
+        enqueued_ms: u64::MAX,
+        queue_ms: u64::MAX,
+        send_start_ms: u64::MAX,
+        send_ms: u64::MAX,
+        process_ms: u64::MAX,
+        attempt_count: u32::MAX,
+        status_code: u16::MAX,
+        calls: vec![CallTiming {
+            start_ms: u64::MAX,
+            duration_ms: u64::MAX,
+            attempt: u32::MAX,
+            status_code: u16::MAX,
+        }],
+    };
+    // Serializing plain structs into a Vec cannot fail.
+    serde_json::to_vec(&widest.records()).map_or(0, |v| v.len().saturating_sub(2))
 }
 
 /// Keeps the most recent deliveries' timings where tests (and later the exporters) can see
@@ -204,6 +235,40 @@ mod tests {
             r["dimension"]["target"] = "splunk".into();
         }
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_long_outage_appends_one_call_record_within_the_bound() {
+        let calls: Vec<CallTiming> = (1..=500)
+            .map(|attempt| CallTiming {
+                start_ms: 1712167311740 + u64::from(attempt) * 1000,
+                duration_ms: 30_000,
+                attempt,
+                status_code: if attempt == 500 { 202 } else { 503 },
+            })
+            .collect();
+        let t = DeliveryTimings {
+            target: Arc::from("dz-connector-datadog"),
+            events: 1000,
+            enqueued_ms: 1712167311684,
+            queue_ms: 56,
+            send_start_ms: 1712167311740,
+            send_ms: 12_345_678,
+            process_ms: 12_345_734,
+            attempt_count: 500,
+            status_code: 202,
+            calls,
+        };
+        let records = serde_json::to_value(t.records()).unwrap();
+        let records = records.as_array().unwrap();
+        assert_eq!(records.len(), RECORDS);
+        assert_eq!(records[0]["dimension"]["attempt_count"], 500);
+        assert_eq!(records[3]["metric_name"], "call_duration_ms");
+        assert_eq!(records[3]["dimension"]["attempt"], 500);
+        assert_eq!(records[3]["dimension"]["status_code"], 202);
+        let len = serde_json::to_vec(&t.records()).unwrap().len() - 2;
+        assert!(len <= max_records_len("dz-connector-datadog"), "{len}");
+        assert!(max_records_len("dz-connector-datadog") < 1000);
     }
 
     #[test]

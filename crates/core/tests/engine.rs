@@ -66,7 +66,7 @@ impl Connector for Mem {
                     .push((i, format!("invalid: offset {o} refused")));
             } else {
                 encoded.request.push(o);
-                encoded.fixes.push("touched");
+                encoded.fixes.push(Fix::new(i, "touched"));
             }
         }
         if encoded.request.len() > self.0.max_request.unwrap_or(usize::MAX) {

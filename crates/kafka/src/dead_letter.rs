@@ -14,6 +14,8 @@ use tokio::runtime::Handle;
 
 /// Header names on dead-lettered records.
 pub mod headers {
+    /// Every router header starts with this.
+    pub const PREFIX: &str = "switchyard.";
     pub const CONNECTOR: &str = "switchyard.connector";
     pub const REASON: &str = "switchyard.reason";
     pub const STATUS_CODE: &str = "switchyard.status_code";
@@ -55,7 +57,25 @@ impl DlqProducer {
     }
 }
 
+/// The producer's own headers first, as they were, then the router's. Headers already named
+/// `switchyard.…` (a record dead-lettered before, replayed and refused again) are left out so
+/// each of ours appears once and describes this refusal.
 fn headers_of(l: &Letter) -> OwnedHeaders {
+    let original = l
+        .envelope
+        .iter()
+        .flat_map(|e| e.headers.iter())
+        .filter(|(key, _)| !key.starts_with(headers::PREFIX))
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: value.as_deref(),
+            })
+        });
+    ours(l, original)
+}
+
+fn ours(l: &Letter, headers: OwnedHeaders) -> OwnedHeaders {
     let pairs = [
         (headers::CONNECTOR, l.connector.to_string()),
         (headers::REASON, l.reason.clone()),
@@ -69,7 +89,7 @@ fn headers_of(l: &Letter) -> OwnedHeaders {
         (headers::SOURCE_OFFSET, l.origin.offset.to_string()),
         (headers::TIME, now_ms().to_string()),
     ];
-    pairs.iter().fold(OwnedHeaders::new(), |h, (key, value)| {
+    pairs.iter().fold(headers, |h, (key, value)| {
         h.insert(Header {
             key,
             value: Some(value.as_bytes()),
@@ -84,7 +104,14 @@ impl DeadLetters for DlqProducer {
             let headers = headers_of(&letter);
             let mut wait = Duration::from_millis(100);
             loop {
-                let record = FutureRecord::<(), [u8]>::to(&topic).payload(&letter.raw[..]).headers(headers.clone());
+                let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
+                    .payload(&letter.raw[..])
+                    .headers(headers.clone());
+                // Keyed as the original, so a keyed producer's ordering and partitioning carry
+                // over to the dead-letter topic.
+                if let Some(key) = letter.envelope.as_ref().and_then(|e| e.key.as_deref()) {
+                    record = record.key(key);
+                }
                 match producer.send(record, Timeout::Never).await {
                     Ok(_) => {
                         tracing::warn!(

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use switchyard_core::{Dispatcher, Origin, PartitionId};
+use switchyard_core::{Dispatcher, Envelope, Origin, PartitionId};
 use tokio::task::JoinHandle as TaskHandle;
 
 /// `[kafka]` settings the source needs.
@@ -293,7 +293,7 @@ impl Worker {
             }
         }
         let raw = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
-        dispatcher.accept(raw, origin);
+        dispatcher.accept(raw, envelope(msg), origin);
         let over = {
             let t = self.shared.acker.lock();
             t.unfinished(id) >= self.cfg.max_inflight_per_partition
@@ -409,4 +409,21 @@ impl Worker {
         self.consumer.unsubscribe();
         SourceExit { engines, drained }
     }
+}
+
+/// The record's key and headers, copied (librdkafka's buffers do not outlive the poll); None
+/// for the usual record that has neither.
+fn envelope(msg: &BorrowedMessage<'_>) -> Option<Arc<Envelope>> {
+    use rdkafka::message::Headers;
+    let key = msg.key().map(Bytes::copy_from_slice);
+    let headers: Vec<(String, Option<Bytes>)> = msg
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|x| (x.key.to_owned(), x.value.map(Bytes::copy_from_slice)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let envelope = Envelope { key, headers };
+    (!envelope.is_empty()).then(|| Arc::new(envelope))
 }

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::time::Duration;
+use switchyard_core::age::OutOfWindow;
 use switchyard_core::compress::Compression;
 use switchyard_core::{BatchLimits, Secret};
 use switchyard_http::Url;
@@ -12,7 +13,7 @@ pub const PATH: &str = "/api/v2/logs";
 /// two brackets, which the per-log size does not count).
 pub const HARD_LIMITS: BatchLimits = BatchLimits {
     max_events: 1000,
-    max_bytes: 5_000_000 - 2,
+    max_bytes: MAX_PAYLOAD_BYTES - 2,
     max_linger: Duration::from_secs(3600),
 };
 
@@ -24,6 +25,13 @@ pub const DEFAULT_LIMITS: BatchLimits = BatchLimits {
 
 /// Datadog's largest log; a larger one is truncated by Datadog, silently.
 pub const MAX_LOG_BYTES: usize = 1_000_000;
+
+/// Datadog's largest request, uncompressed; a larger one gets 413.
+pub const MAX_PAYLOAD_BYTES: usize = 5_000_000;
+
+/// Datadog accepts logs up to 18 h old but does not index older ones, still answering 202.
+/// A minute's margin covers the time in flight. (A limit on future times is not documented.)
+pub const MAX_AGE: Duration = Duration::from_secs(18 * 3600 - 60);
 
 /// Datadog sites by the names people use for them (the UI region or the site domain).
 const SITES: [(&str, &str); 18] = [
@@ -95,6 +103,9 @@ pub struct DatadogConfig {
     pub compression: Compression,
     #[serde(default)]
     pub oversize: Oversize,
+    /// An event older than Datadog indexes: restamped (default) or refused.
+    #[serde(default)]
+    pub out_of_window: OutOfWindow,
 }
 
 fn d_source() -> String {
@@ -182,6 +193,7 @@ pub(crate) mod tests {
             tag_fields: d_tag_fields(),
             compression: Compression::Gzip,
             oversize: Oversize::Reject,
+            out_of_window: OutOfWindow::Restamp,
         }
     }
 

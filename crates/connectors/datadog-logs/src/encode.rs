@@ -5,10 +5,13 @@
 //! Because the router's fields come after the event's, they win if an event already has a
 //! top-level `message`, `timestamp`, `ddtags`, `service` or `ddsource`.
 
-use crate::config::{DatadogConfig, MAX_LOG_BYTES, Oversize, TagField};
+use crate::config::{DatadogConfig, MAX_AGE, MAX_LOG_BYTES, Oversize, TagField};
 use std::io::Write;
-use switchyard_core::Event;
+use switchyard_core::age::{ORIGINAL_TIMESTAMP, Stamp, Window};
 use switchyard_core::compress::BodySink;
+use switchyard_core::event::SPLICE_OVERHEAD;
+use switchyard_core::timings::now_ms;
+use switchyard_core::{Event, Fix};
 
 #[derive(Debug, Clone)]
 pub struct LogEncoder {
@@ -17,18 +20,19 @@ pub struct LogEncoder {
     static_tags: String,
     tag_fields: Vec<TagField>,
     oversize: Oversize,
+    window: Window,
 }
 
 /// Events left out and adjustments made while encoding.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub rejected: Vec<(usize, String)>,
-    pub fixes: Vec<&'static str>,
+    pub fixes: Vec<Fix>,
 }
 
 /// `,"ddtags":""` (12) + `,"message":""` (13) + `,"timestamp":` (13) + up to 20 digits +
-/// `}` (1), rounded up.
-const PER_LOG: usize = 64;
+/// `,"original_timestamp":` (22) + up to 20 digits + `}` (1), rounded up.
+const PER_LOG: usize = 104;
 
 impl LogEncoder {
     pub fn new(cfg: &DatadogConfig) -> Self {
@@ -43,6 +47,12 @@ impl LogEncoder {
             static_tags: cfg.tags.join(","),
             tag_fields: cfg.tag_fields.clone(),
             oversize: cfg.oversize,
+            window: Window {
+                destination: "Datadog",
+                max_age: MAX_AGE,
+                max_ahead: None,
+                action: cfg.out_of_window,
+            },
         }
     }
 
@@ -65,10 +75,13 @@ impl LogEncoder {
         body: &mut impl BodySink,
     ) -> Outcome {
         let mut outcome = Outcome::default();
+        // The records spliced into each log count towards Datadog's 1 MB per log.
+        let records = observability.map_or(0, |o| o.len() + SPLICE_OVERHEAD);
+        let now = now_ms() as i64;
         body.staged().push(b'[');
         let mut first = true;
         for (i, e) in events.iter().enumerate() {
-            let len = self.log_len(e);
+            let len = self.log_len(e) + records;
             if len > MAX_LOG_BYTES {
                 match self.oversize {
                     Oversize::Reject => {
@@ -78,22 +91,32 @@ impl LogEncoder {
                         ));
                         continue;
                     }
-                    Oversize::Truncate => outcome.fixes.push("sent_for_truncation"),
+                    Oversize::Truncate => outcome.fixes.push(Fix::new(i, "sent_for_truncation")),
                 }
             }
+            let stamp = match self.window.stamp(e, i, now) {
+                Ok((stamp, fix)) => {
+                    outcome.fixes.extend(fix);
+                    stamp
+                }
+                Err(reason) => {
+                    outcome.rejected.push((i, reason));
+                    continue;
+                }
+            };
             let out = body.staged();
             if !first {
                 out.push(b',');
             }
             first = false;
-            self.write_log(e, observability, out);
+            self.write_log(e, observability, stamp, out);
             body.commit();
         }
         body.staged().push(b']');
         outcome
     }
 
-    fn write_log(&self, e: &Event, observability: Option<&[u8]>, out: &mut Vec<u8>) {
+    fn write_log(&self, e: &Event, observability: Option<&[u8]>, stamp: Stamp, out: &mut Vec<u8>) {
         // The event is a JSON object (parsing checked), so it ends in `}` and is not empty:
         // it has at least `event.timestamp`. Its closing brace makes way for our fields.
         e.write_json(out, observability);
@@ -104,11 +127,13 @@ impl LogEncoder {
         out.extend_from_slice(b",\"message\":");
         json_string(out, message(e));
         // Epoch milliseconds: Datadog's date remapper reads `timestamp`.
-        let _ = write!(
-            out,
-            ",\"timestamp\":{}}}",
-            e.timestamp_us().div_euclid(1000)
-        );
+        let _ = match stamp {
+            Stamp::Own(ms) => write!(out, ",\"timestamp\":{ms}}}"),
+            Stamp::Restamped { now, original } => write!(
+                out,
+                ",\"timestamp\":{now},\"{ORIGINAL_TIMESTAMP}\":{original}}}"
+            ),
+        };
     }
 
     fn tags(&self, e: &Event) -> String {
@@ -193,7 +218,12 @@ mod tests {
             "env:prod,customer_code:486...f,event_type:rendition_change"
         );
         assert_eq!(log["message"], "rendition_change");
-        assert_eq!(log["timestamp"], 1712167312284u64);
+        // The sample is from 2024, long past what Datadog indexes: sent stamped now.
+        assert_eq!(log["original_timestamp"], 1712167312284u64);
+        let restamped = log["timestamp"].as_u64().unwrap();
+        assert!(restamped.abs_diff(now_ms()) < 60_000, "{restamped}");
+        assert_eq!(o.fixes.len(), 2);
+        assert!(o.fixes.iter().all(|f| f.kind == "restamped"));
         assert!(out.len() <= 2 + 2 * (enc.log_len(&sample) + 1));
     }
 
@@ -221,7 +251,61 @@ mod tests {
         let mut out = Vec::new();
         let o = LogEncoder::new(&cfg).encode(&[big, small], None, &mut out);
         assert!(o.rejected.is_empty());
-        assert_eq!(o.fixes, ["sent_for_truncation"]);
+        assert_eq!(o.fixes[0], Fix::new(0, "sent_for_truncation"));
+    }
+
+    fn at(age_ms: u64, id: &str) -> Event {
+        event(&format!(
+            r#"{{"event":{{"timestamp":{},"type":"x"}},"event_id":"{id}"}}"#,
+            now_ms() - age_ms
+        ))
+    }
+
+    #[test]
+    fn an_event_too_old_to_index_is_restamped_or_refused() {
+        const HOUR: u64 = 3_600_000;
+        let (fresh, old) = (at(17 * HOUR, "fresh"), at(19 * HOUR, "old"));
+        let mut out = Vec::new();
+        let o = LogEncoder::new(&config()).encode(&[fresh.clone(), old.clone()], None, &mut out);
+        let logs: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(logs[0]["timestamp"], fresh.timestamp_us() / 1000);
+        assert!(logs[0].get("original_timestamp").is_none());
+        assert_eq!(logs[1]["original_timestamp"], old.timestamp_us() / 1000);
+        assert!(logs[1]["timestamp"].as_i64().unwrap() > now_ms() as i64 - 60_000);
+        assert_eq!(o.fixes.len(), 1);
+        assert_eq!((o.fixes[0].event, o.fixes[0].kind), (1, "restamped"));
+        assert!(o.fixes[0].detail.as_ref().unwrap().contains("19.0 h old"));
+
+        let mut cfg = config();
+        cfg.out_of_window = switchyard_core::age::OutOfWindow::DeadLetter;
+        let mut out = Vec::new();
+        let o = LogEncoder::new(&cfg).encode(&[fresh, old], None, &mut out);
+        assert_eq!(o.rejected.len(), 1);
+        assert_eq!(o.rejected[0].0, 1);
+        assert!(
+            o.rejected[0].1.starts_with("too_old: "),
+            "{}",
+            o.rejected[0].1
+        );
+        let logs: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(logs.as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_appended_records_count_towards_the_one_megabyte_per_log() {
+        let enc = LogEncoder::new(&config());
+        let probe = at(0, "big");
+        let pad = MAX_LOG_BYTES - enc.log_len(&probe) - 100;
+        let big = event(&format!(
+            r#"{{"event":{{"timestamp":{},"type":"x"}},"event_id":"big","pad":"{}"}}"#,
+            now_ms(),
+            "x".repeat(pad)
+        ));
+        assert!(enc.log_len(&big) <= MAX_LOG_BYTES);
+        let records = format!(r#"{{"pad":"{}"}}"#, "r".repeat(200));
+        let mut out = Vec::new();
+        let o = enc.encode(&[big], Some(records.as_bytes()), &mut out);
+        assert_eq!(o.rejected.len(), 1, "with its records the log is over 1 MB");
     }
 
     #[test]

@@ -69,6 +69,14 @@ impl Connector for DatadogLogs {
         let estimate = 2 + extra + events.iter().map(|e| self.encoded_len(e)).sum::<usize>();
         let mut body = BodyWriter::new(self.compression, estimate);
         let encoded = self.encoder.encode(events, observability, &mut body);
+        // The batcher's sizes are estimates (a tag value may need escapes): this is exact.
+        let size = body.uncompressed_len();
+        if size > config::MAX_PAYLOAD_BYTES {
+            return Err(EncodeError::TooLarge {
+                size,
+                limit: config::MAX_PAYLOAD_BYTES,
+            });
+        }
         Ok(Encoded {
             request: HttpBody::from(body),
             rejected: encoded.rejected,

@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::time::Duration;
+use switchyard_core::age::OutOfWindow;
 use switchyard_core::{BatchLimits, Secret};
 use switchyard_http::Url;
 
@@ -52,6 +53,10 @@ pub enum Booleans {
     Number,
 }
 
+/// New Relic drops events more than 24 h from its clock (either way); a minute's margin
+/// covers the time in flight.
+pub const MAX_SKEW: Duration = Duration::from_secs(24 * 3600 - 60);
+
 /// What to do with an event New Relic would drop or cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -92,6 +97,34 @@ pub struct NewRelicConfig {
     pub booleans: Booleans,
     #[serde(default)]
     pub on_invalid: OnInvalid,
+    /// When an event has more attributes than New Relic keeps, these flattened names are kept
+    /// first, after the ones that identify it (`event_id`, `customer_code`,
+    /// `configuration_id`, `event.type`, `event.timestamp`): the session and user ids.
+    #[serde(default = "d_keep_attributes")]
+    pub keep_attributes: Vec<String>,
+    /// An event more than 24 h from New Relic's clock: restamped (default), refused, or sent
+    /// as is.
+    #[serde(default)]
+    pub out_of_window: OutOfWindow,
+}
+
+/// Always kept first, whatever `keep_attributes` says: what finds and de-duplicates an event.
+pub const IDENTIFYING_ATTRIBUTES: [&str; 5] = [
+    "event_id",
+    "customer_code",
+    "configuration_id",
+    "event.type",
+    "event.timestamp",
+];
+
+fn d_keep_attributes() -> Vec<String> {
+    [
+        "user_details.content_session_id",
+        "user_details.app_session_id",
+        "device.device_id",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn d_event_type() -> String {
@@ -182,6 +215,8 @@ pub(crate) mod tests {
             arrays: Arrays::Flatten,
             booleans: Booleans::String,
             on_invalid: OnInvalid::Truncate,
+            keep_attributes: d_keep_attributes(),
+            out_of_window: OutOfWindow::SendAsIs,
         }
     }
 

@@ -4,24 +4,30 @@
 //! Limits New Relic enforces by silently dropping events (254 attributes, 255-character names,
 //! 4096-character values) are applied here, each adjustment counted by reason.
 
-use crate::config::{Arrays, Booleans, NewRelicConfig, OnInvalid, TEMPLATE, check_event_type};
+use crate::config::{
+    Arrays, Booleans, IDENTIFYING_ATTRIBUTES, MAX_SKEW, NewRelicConfig, OnInvalid, TEMPLATE,
+    check_event_type,
+};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::borrow::Cow;
 use std::fmt;
 use std::fmt::Write as _;
 use std::io::Write;
-use switchyard_core::Event;
+use switchyard_core::age::{ORIGINAL_TIMESTAMP, Stamp, Window};
 use switchyard_core::compress::BodySink;
+use switchyard_core::timings::now_ms;
+use switchyard_core::{Event, Fix};
 
 pub const MAX_ATTRIBUTES: usize = 254;
 pub const MAX_NAME_CHARS: usize = 255;
 pub const MAX_VALUE_CHARS: usize = 4096;
 
-/// Names New Relic owns: ours (`eventType`, `timestamp`), ones it drops or handles in
-/// undefined ways.
-const RESERVED: [&str; 6] = [
+/// Names New Relic owns: ours (`eventType`, `timestamp`, `original_timestamp`), ones it
+/// drops or handles in undefined ways.
+const RESERVED: [&str; 7] = [
     "eventType",
     "timestamp",
+    ORIGINAL_TIMESTAMP,
     "accountId",
     "entity.guid",
     "entity.name",
@@ -41,14 +47,20 @@ pub struct Flattener {
     arrays: Arrays,
     booleans: Booleans,
     on_invalid: OnInvalid,
+    /// Kept first when attributes must go: the identifying ones, then `keep_attributes`.
+    priority: Vec<String>,
+    window: Window,
 }
 
 /// Events left out and adjustments made while encoding.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub rejected: Vec<(usize, String)>,
-    pub fixes: Vec<&'static str>,
+    pub fixes: Vec<Fix>,
 }
+
+/// Dropped attribute names listed in a fix's detail; the rest are counted.
+const NAMES_LISTED: usize = 30;
 
 impl Flattener {
     pub fn new(cfg: &NewRelicConfig) -> Result<Self, String> {
@@ -63,6 +75,17 @@ impl Flattener {
             arrays: cfg.arrays,
             booleans: cfg.booleans,
             on_invalid: cfg.on_invalid,
+            priority: IDENTIFYING_ATTRIBUTES
+                .iter()
+                .map(|n| n.to_string())
+                .chain(cfg.keep_attributes.iter().cloned())
+                .collect(),
+            window: Window {
+                destination: "New Relic",
+                max_age: MAX_SKEW,
+                max_ahead: Some(MAX_SKEW),
+                action: cfg.out_of_window,
+            },
         })
     }
 
@@ -80,6 +103,7 @@ impl Flattener {
         body: &mut impl BodySink,
     ) -> Outcome {
         let mut outcome = Outcome::default();
+        let now = now_ms() as i64;
         // One buffer for the batch: each event with the timings spliced in, when there are.
         let mut spliced = Vec::new();
         let mut name = String::with_capacity(128);
@@ -100,7 +124,12 @@ impl Flattener {
                 None => e.json(),
             };
             let mut fixes = Vec::new();
-            match self.write_event(e, text, out, &mut name, &mut fixes) {
+            let event = Current {
+                event: e,
+                index: i,
+                now,
+            };
+            match self.write_event(event, text, out, &mut name, &mut fixes) {
                 Ok(()) => {
                     first = false;
                     outcome.fixes.extend(fixes);
@@ -117,44 +146,148 @@ impl Flattener {
     }
 
     /// Streams `text` (the event's JSON) into one flat Event API object: a single pass of
-    /// the parser, no tree, strings borrowed unless they hold escapes.
+    /// the parser, no tree, strings borrowed unless they hold escapes. Only an event with
+    /// more attributes than New Relic keeps is walked twice (see [`Flattener::keep_by_priority`]).
     fn write_event(
         &self,
-        e: &Event,
+        current: Current<'_>,
         text: &[u8],
         out: &mut Vec<u8>,
         name: &mut String,
-        fixes: &mut Vec<&'static str>,
+        fixes: &mut Vec<Fix>,
     ) -> Result<(), String> {
         if text.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err("invalid: not an object".into());
         }
+        let e = current.event;
+        let (stamp, fix) = self.window.stamp(e, current.index, current.now)?;
+        fixes.extend(fix);
         out.extend_from_slice(b"{\"eventType\":");
-        json(out, &self.event_type(e, fixes));
-        let _ = write!(out, ",\"timestamp\":{}", e.timestamp_us().div_euclid(1000));
+        json(out, &self.event_type(current, fixes));
+        let ours = match stamp {
+            Stamp::Own(ms) => {
+                let _ = write!(out, ",\"timestamp\":{ms}");
+                2
+            }
+            Stamp::Restamped { now, original } => {
+                let _ = write!(
+                    out,
+                    ",\"timestamp\":{now},\"{ORIGINAL_TIMESTAMP}\":{original}"
+                );
+                3
+            }
+        };
+        // One UTF-8 check for the whole event, rather than one per string.
+        let text = std::str::from_utf8(text).map_err(|err| format!("invalid: {err}"))?;
+        let attributes_start = out.len();
+        let fixes_start = fixes.len();
+        let capped = self.walk(current.index, text, out, name, fixes, ours, None)?;
+        if capped {
+            out.truncate(attributes_start);
+            fixes.truncate(fixes_start);
+            self.keep_by_priority(current.index, text, out, name, fixes, ours)?;
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    /// Writes every attribute of `text`, after `ours` of the router's; true if some were left
+    /// out for the cap. With `spans`, none are left out: each one's name and start in `out`
+    /// are recorded instead.
+    #[allow(clippy::too_many_arguments)]
+    fn walk(
+        &self,
+        index: usize,
+        text: &str,
+        out: &mut Vec<u8>,
+        name: &mut String,
+        fixes: &mut Vec<Fix>,
+        ours: usize,
+        spans: Option<&mut Vec<(String, usize)>>,
+    ) -> Result<bool, String> {
         name.clear();
         let mut w = Writer {
             out,
             f: self,
+            index,
             fixes,
             name,
-            attributes: 2,
+            attributes: ours,
             capped: false,
+            spans,
             rejected: None,
         };
-        // One UTF-8 check for the whole event, rather than one per string.
-        let text = std::str::from_utf8(text).map_err(|err| format!("invalid: {err}"))?;
         let mut de = serde_json::Deserializer::from_str(text);
         let parsed = Leaf(&mut w).deserialize(&mut de).and_then(|()| de.end());
         if let Some(reason) = w.rejected.take() {
             return Err(reason);
         }
         parsed.map_err(|err| format!("invalid: {err}"))?;
-        w.out.push(b'}');
+        Ok(w.capped)
+    }
+
+    /// Over the cap, New Relic would keep attributes in whatever order they came, and the
+    /// last ones (often `event_id`) would go. Instead every attribute is written, then the
+    /// identifying ones and `keep_attributes` are kept first and the rest in document order
+    /// while room is left; the names dropped go into the fix, for the log.
+    fn keep_by_priority(
+        &self,
+        index: usize,
+        text: &str,
+        out: &mut Vec<u8>,
+        name: &mut String,
+        fixes: &mut Vec<Fix>,
+        ours: usize,
+    ) -> Result<(), String> {
+        let start = out.len();
+        let mut spans = Vec::new();
+        self.walk(index, text, out, name, fixes, ours, Some(&mut spans))?;
+        let all = out.split_off(start);
+        let room = MAX_ATTRIBUTES - ours;
+        let mut keep = vec![false; spans.len()];
+        let mut kept = 0;
+        for wanted in &self.priority {
+            if let Some(i) = spans.iter().position(|(n, _)| n == wanted)
+                && !keep[i]
+                && kept < room
+            {
+                keep[i] = true;
+                kept += 1;
+            }
+        }
+        for k in keep.iter_mut().filter(|k| !**k) {
+            if kept == room {
+                break;
+            }
+            *k = true;
+            kept += 1;
+        }
+        let mut dropped = Vec::new();
+        for (i, (attr, from)) in spans.iter().enumerate() {
+            let to = spans
+                .get(i + 1)
+                .map_or(start + all.len(), |(_, next)| *next);
+            if keep[i] {
+                out.extend_from_slice(&all[from - start..to - start]);
+            } else {
+                dropped.push(attr.as_str());
+            }
+        }
+        let mut detail = format!(
+            "{} of {} attributes dropped (New Relic keeps {MAX_ATTRIBUTES}): {}",
+            dropped.len(),
+            spans.len() + ours,
+            dropped[..dropped.len().min(NAMES_LISTED)].join(", ")
+        );
+        if dropped.len() > NAMES_LISTED {
+            let _ = write!(detail, " and {} more", dropped.len() - NAMES_LISTED);
+        }
+        fixes.push(Fix::new(index, "too_many_attributes").with_detail(detail));
         Ok(())
     }
 
-    fn event_type<'e>(&'e self, e: &Event, fixes: &mut Vec<&'static str>) -> Cow<'e, str> {
+    fn event_type<'e>(&'e self, current: Current<'_>, fixes: &mut Vec<Fix>) -> Cow<'e, str> {
+        let e = current.event;
         match &self.event_type {
             EventType::Fixed(t) => Cow::Borrowed(t),
             EventType::Template(pre, post) => {
@@ -170,7 +303,7 @@ impl Flattener {
                     })
                     .collect();
                 if clean != raw {
-                    fixes.push("event_type_sanitized");
+                    fixes.push(Fix::new(current.index, "event_type_sanitized"));
                 }
                 Cow::Owned(format!("{pre}{clean}{post}"))
             }
@@ -178,15 +311,27 @@ impl Flattener {
     }
 }
 
+/// The event being flattened, where it is in the batch, and the time of encoding.
+#[derive(Clone, Copy)]
+struct Current<'e> {
+    event: &'e Event,
+    index: usize,
+    now: i64,
+}
+
 /// Writes one event's attributes, tracking the dotted name of the current leaf.
 struct Writer<'a> {
     out: &'a mut Vec<u8>,
     f: &'a Flattener,
-    fixes: &'a mut Vec<&'static str>,
+    /// The event's index in the batch, for its fixes.
+    index: usize,
+    fixes: &'a mut Vec<Fix>,
     name: &'a mut String,
     attributes: usize,
-    /// The attribute cap was hit (counted once per event).
+    /// The attribute cap was hit.
     capped: bool,
+    /// Set to write every attribute and record where each starts (see `keep_by_priority`).
+    spans: Option<&'a mut Vec<(String, usize)>>,
     /// Why the event is rejected (`on_invalid = "reject"`); the parser stops at once.
     rejected: Option<String>,
 }
@@ -256,7 +401,7 @@ impl Writer<'_> {
     /// Writes the attribute's name if New Relic would keep it; false to skip the value.
     fn admit(&mut self) -> Result<bool, String> {
         if RESERVED.contains(&self.name.as_str()) {
-            self.fixes.push("reserved_attribute");
+            self.fixes.push(Fix::new(self.index, "reserved_attribute"));
             return Ok(false);
         }
         if self.name.len() > MAX_NAME_CHARS && self.name.chars().count() > MAX_NAME_CHARS {
@@ -266,11 +411,13 @@ impl Writer<'_> {
             })?;
             return Ok(false);
         }
-        if self.attributes >= MAX_ATTRIBUTES {
+        if let Some(spans) = &mut self.spans {
+            spans.push((self.name.clone(), self.out.len()));
+        } else if self.attributes >= MAX_ATTRIBUTES {
             if !self.capped {
-                self.problem("too_many_attributes", |_| {
-                    "invalid: more than 254 attributes".into()
-                })?;
+                if self.f.on_invalid == OnInvalid::Reject {
+                    return Err("invalid: more than 254 attributes".into());
+                }
                 self.capped = true;
             }
             return Ok(false);
@@ -291,7 +438,7 @@ impl Writer<'_> {
     ) -> Result<(), String> {
         match self.f.on_invalid {
             OnInvalid::Truncate => {
-                self.fixes.push(fix);
+                self.fixes.push(Fix::new(self.index, fix));
                 Ok(())
             }
             OnInvalid::Reject => Err(reason(self.name)),
@@ -539,10 +686,22 @@ mod tests {
         }
     }
 
+    /// The kinds of fix made, sorted, less the test events' age (they are from 2024).
+    fn kinds(o: &Outcome) -> Vec<&'static str> {
+        let mut k: Vec<_> = o
+            .fixes
+            .iter()
+            .map(|f| f.kind)
+            .filter(|k| *k != "sent_out_of_window")
+            .collect();
+        k.sort();
+        k
+    }
+
     #[test]
     fn the_sample_event_flattens_attribute_by_attribute() {
         let (events, o) = flatten(&config(), &[event(SAMPLE)]);
-        assert!(o.rejected.is_empty() && o.fixes.is_empty(), "{o:?}");
+        assert!(o.rejected.is_empty() && kinds(&o).is_empty(), "{o:?}");
         let got = &events[0];
         let mut want = Vec::new();
         leaves(&serde_json::from_str(SAMPLE).unwrap(), "", &mut want);
@@ -614,7 +773,7 @@ mod tests {
         );
         assert_eq!(events[0]["eventType"], "Qoe_stall_start_v2");
         assert_eq!(events[1]["eventType"], "Qoe_unknown");
-        assert_eq!(o.fixes, ["event_type_sanitized"]);
+        assert_eq!(kinds(&o), ["event_type_sanitized"]);
     }
 
     fn oversized() -> Event {
@@ -636,10 +795,8 @@ mod tests {
         assert_eq!(e.len(), MAX_ATTRIBUTES);
         assert_eq!(e["long0"].as_str().unwrap().chars().count(), 4096);
         assert!(!e.contains_key("accountId"));
-        let mut fixes = o.fixes.clone();
-        fixes.sort();
         assert_eq!(
-            fixes,
+            kinds(&o),
             [
                 "name_too_long",
                 "reserved_attribute",
@@ -661,5 +818,75 @@ mod tests {
         assert_eq!(o.rejected.len(), 1);
         assert_eq!(o.rejected[0].0, 1);
         assert!(o.rejected[0].1.contains("4096"), "{}", o.rejected[0].1);
+    }
+
+    /// An event whose identifying attributes all come after `filler` others.
+    fn crowded(filler: usize) -> Event {
+        let attrs: Vec<String> = (0..filler).map(|i| format!(r#""a{i}":{i}"#)).collect();
+        event(&format!(
+            r#"{{{},"event":{{"type":"stall_start","timestamp":{}}},"customer_code":"c1",
+                "configuration_id":"cfg","user_details":{{"content_session_id":"s1",
+                "app_session_id":"app1"}},"device":{{"device_id":"d1"}},"event_id":"e-400"}}"#,
+            attrs.join(","),
+            now_ms()
+        ))
+    }
+
+    #[test]
+    fn an_event_with_400_attributes_keeps_the_ones_that_identify_it() {
+        let e = crowded(393);
+        let (events, o) = flatten(&config(), &[e]);
+        let got = &events[0];
+        assert_eq!(got.len(), MAX_ATTRIBUTES);
+        for (name, value) in [
+            ("event_id", "e-400"),
+            ("customer_code", "c1"),
+            ("configuration_id", "cfg"),
+            ("event.type", "stall_start"),
+            ("user_details.content_session_id", "s1"),
+            ("user_details.app_session_id", "app1"),
+            ("device.device_id", "d1"),
+        ] {
+            assert_eq!(got[name], value, "{name} kept");
+        }
+        assert!(got["event.timestamp"].is_number());
+        // The rest in document order while room is left: 254 less eventType, timestamp and
+        // the 8 kept first leaves 244 of the filler.
+        assert!(got.contains_key("a243") && !got.contains_key("a244"));
+        assert_eq!(kinds(&o), ["too_many_attributes"]);
+        let detail = o.fixes[0].detail.as_deref().unwrap();
+        assert!(
+            detail.starts_with("149 of 403 attributes dropped (New Relic keeps 254): a244, a245,"),
+            "{detail}"
+        );
+        assert!(detail.ends_with(" and 119 more"), "{detail}");
+        assert_eq!(o.fixes[0].event, 0);
+    }
+
+    #[test]
+    fn an_event_under_the_cap_is_written_in_one_pass_unchanged() {
+        let (events, o) = flatten(&config(), &[crowded(100)]);
+        assert_eq!(events[0].len(), 100 + 8 + 2);
+        assert!(kinds(&o).is_empty());
+    }
+
+    #[test]
+    fn an_event_out_of_new_relics_window_is_restamped_or_refused() {
+        let old = event(&format!(
+            r#"{{"event":{{"timestamp":{}}},"event_id":"old"}}"#,
+            now_ms() - 25 * 3_600_000
+        ));
+        let mut cfg = config();
+        cfg.out_of_window = switchyard_core::age::OutOfWindow::Restamp;
+        let (events, o) = flatten(&cfg, std::slice::from_ref(&old));
+        assert_eq!(events[0]["original_timestamp"], old.timestamp_us() / 1000);
+        let ts = events[0]["timestamp"].as_u64().unwrap();
+        assert!(ts.abs_diff(now_ms()) < 60_000);
+        assert_eq!(o.fixes[0].kind, "restamped");
+
+        cfg.out_of_window = switchyard_core::age::OutOfWindow::DeadLetter;
+        let (events, o) = flatten(&cfg, &[old]);
+        assert!(events.is_empty());
+        assert!(o.rejected[0].1.starts_with("too_old: "), "{:?}", o.rejected);
     }
 }
