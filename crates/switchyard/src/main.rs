@@ -38,7 +38,8 @@ struct ConfigArg {
 enum Command {
     /// Consume from the configured Kafka cluster and deliver until SIGTERM/SIGINT.
     Run(ConfigArg),
-    /// Check a configuration file; lists every problem and exits 2 if there are any.
+    /// Check a configuration file; lists every problem and exits 2 if there are any
+    /// (warnings are printed too, but alone they still exit 0).
     Validate(ConfigArg),
     /// Deliver one connector's dead-lettered events again (after fixing the cause), then stop.
     Replay {
@@ -136,6 +137,9 @@ async fn main() -> ExitCode {
 fn validate(path: &str) -> ExitCode {
     match Settings::load(path, &env_lookup) {
         Ok(s) => {
+            for w in &s.warnings {
+                eprintln!("warning: {w}");
+            }
             let enabled: Vec<&str> = s
                 .connectors
                 .iter()
@@ -164,6 +168,15 @@ async fn replay(path: &str, connector: &str, timeout_secs: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    log_warnings(&settings);
+    // Replay runs the connector even if it is disabled, and a disabled one may have loaded
+    // without its variables: sending without them would refuse, and so lose, every letter.
+    if let Some(c) = settings.connectors.iter().find(|c| c.id == connector)
+        && let Err(invalid) = c.runnable()
+    {
+        eprint!("{path}: {invalid}");
+        return ExitCode::from(2);
+    }
     match switchyard::replay::run(&settings, connector, Duration::from_secs(timeout_secs)).await {
         Ok(r) => {
             println!(
@@ -187,6 +200,7 @@ async fn run(path: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    log_warnings(&settings);
     // Before the pipeline, so the first deliveries' timings are recorded.
     switchyard::admin::prometheus();
     let pipeline = match Pipeline::start(&settings).await {
@@ -217,6 +231,12 @@ async fn run(path: &str) -> ExitCode {
     let clean = pipeline.shutdown().await;
     tracing::info!(clean, "stopped");
     ExitCode::SUCCESS
+}
+
+fn log_warnings(settings: &Settings) {
+    for w in &settings.warnings {
+        tracing::warn!(key = %w.path, "{}", w.message);
+    }
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (Ctrl-C).

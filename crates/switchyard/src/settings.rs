@@ -51,6 +51,9 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub dead_letter: DeadLetterSettings,
     pub connectors: Vec<ConnectorSettings>,
+    /// What loads but should change (a deprecated key, a secret written in the file):
+    /// `validate` prints these and startup logs them, so they are seen without stopping anyone.
+    pub warnings: Vec<Problem>,
 }
 
 /// The dead-letter topic, on the same cluster as `[kafka]`.
@@ -85,6 +88,20 @@ pub struct ConnectorSettings {
     pub filter: Filter,
     pub engine: EngineSettings,
     pub kind: Kind,
+    /// Its `${NAME}` references whose variable is not set. Only a disabled connector can load
+    /// with any, since it does not run; whatever enables it later must check them first.
+    pub unset_variables: Vec<Problem>,
+}
+
+impl ConnectorSettings {
+    /// Whether this connector could run if enabled (as `replay` does with a disabled one).
+    pub fn runnable(&self) -> Result<(), Invalid> {
+        if self.unset_variables.is_empty() {
+            Ok(())
+        } else {
+            Err(Invalid(self.unset_variables.clone()))
+        }
+    }
 }
 
 /// The destination-specific part of a connector.
@@ -128,43 +145,45 @@ impl Settings {
         lookup: Lookup<'_>,
         env_overrides: bool,
     ) -> Result<Settings, Invalid> {
-        let mut builder = Config::builder().add_source(File::from_str(text, FileFormat::Toml));
-        if env_overrides {
-            builder = builder.add_source(
-                Environment::with_prefix("SWITCHYARD")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
-            );
-        }
-        let tree: Value = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(|e| {
-                Invalid(vec![Problem {
-                    path: "(file)".into(),
-                    message: e.to_string(),
-                }])
-            })?;
+        let file = read_tree(text, false)?;
+        let tree = if env_overrides {
+            read_tree(text, true)?
+        } else {
+            file.clone()
+        };
+        let mut warnings = literal_secrets(&file, &tree);
         let mut problems = Vec::new();
-        let tree = interpolate(tree, "", lookup, &mut problems);
-        let settings = Self::from_tree(tree, &mut problems);
+        let settings = Self::from_tree(tree, lookup, &mut problems, &mut warnings);
+        // One problem per key: the first is the cause (an unset variable comes before whatever
+        // its empty value then trips), the rest would only repeat it.
+        let mut seen = HashSet::new();
+        problems.retain(|p| seen.insert(p.path.clone()));
         match settings {
-            Some(s) if problems.is_empty() => Ok(s),
+            Some(s) if problems.is_empty() => Ok(Settings { warnings, ..s }),
             _ => Err(Invalid(problems)),
         }
     }
 
-    fn from_tree(tree: Value, problems: &mut Vec<Problem>) -> Option<Settings> {
+    fn from_tree(
+        tree: Value,
+        lookup: Lookup<'_>,
+        problems: &mut Vec<Problem>,
+        warnings: &mut Vec<Problem>,
+    ) -> Option<Settings> {
         let Value::Object(mut root) = tree else {
             problems.push(problem("(file)", "is not a table"));
             return None;
         };
+        // Connectors are resolved one by one: a disabled one may leave its variables unset.
+        let connectors_table = root.remove("connectors");
+        let mut unset = Vec::new();
+        let mut root = interpolate_map(root, "", lookup, problems, &mut unset);
+        problems.append(&mut unset);
         let kafka = section::<KafkaSection>(&mut root, "kafka", problems);
         let router = section::<RouterSection>(&mut root, "router", problems);
         let admin = section::<AdminSection>(&mut root, "admin", problems);
         let dead_letter = section::<DeadLetterSection>(&mut root, "dead_letter", problems);
-        let connectors = connectors(root.remove("connectors"), problems);
+        let connectors = connectors(connectors_table, lookup, problems, warnings);
         for key in root.keys() {
             problems.push(problem(
                 key,
@@ -232,8 +251,81 @@ impl Settings {
                 max_event_bytes: router.max_event_bytes,
             },
             connectors,
+            warnings: Vec::new(),
         })
     }
+}
+
+/// The file's tree, with the `SWITCHYARD__…` variables over it when `env_overrides`.
+fn read_tree(text: &str, env_overrides: bool) -> Result<Value, Invalid> {
+    let mut builder = Config::builder().add_source(File::from_str(text, FileFormat::Toml));
+    if env_overrides {
+        builder = builder.add_source(
+            Environment::with_prefix("SWITCHYARD")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+    }
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| {
+            Invalid(vec![Problem {
+                path: "(file)".into(),
+                message: e.to_string(),
+            }])
+        })
+}
+
+/// The keys of each kind that hold a `Secret`.
+fn secret_keys(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "splunk_hec" => &["token"],
+        "datadog_logs" => &["api_key"],
+        "newrelic_events" => &["license_key", "insert_key"],
+        "kinesis_firehose" => &["access_key_id", "secret_access_key"],
+        _ => &[],
+    }
+}
+
+/// A warning for each secret written in the file itself rather than taken from a `${NAME}`
+/// reference or an override: files get committed and copied around. Never includes the value.
+fn literal_secrets(file: &Value, merged: &Value) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let Some(Value::Object(connectors)) = merged.get("connectors") else {
+        return out;
+    };
+    for (id, connector) in connectors {
+        let kind = connector.get("kind").and_then(Value::as_str).unwrap_or("");
+        for &key in secret_keys(kind) {
+            let Some(written) = file
+                .get("connectors")
+                .and_then(|c| c.get(id))
+                .and_then(|c| c.get(key))
+            else {
+                continue;
+            };
+            let literal = match written {
+                Value::String(s) => !s.contains("${") && !s.trim().is_empty(),
+                Value::Number(_) => true,
+                _ => false,
+            };
+            // An override replaces the file's value, which is then never used.
+            if literal && connector.get(key) == Some(written) {
+                out.push(Problem {
+                    path: format!("connectors.{id}.{key}"),
+                    message: format!(
+                        "is a secret written in the file; use a ${{NAME}} reference or set \
+                         SWITCHYARD__CONNECTORS__{}__{} instead",
+                        id.to_uppercase(),
+                        key.to_uppercase()
+                    ),
+                });
+            }
+        }
+    }
+    out
 }
 
 fn problem(path: &str, message: &str) -> Problem {
@@ -274,36 +366,55 @@ fn typed<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<Probl
     }
 }
 
-/// Replaces `${NAME}` in every string with the variable's value; unknown names are problems.
-fn interpolate(v: Value, path: &str, lookup: Lookup<'_>, problems: &mut Vec<Problem>) -> Value {
-    let join = |k: &str| {
-        if path.is_empty() {
-            k.to_string()
-        } else {
-            format!("{path}.{k}")
-        }
-    };
+/// Replaces `${NAME}` in every string with the variable's value. A malformed reference is a
+/// problem; an unset name goes to `unset` (it is a problem only where the value is needed)
+/// and leaves an empty string.
+fn interpolate(
+    v: Value,
+    path: &str,
+    lookup: Lookup<'_>,
+    problems: &mut Vec<Problem>,
+    unset: &mut Vec<Problem>,
+) -> Value {
     match v {
-        Value::String(s) => Value::String(substitute(&s, path, lookup, problems)),
+        Value::String(s) => Value::String(substitute(&s, path, lookup, problems, unset)),
         Value::Array(a) => Value::Array(
             a.into_iter()
                 .enumerate()
-                .map(|(i, x)| interpolate(x, &format!("{path}[{i}]"), lookup, problems))
+                .map(|(i, x)| interpolate(x, &format!("{path}[{i}]"), lookup, problems, unset))
                 .collect(),
         ),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, x)| {
-                    let p = join(&k);
-                    (k, interpolate(x, &p, lookup, problems))
-                })
-                .collect(),
-        ),
+        Value::Object(o) => Value::Object(interpolate_map(o, path, lookup, problems, unset)),
         other => other,
     }
 }
 
-fn substitute(s: &str, path: &str, lookup: Lookup<'_>, problems: &mut Vec<Problem>) -> String {
+fn interpolate_map(
+    o: Map<String, Value>,
+    path: &str,
+    lookup: Lookup<'_>,
+    problems: &mut Vec<Problem>,
+    unset: &mut Vec<Problem>,
+) -> Map<String, Value> {
+    o.into_iter()
+        .map(|(k, x)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            (k, interpolate(x, &p, lookup, problems, unset))
+        })
+        .collect()
+}
+
+fn substitute(
+    s: &str,
+    path: &str,
+    lookup: Lookup<'_>,
+    problems: &mut Vec<Problem>,
+    unset: &mut Vec<Problem>,
+) -> String {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
@@ -316,7 +427,7 @@ fn substitute(s: &str, path: &str, lookup: Lookup<'_>, problems: &mut Vec<Proble
         let name = &after[..end];
         match lookup(name) {
             Some(value) => out.push_str(&value),
-            None => problems.push(problem(
+            None => unset.push(problem(
                 path,
                 &format!("environment variable {name} is not set"),
             )),
@@ -569,7 +680,12 @@ struct FilterSection {
     exclude_customers: Vec<String>,
 }
 
-fn connectors(value: Option<Value>, problems: &mut Vec<Problem>) -> Vec<ConnectorSettings> {
+fn connectors(
+    value: Option<Value>,
+    lookup: Lookup<'_>,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Vec<ConnectorSettings> {
     let table = match value {
         None => Map::new(),
         Some(Value::Object(t)) => t,
@@ -584,91 +700,153 @@ fn connectors(value: Option<Value>, problems: &mut Vec<Problem>) -> Vec<Connecto
     let mut out = Vec::new();
     for (id, v) in table {
         let path = format!("connectors.{id}");
-        let Value::Object(mut fields) = v else {
+        let Value::Object(fields) = v else {
             problems.push(problem(&path, "must be a table"));
             continue;
         };
-        let mut common_fields = Map::new();
-        for k in COMMON_KEYS {
-            if let Some(v) = fields.remove(k) {
-                common_fields.insert(k.into(), v);
-            }
+        let mut unset = Vec::new();
+        let fields = interpolate_map(fields, &path, lookup, problems, &mut unset);
+        // A disabled connector does not run, so the variables it would need may be absent
+        // (as when it is switched off by an override in an environment without its secrets).
+        // Its other mistakes are still reported.
+        let enabled = fields
+            .get("enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(true);
+        let mut found = Vec::new();
+        let connector = connector(id, &path, fields, &mut found, warnings);
+        if enabled {
+            problems.extend(unset.iter().cloned());
+        } else {
+            // What an unset variable's empty value trips is not a problem either.
+            found.retain(|p| !unset.iter().any(|u| u.path == p.path));
         }
-        let Some(common) = typed::<CommonSection>(Value::Object(common_fields), &path, problems)
-        else {
-            continue;
-        };
-        let specific = Value::Object(fields);
-        let (kind, defaults) = match common.kind.as_str() {
-            "splunk_hec" => {
-                let Some(c) = kind_config(specific, &path, problems, HecConfig::problems) else {
-                    continue;
-                };
-                (
-                    Kind::SplunkHec(c),
-                    switchyard_splunk_hec::config::DEFAULT_LIMITS,
-                )
-            }
-            "datadog_logs" => {
-                let Some(c) = kind_config(specific, &path, problems, DatadogConfig::problems)
-                else {
-                    continue;
-                };
-                (
-                    Kind::DatadogLogs(c),
-                    switchyard_datadog_logs::config::DEFAULT_LIMITS,
-                )
-            }
-            "kinesis_firehose" => {
-                let Some(c) = kind_config(specific, &path, problems, FirehoseConfig::problems)
-                else {
-                    continue;
-                };
-                (
-                    Kind::KinesisFirehose(c),
-                    switchyard_kinesis_firehose::config::DEFAULT_LIMITS,
-                )
-            }
-            "newrelic_events" => {
-                let Some(c) = kind_config(specific, &path, problems, NewRelicConfig::problems)
-                else {
-                    continue;
-                };
-                (
-                    Kind::NewRelicEvents(c),
-                    switchyard_newrelic_events::config::DEFAULT_LIMITS,
-                )
-            }
-            other => {
-                problems.push(problem(
-                    &format!("{path}.kind"),
-                    &format!("unknown kind {other:?} (known: {})", KINDS.join(", ")),
-                ));
-                continue;
-            }
-        };
-        if let Some(engine) = engine_settings(&common, defaults, &path, problems) {
-            out.push(ConnectorSettings {
-                id,
-                enabled: common.enabled,
-                filter: filter(common.filter),
-                engine,
-                kind,
-            });
+        problems.append(&mut found);
+        if let Some(mut c) = connector {
+            c.unset_variables = unset;
+            out.push(c);
         }
     }
     out
 }
 
+/// One connector's table (already interpolated) as settings; problems go to `problems`.
+fn connector(
+    id: String,
+    path: &str,
+    mut fields: Map<String, Value>,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Option<ConnectorSettings> {
+    let mut common_fields = Map::new();
+    for k in COMMON_KEYS {
+        if let Some(v) = fields.remove(k) {
+            common_fields.insert(k.into(), v);
+        }
+    }
+    let common = typed::<CommonSection>(Value::Object(common_fields), path, problems)?;
+    let (kind, defaults) = match common.kind.as_str() {
+        "splunk_hec" => (
+            Kind::SplunkHec(kind_config(fields, path, problems, HecConfig::problems)?),
+            switchyard_splunk_hec::config::DEFAULT_LIMITS,
+        ),
+        "datadog_logs" => (
+            Kind::DatadogLogs(kind_config(
+                fields,
+                path,
+                problems,
+                DatadogConfig::problems,
+            )?),
+            switchyard_datadog_logs::config::DEFAULT_LIMITS,
+        ),
+        "kinesis_firehose" => {
+            let old_name = deprecated_name(
+                &mut fields,
+                path,
+                ("endpoint_url", "endpoint"),
+                problems,
+                warnings,
+            );
+            let before = problems.len();
+            let c = kind_config(fields, path, problems, FirehoseConfig::problems);
+            if old_name {
+                // Name the key the file has, so the problem can be found there.
+                let (new, old) = (format!("{path}.endpoint"), format!("{path}.endpoint_url"));
+                for p in problems[before..].iter_mut().filter(|p| p.path == new) {
+                    p.path.clone_from(&old);
+                }
+            }
+            (
+                Kind::KinesisFirehose(c?),
+                switchyard_kinesis_firehose::config::DEFAULT_LIMITS,
+            )
+        }
+        "newrelic_events" => (
+            Kind::NewRelicEvents(kind_config(
+                fields,
+                path,
+                problems,
+                NewRelicConfig::problems,
+            )?),
+            switchyard_newrelic_events::config::DEFAULT_LIMITS,
+        ),
+        other => {
+            problems.push(problem(
+                &format!("{path}.kind"),
+                &format!("unknown kind {other:?} (known: {})", KINDS.join(", ")),
+            ));
+            return None;
+        }
+    };
+    let engine = engine_settings(&common, defaults, path, problems)?;
+    Some(ConnectorSettings {
+        id,
+        enabled: common.enabled,
+        filter: filter(common.filter),
+        engine,
+        kind,
+        unset_variables: Vec::new(),
+    })
+}
+
+/// Takes `old` as the deprecated name of `new`, with a warning, so files written for it keep
+/// loading; both at once is a problem, since one would silently win. Returns whether `old`
+/// was used.
+fn deprecated_name(
+    fields: &mut Map<String, Value>,
+    path: &str,
+    (old, new): (&str, &str),
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> bool {
+    let Some(value) = fields.remove(old) else {
+        return false;
+    };
+    let at = format!("{path}.{old}");
+    if fields.contains_key(new) {
+        problems.push(problem(
+            &at,
+            &format!("is the deprecated name of {new}, which is also set; keep only {new}"),
+        ));
+        return false;
+    }
+    warnings.push(problem(
+        &at,
+        &format!("is deprecated; call it {new}, as the other connectors do"),
+    ));
+    fields.insert(new.into(), value);
+    true
+}
+
 /// A kind's own settings: deserialized strictly, then its semantic checks, all reported
 /// under `path`.
 fn kind_config<T: DeserializeOwned>(
-    specific: Value,
+    fields: Map<String, Value>,
     path: &str,
     problems: &mut Vec<Problem>,
     check: fn(&T) -> Vec<(&'static str, String)>,
 ) -> Option<T> {
-    let cfg = typed::<T>(specific, path, problems)?;
+    let cfg = typed::<T>(Value::Object(fields), path, problems)?;
     for (key, message) in check(&cfg) {
         problems.push(problem(&format!("{path}.{key}"), &message));
     }
@@ -767,6 +945,7 @@ mod tests {
             hec.token.as_ref().unwrap().expose(),
             "11111111-2222-3333-4444-555555555555"
         );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
         let kinds: Vec<&str> = s
             .connectors
             .iter()
@@ -920,5 +1099,282 @@ access_key_id = "AKID"
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }
+    }
+
+    const KAFKA: &str = "[kafka]\nbrokers = \"b:9092\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n";
+
+    /// One connector of each kind taking its secrets (and its URL or account) from variables
+    /// that no test environment sets.
+    fn every_kind_from_unset_variables(enabled: bool) -> String {
+        format!(
+            r#"{KAFKA}
+[connectors.hec]
+kind = "splunk_hec"
+enabled = {enabled}
+endpoint = "${{UNSET_HEC_URL}}"
+token = "${{UNSET_HEC_TOKEN}}"
+[connectors.dd]
+kind = "datadog_logs"
+enabled = {enabled}
+api_key = "${{UNSET_DD_API_KEY}}"
+[connectors.nr]
+kind = "newrelic_events"
+enabled = {enabled}
+account_id = "${{UNSET_NR_ACCOUNT_ID}}"
+license_key = "${{UNSET_NR_LICENSE_KEY}}"
+[connectors.fh]
+kind = "kinesis_firehose"
+enabled = {enabled}
+delivery_stream = "s"
+access_key_id = "${{UNSET_FH_ACCESS_KEY_ID}}"
+secret_access_key = "${{UNSET_FH_SECRET_ACCESS_KEY}}"
+"#
+        )
+    }
+
+    #[test]
+    fn a_disabled_connector_needs_none_of_its_variables() {
+        let s = load(&every_kind_from_unset_variables(false)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.connectors.len(), 4);
+        assert!(s.connectors.iter().all(|c| !c.enabled));
+        // Enabling it later (replay does) must not go ahead without them.
+        let hec = s.connectors.iter().find(|c| c.id == "hec").unwrap();
+        let err = hec.runnable().unwrap_err().to_string();
+        assert!(
+            err.contains("connectors.hec.token: environment variable UNSET_HEC_TOKEN is not set")
+                && err.contains("connectors.hec.endpoint"),
+            "{err}"
+        );
+        let fh = s.connectors.iter().find(|c| c.id == "fh").unwrap();
+        assert_eq!(fh.runnable().unwrap_err().0.len(), 2);
+    }
+
+    #[test]
+    fn a_disabled_connectors_other_mistakes_are_still_reported() {
+        let text = format!(
+            r#"{KAFKA}
+[connectors.hec]
+kind = "splunk_hec"
+enabled = false
+endpoint = "ftp://nowhere"
+token = "${{UNSET_HEC_TOKEN}}"
+[connectors.hec2]
+kind = "splunk_hec"
+enabled = false
+endpoint = "http://hec:8088"
+token = "${{UNSET_HEC_TOKEN}}"
+colour = "blue"
+[connectors.dd]
+kind = "datadog_logs"
+enabled = false
+site = "mars1"
+api_key = "${{UNSET_DD_API_KEY}}"
+concurrency = 0
+"#
+        );
+        let problems = load(&text).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "connectors.hec.endpoint",
+            "connectors.dd.site",
+            "connectors.dd.concurrency",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {problems:?}");
+        }
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path.starts_with("connectors.hec2") && p.message.contains("colour")),
+            "{problems:?}"
+        );
+        assert!(
+            !problems.iter().any(|p| p.path.ends_with(".token")
+                || p.path.ends_with(".api_key")
+                || p.message.contains("UNSET_")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn an_unset_variable_is_the_only_problem_of_its_key() {
+        let text = every_kind_from_unset_variables(true)
+            .replace("brokers = \"b:9092\"", "brokers = \"${UNSET_BROKERS}\"");
+        let problems = load(&text).unwrap_err().0;
+        for (path, var) in [
+            ("kafka.brokers", "UNSET_BROKERS"),
+            ("connectors.hec.endpoint", "UNSET_HEC_URL"),
+            ("connectors.hec.token", "UNSET_HEC_TOKEN"),
+            ("connectors.dd.api_key", "UNSET_DD_API_KEY"),
+            ("connectors.nr.account_id", "UNSET_NR_ACCOUNT_ID"),
+            ("connectors.nr.license_key", "UNSET_NR_LICENSE_KEY"),
+            ("connectors.fh.access_key_id", "UNSET_FH_ACCESS_KEY_ID"),
+            (
+                "connectors.fh.secret_access_key",
+                "UNSET_FH_SECRET_ACCESS_KEY",
+            ),
+        ] {
+            let at: Vec<&Problem> = problems.iter().filter(|p| p.path == path).collect();
+            assert_eq!(at.len(), 1, "{path}: {at:?}");
+            assert_eq!(
+                at[0].message,
+                format!("environment variable {var} is not set")
+            );
+        }
+        assert_eq!(problems.len(), 8, "{problems:?}");
+    }
+
+    fn firehose(keys: &str) -> String {
+        format!(
+            "{KAFKA}[connectors.fh]\nkind = \"kinesis_firehose\"\ndelivery_stream = \"s\"\n{keys}\n"
+        )
+    }
+
+    fn firehose_endpoint(s: &Settings) -> Option<String> {
+        match &s.connectors[0].kind {
+            Kind::KinesisFirehose(c) => c.endpoint_url.clone(),
+            other => panic!("not Firehose: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn firehose_takes_endpoint_like_the_others_and_endpoint_url_with_a_warning() {
+        let s = load(&firehose("endpoint = \"http://localhost:4566\""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            firehose_endpoint(&s).as_deref(),
+            Some("http://localhost:4566")
+        );
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+
+        let s = load(&firehose("endpoint_url = \"http://localhost:4566\""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            firehose_endpoint(&s).as_deref(),
+            Some("http://localhost:4566")
+        );
+        assert_eq!(
+            s.warnings,
+            [problem(
+                "connectors.fh.endpoint_url",
+                "is deprecated; call it endpoint, as the other connectors do"
+            )]
+        );
+
+        let problems = load(&firehose(
+            "endpoint = \"http://a:4566\"\nendpoint_url = \"http://b:4566\"",
+        ))
+        .unwrap_err()
+        .0;
+        assert_eq!(
+            problems.iter().map(|p| p.path.as_str()).collect::<Vec<_>>(),
+            ["connectors.fh.endpoint_url"],
+            "{problems:?}"
+        );
+
+        // A bad value is reported under the name the file gives it.
+        for key in ["endpoint", "endpoint_url"] {
+            let problems = load(&firehose(&format!("{key} = \"localhost:4566\"")))
+                .unwrap_err()
+                .0;
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert_eq!(problems[0].path, format!("connectors.fh.{key}"));
+        }
+    }
+
+    #[test]
+    fn the_repo_configs_commented_out_overrides_are_valid() {
+        let examples = [
+            "endpoint = ",
+            "access_key_id = ",
+            "secret_access_key = ",
+            "role_arn = ",
+        ];
+        let text: Vec<&str> = include_str!("../../../connectors.toml")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if examples.iter().any(|k| rest.starts_with(k)) => rest,
+                _ => l,
+            })
+            .collect();
+        let lookup = |name: &str| {
+            lookup(name).or_else(|| name.starts_with("FIREHOSE_").then(|| format!("{name}-x")))
+        };
+        let s =
+            Settings::from_toml(&text.join("\n"), &lookup, false).unwrap_or_else(|e| panic!("{e}"));
+        for c in &s.connectors {
+            let endpoint = match &c.kind {
+                Kind::SplunkHec(k) => Some(k.endpoint.clone()),
+                Kind::DatadogLogs(k) => k.endpoint.clone(),
+                Kind::NewRelicEvents(k) => k.endpoint.clone(),
+                Kind::KinesisFirehose(k) => {
+                    assert!(k.access_key_id.is_some() && k.secret_access_key.is_some());
+                    k.endpoint_url.clone()
+                }
+            };
+            assert!(endpoint.is_some(), "{} has no endpoint example", c.id);
+        }
+        // The examples take their secrets from variables and use no deprecated key.
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    }
+
+    #[test]
+    fn a_secret_written_in_the_file_is_a_warning_without_its_value() {
+        let text = format!(
+            r#"{KAFKA}
+[connectors.hec]
+kind = "splunk_hec"
+endpoint = "http://hec:8088"
+token = "literal-hec-token"
+[connectors.by-reference]
+kind = "splunk_hec"
+endpoint = "http://hec:8088"
+token = "${{SPLUNK_HEC_TOKEN}}"
+[connectors.dd]
+kind = "datadog_logs"
+api_key = "literal-dd-key"
+[connectors.dd-number]
+kind = "datadog_logs"
+api_key = 4242424242
+[connectors.nr]
+kind = "newrelic_events"
+account_id = "42"
+license_key = "literal-nr-license"
+[connectors.nr-insert]
+kind = "newrelic_events"
+account_id = "42"
+insert_key = "literal-nr-insert"
+[connectors.fh]
+kind = "kinesis_firehose"
+delivery_stream = "s"
+access_key_id = "literal-fh-akid"
+secret_access_key = "literal-fh-secret"
+"#
+        );
+        let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let paths: Vec<&str> = s.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "connectors.hec.token",
+                "connectors.dd.api_key",
+                "connectors.dd-number.api_key",
+                "connectors.nr.license_key",
+                "connectors.nr-insert.insert_key",
+                "connectors.fh.access_key_id",
+                "connectors.fh.secret_access_key",
+            ]
+        );
+        assert!(
+            s.warnings[0]
+                .message
+                .contains("SWITCHYARD__CONNECTORS__HEC__TOKEN"),
+            "{}",
+            s.warnings[0]
+        );
+        let shown = format!("{:?}", s.warnings);
+        assert!(
+            !shown.contains("literal-") && !shown.contains("4242424242"),
+            "{shown}"
+        );
     }
 }

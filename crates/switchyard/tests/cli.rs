@@ -3,7 +3,7 @@
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 use switchyard_testkit::{Broker, FakeHec, Generator};
@@ -129,6 +129,171 @@ fn all_digit_overrides_are_read_as_strings() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn validate_prints_warnings_and_still_exits_0() {
+    let file = TempFile::new(
+        "warnings",
+        r#"
+[kafka]
+brokers = "b:9092"
+topics = ["t"]
+group_id = "g"
+[connectors.splunk]
+kind = "splunk_hec"
+endpoint = "http://hec:8088"
+token = "literal-token-in-the-file"
+[connectors.fh]
+kind = "kinesis_firehose"
+delivery_stream = "s"
+endpoint_url = "http://localhost:4566"
+"#,
+    );
+    let out = switchyard(&["validate", "--config", file.path()], &[]);
+    let (err, stdout) = (
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    for line in [
+        "warning: connectors.splunk.token: is a secret written in the file",
+        "warning: connectors.fh.endpoint_url: is deprecated; call it endpoint",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+    assert!(!err.contains("literal-token") && !stdout.contains("literal-token"));
+
+    // With an override the file's value is never used, so there is nothing to warn about.
+    let out = switchyard(
+        &["validate", "--config", file.path()],
+        &[(
+            "SWITCHYARD__CONNECTORS__SPLUNK__TOKEN",
+            "from-the-environment",
+        )],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(!err.contains("connectors.splunk.token"), "{err}");
+    assert!(err.contains("warning: connectors.fh.endpoint_url"), "{err}");
+}
+
+#[test]
+fn a_connector_disabled_by_an_override_needs_no_variables() {
+    let without_dd_key: Vec<(&str, &str)> = REPO_ENV
+        .iter()
+        .filter(|(k, _)| *k != "DD_API_KEY")
+        .copied()
+        .collect();
+    let out = switchyard(&["validate", "--config", &repo_config()], &without_dd_key);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    // Once, as the thing to fix, not again as the empty key it leaves behind.
+    assert_eq!(
+        err.matches("connectors.dz-connector-datadog.api_key")
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "connectors.dz-connector-datadog.api_key: environment variable DD_API_KEY is not set"
+        ),
+        "{err}"
+    );
+
+    let disabled = [
+        without_dd_key.as_slice(),
+        &[(
+            "SWITCHYARD__CONNECTORS__DZ-CONNECTOR-DATADOG__ENABLED",
+            "false",
+        )],
+    ]
+    .concat();
+    let out = switchyard(&["validate", "--config", &repo_config()], &disabled);
+    let (err, stdout) = (
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout),
+    );
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let enabled = stdout.split("enabled:").nth(1).unwrap_or_default();
+    assert!(
+        enabled.contains("dz-connector-splunk") && !enabled.contains("dz-connector-datadog"),
+        "{stdout}"
+    );
+
+    // Replay runs the connector it is given even when disabled, so it needs the variables;
+    // it refuses before reaching for the (unreachable) brokers.
+    let out = switchyard(
+        &[
+            "replay",
+            "--config",
+            &repo_config(),
+            "--connector",
+            "dz-connector-datadog",
+        ],
+        &disabled,
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("DD_API_KEY is not set"), "{err}");
+}
+
+#[test]
+fn run_logs_the_warnings_at_startup() {
+    let file = TempFile::new(
+        "run-warnings",
+        r#"
+[kafka]
+brokers = "127.0.0.1:9"
+topics = ["t"]
+group_id = "g"
+[admin]
+enabled = false
+[connectors.splunk]
+kind = "splunk_hec"
+endpoint = "http://127.0.0.1:9"
+token = "literal-token-in-the-file"
+[connectors.fh]
+kind = "kinesis_firehose"
+enabled = false
+delivery_stream = "s"
+endpoint_url = "http://127.0.0.1:9"
+"#,
+    );
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", file.path()])
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut logs = Vec::new();
+    let mut missing = vec!["connectors.splunk.token", "connectors.fh.endpoint_url"];
+    while !missing.is_empty() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{e}; still missing {missing:?} in:\n{logs:#?}"));
+        let log: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if log["level"] == "WARN" {
+            missing.retain(|key| log["key"] != *key);
+        }
+        logs.push(line);
+    }
+    assert!(
+        !logs.iter().any(|l| l.contains("literal-token")),
+        "{logs:#?}"
+    );
 }
 
 /// Kills the child if the test fails before it exits.

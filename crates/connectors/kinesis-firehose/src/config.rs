@@ -29,8 +29,9 @@ pub struct FirehoseConfig {
     /// Region; when unset, the standard chain (`AWS_REGION`, profile) decides.
     #[serde(default)]
     pub region: Option<String>,
-    /// Another endpoint (a VPC endpoint, a test emulator).
-    #[serde(default)]
+    /// Another endpoint (a VPC endpoint, a test emulator). The key is `endpoint`, as for the
+    /// other connectors; the loader still takes the old `endpoint_url`, with a warning.
+    #[serde(default, rename = "endpoint")]
     pub endpoint_url: Option<String>,
     /// A role to assume on top of the standard credentials (env, profile, web identity / IRSA,
     /// instance metadata).
@@ -87,7 +88,7 @@ impl FirehoseConfig {
         if let Some(u) = &self.endpoint_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            out.push(("endpoint_url", format!("{u:?} is not an http(s) URL")));
+            out.push(("endpoint", format!("{u:?} is not an http(s) URL")));
         }
         if let Some(arn) = &self.role_arn
             && !(arn.starts_with("arn:aws") && arn.contains(":role/"))
@@ -142,7 +143,7 @@ pub(crate) mod tests {
             [
                 "delivery_stream",
                 "region",
-                "endpoint_url",
+                "endpoint",
                 "role_arn",
                 "secret_access_key"
             ]
