@@ -290,3 +290,66 @@ async fn record_packing_puts_many_events_in_one_record() {
     );
     assert_eq!(received_ids(&fake, &produced).len(), 50);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_makes_a_connector_ready_whatever_its_health_check_says() {
+    let (h, fake, produced, table) = fake_pipeline("fh-health", "", 20).await;
+    fake.deny_describe();
+    let pipeline = Pipeline::start(&h.settings_for("g-fh-health", &table))
+        .await
+        .unwrap();
+    assert!(fake.wait_for_received(20, PATIENCE).await);
+    wait_all_committed(&pipeline, &produced).await;
+    let stats = pipeline.connector_stats(FH).unwrap();
+    // The health check failed (the fake answers Describe with 403 and an HTML page) ...
+    assert!(
+        fake.seen().iter().all(|s| s.status == 200),
+        "deliveries were never refused"
+    );
+    // ... but deliveries went through, and that counts.
+    let ready = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            match pipeline.monitor().readiness() {
+                Ok(()) => return Ok(()),
+                Err(missing) if std::time::Instant::now() > deadline => return Err(missing),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        }
+    });
+    assert_eq!(ready, Ok(()));
+    assert_eq!(stats.health(), switchyard_core::stats::Health::Healthy);
+    assert!(pipeline.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_health_check_reports_a_short_reason_without_the_body() {
+    // Nothing to deliver: the health check's own verdict stands.
+    let (h, fake, _, table) = fake_pipeline("fh-health-only", "", 0).await;
+    fake.deny_describe();
+    let pipeline = Pipeline::start(&h.settings_for("g-fh-health-only", &table))
+        .await
+        .unwrap();
+    let stats = pipeline.connector_stats(FH).unwrap();
+    let failing = tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let switchyard_core::stats::Health::Failing(why) = stats.health() {
+                return Some(why);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    })
+    .expect("the health check fails");
+    assert!(failing.contains("HTTP 403"), "{failing}");
+    assert!(
+        failing.chars().count() <= switchyard_core::log::MAX_DETAIL_CHARS + 1,
+        "{failing}"
+    );
+    assert!(!failing.contains(firehose::DENIED_PAGE_MARKER), "{failing}");
+    assert!(pipeline.monitor().readiness().is_err());
+    assert!(pipeline.shutdown().await);
+}

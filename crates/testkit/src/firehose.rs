@@ -38,8 +38,15 @@ struct Fh {
     access_key: String,
     /// Per upcoming request: positions of records that fail with ServiceUnavailableException.
     record_failures: Mutex<VecDeque<Vec<usize>>>,
+    /// DescribeDeliveryStream answers 403 with a proxy's HTML page, as when a policy or a
+    /// gateway allows PutRecordBatch but not Describe.
+    deny_describe: std::sync::atomic::AtomicBool,
     rec: Recorder,
 }
+
+/// A marker inside the HTML page of a denied DescribeDeliveryStream: it must never reach a
+/// log line or a status.
+pub const DENIED_PAGE_MARKER: &str = "request-id-of-the-proxy-page";
 
 pub struct FakeFirehose {
     server: Server,
@@ -57,6 +64,7 @@ impl FakeFirehose {
             stream: stream.into(),
             access_key: access_key.into(),
             record_failures: Mutex::default(),
+            deny_describe: Default::default(),
             rec: Recorder::new(retain, Duration::ZERO),
         });
         Ok(FakeFirehose {
@@ -74,6 +82,14 @@ impl FakeFirehose {
     }
 
     crate::recorder_accessors!();
+
+    /// From now on DescribeDeliveryStream (the health check) answers 403 with a 3 KB HTML
+    /// page, while PutRecordBatch still works.
+    pub fn deny_describe(&self) {
+        self.state
+            .deny_describe
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 
     /// The next requests fail the records at these positions (one list per request).
     pub fn fail_records(&self, per_request: impl IntoIterator<Item = Vec<usize>>) {
@@ -163,6 +179,16 @@ impl Fh {
             );
         }
         match header(headers, "x-amz-target") {
+            Some("Firehose_20150804.DescribeDeliveryStream")
+                if self.deny_describe.load(std::sync::atomic::Ordering::SeqCst) =>
+            {
+                let page = format!(
+                    "<html>\n<head><title>403 Forbidden</title></head>\n<body>\n{}\n<p>{DENIED_PAGE_MARKER}</p>\n</body>\n</html>\n",
+                    "<!-- padding a proxy adds -->\n".repeat(100)
+                );
+                let page = ([("content-type", "text/html")], page);
+                return (403, 0, (StatusCode::FORBIDDEN, page).into_response());
+            }
             Some("Firehose_20150804.DescribeDeliveryStream") => {
                 return (200, 0, amz_json(200, &describe_answer(&self.stream)));
             }

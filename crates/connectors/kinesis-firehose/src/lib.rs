@@ -11,6 +11,7 @@ pub mod encode;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
+use aws_sdk_firehose::config::http::HttpResponse;
 use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
@@ -93,13 +94,34 @@ impl KinesisFirehose {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| match (e.code(), e.message()) {
-                (Some(code), Some(msg)) => format!("DescribeDeliveryStream: {code}: {msg}"),
-                _ => format!(
-                    "DescribeDeliveryStream: {}",
-                    aws_sdk_firehose::error::DisplayErrorContext(&e)
-                ),
-            })
+            .map_err(|e| format!("DescribeDeliveryStream: {}", describe(&e)))
+    }
+}
+
+/// A failed call in a few words: the status and AWS's error code and message. Never the
+/// SDK's full error context, which embeds the raw response (kilobytes of HTML from a proxy)
+/// and ended up in a warning every 10 s.
+fn describe<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> String {
+    match e {
+        SdkError::ServiceError(ctx) => {
+            let status = ctx.raw().status().as_u16();
+            match (ctx.err().code(), ctx.err().message()) {
+                (Some(code), Some(message)) => format!("HTTP {status}: {code}: {message}"),
+                (Some(code), None) => format!("HTTP {status}: {code}"),
+                _ => format!("HTTP {status}, with no AWS error code"),
+            }
+        }
+        SdkError::ResponseError(r) => {
+            format!("unreadable answer (HTTP {})", r.raw().status().as_u16())
+        }
+        SdkError::TimeoutError(_) => "no answer in time".into(),
+        SdkError::DispatchFailure(d) if d.is_timeout() => "connection timed out".into(),
+        SdkError::DispatchFailure(d) if d.is_io() => "connection failed".into(),
+        SdkError::DispatchFailure(_) => "the request could not be sent".into(),
+        SdkError::ConstructionFailure(_) => {
+            "the request could not be built (are credentials available?)".into()
+        }
+        _ => "failed".into(),
     }
 }
 
@@ -187,7 +209,7 @@ impl Connector for KinesisFirehose {
             // are not yet available, e.g. IRSA token refresh): worth another attempt, bounded
             // by the retry policy.
             Err(e) => Err(SendError::Transport {
-                message: aws_sdk_firehose::error::DisplayErrorContext(&e).to_string(),
+                message: describe(&e),
                 retryable: true,
             }),
         }
