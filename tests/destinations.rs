@@ -187,6 +187,57 @@ async fn datadog_limits_are_enforced_before_sending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_long_outage_datadog_never_gets_a_request_over_its_limits() {
+    // Full-size batches (Datadog's own 5 MB / 1000 logs), one request at a time, and an
+    // outage of 40 failed attempts. The first delivery's timings are then appended to every
+    // later log: before, one record per attempt (~5 KB a log) on batches sized without them
+    // pushed requests past 5 MB, and Datadog answered 413.
+    let h = Harness::new(3).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    dd.script((0..40).map(|_| datadog::reply(503, "Service Unavailable")));
+    let produced = h.produce(events_to("outage", 3000, &[DD]));
+    let mut table = datadog_table(&dd, "concurrency = 1");
+    table = table.replace("max_backoff_ms = 200", "max_backoff_ms = 20");
+    let pipeline = Pipeline::start(&h.settings_for("g-dd-outage", &table))
+        .await
+        .unwrap();
+    assert!(dd.wait_for_received(3000, PATIENCE).await);
+    let stats = pipeline.connector_stats(DD).unwrap();
+    let timings = pipeline.timings().latest(DD).unwrap();
+    assert!(pipeline.shutdown().await);
+
+    let seen = dd.seen();
+    assert_eq!(seen.iter().filter(|s| s.status == 503).count(), 40);
+    assert!(
+        seen.iter().all(|s| s.status != 413),
+        "not one request refused for size: {:?}",
+        seen.iter().map(|s| s.status).collect::<Vec<_>>()
+    );
+    assert!(dd.violations().is_empty(), "{:?}", dd.violations());
+    let s = stats.snapshot();
+    assert_eq!((s.delivered, s.rejected), (3000, 0));
+    let logs = dd.received();
+    assert!(
+        produced
+            .iter()
+            .all(|p| by_id(&logs).get(&p.id).map(Vec::len) == Some(1)),
+        "each event once"
+    );
+    // The outage's records travelled, bounded: the last attempt, with the attempt count.
+    let after_outage = logs
+        .iter()
+        .filter_map(|l| {
+            let (_, ours) = split_router_records(l.clone(), DD);
+            (!ours.is_empty()).then_some(ours)
+        })
+        .find(|ours| ours[0]["dimension"]["attempt_count"] == 41)
+        .expect("a log carries the outage delivery's records");
+    assert_eq!(after_outage.len(), 4, "{after_outage:?}");
+    assert_eq!(after_outage[3]["dimension"]["attempt"], 41);
+    assert!(timings.attempt_count >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datadog_and_new_relic_retry_429_and_503_without_loss_or_duplicates() {
     let h = Harness::new(2).await;
     let dd = FakeDatadog::start(DD_KEY).await.unwrap();

@@ -17,7 +17,7 @@ fn firehose_table(endpoint: &str, access_key: &str, extra: &str) -> String {
 kind = "kinesis_firehose"
 delivery_stream = "{STREAM}"
 region = "us-east-1"
-endpoint_url = "{endpoint}"
+endpoint = "{endpoint}"
 access_key_id = "{access_key}"
 secret_access_key = "testing-secret"
 timeout_secs = 10

@@ -78,7 +78,7 @@ pub async fn run(
             Kind::KinesisFirehose(cfg) => {
                 let fake =
                     FakeFirehose::start(&cfg.delivery_stream, "demo-access-key", false).await?;
-                cfg.endpoint_url = Some(fake.url());
+                cfg.endpoint = Some(fake.url());
                 cfg.region = Some("us-east-1".into());
                 cfg.role_arn = None;
                 cfg.access_key_id = Some(switchyard_core::Secret::new("demo-access-key"));

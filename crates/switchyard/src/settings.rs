@@ -1231,7 +1231,7 @@ concurrency = 0
 
     fn firehose_endpoint(s: &Settings) -> Option<String> {
         match &s.connectors[0].kind {
-            Kind::KinesisFirehose(c) => c.endpoint_url.clone(),
+            Kind::KinesisFirehose(c) => c.endpoint.clone(),
             other => panic!("not Firehose: {other:?}"),
         }
     }
@@ -1308,7 +1308,7 @@ concurrency = 0
                 Kind::NewRelicEvents(k) => k.endpoint.clone(),
                 Kind::KinesisFirehose(k) => {
                     assert!(k.access_key_id.is_some() && k.secret_access_key.is_some());
-                    k.endpoint_url.clone()
+                    k.endpoint.clone()
                 }
             };
             assert!(endpoint.is_some(), "{} has no endpoint example", c.id);

@@ -31,8 +31,8 @@ pub struct FirehoseConfig {
     pub region: Option<String>,
     /// Another endpoint (a VPC endpoint, a test emulator). The key is `endpoint`, as for the
     /// other connectors; the loader still takes the old `endpoint_url`, with a warning.
-    #[serde(default, rename = "endpoint")]
-    pub endpoint_url: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
     /// A role to assume on top of the standard credentials (env, profile, web identity / IRSA,
     /// instance metadata).
     #[serde(default)]
@@ -85,7 +85,7 @@ impl FirehoseConfig {
                 format!("{r:?} is not a region name like us-east-1"),
             ));
         }
-        if let Some(u) = &self.endpoint_url
+        if let Some(u) = &self.endpoint
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             out.push(("endpoint", format!("{u:?} is not an http(s) URL")));
@@ -119,7 +119,7 @@ pub(crate) mod tests {
         FirehoseConfig {
             delivery_stream: "qoe-stream".into(),
             region: Some("us-east-1".into()),
-            endpoint_url: None,
+            endpoint: None,
             role_arn: None,
             access_key_id: None,
             secret_access_key: None,
@@ -134,7 +134,7 @@ pub(crate) mod tests {
         let mut c = config();
         c.delivery_stream = "has space".into();
         c.region = Some("US East".into());
-        c.endpoint_url = Some("localhost:4566".into());
+        c.endpoint = Some("localhost:4566".into());
         c.role_arn = Some("my-role".into());
         c.access_key_id = Some(Secret::new("AKIA"));
         let keys: Vec<_> = c.problems().into_iter().map(|(k, _)| k).collect();

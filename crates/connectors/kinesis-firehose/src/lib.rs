@@ -56,7 +56,7 @@ impl KinesisFirehose {
         if let Some(r) = &cfg.region {
             loader = loader.region(Region::new(r.clone()));
         }
-        if let Some(url) = &cfg.endpoint_url {
+        if let Some(url) = &cfg.endpoint {
             loader = loader.endpoint_url(url);
         }
         if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
