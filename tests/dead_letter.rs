@@ -14,10 +14,12 @@ use switchyard_tests::*;
 
 const DLQ: &str = "qoe-dlq";
 
-/// A dead-lettered record: payload and headers.
+/// A dead-lettered record: payload, key and headers (by name, and as listed).
 struct Letter {
     payload: Vec<u8>,
+    key: Option<Vec<u8>>,
     headers: HashMap<String, String>,
+    listed: Vec<(String, Option<Vec<u8>>)>,
 }
 
 /// Reads `n` records from the dead-letter topic (one partition), in order.
@@ -48,9 +50,19 @@ fn read_dlq(bootstrap: &str, n: usize) -> Vec<Letter> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let listed = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
             out.push(Letter {
                 payload: m.payload().unwrap_or_default().to_vec(),
+                key: m.key().map(<[u8]>::to_vec),
                 headers,
+                listed,
             });
         }
     }
@@ -134,6 +146,121 @@ async fn refused_and_malformed_records_go_to_the_dead_letter_topic_once() {
         bad.headers
     );
     assert_eq!(bad.headers["switchyard.source_offset"], "20");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn letters_keep_the_producers_key_and_headers_and_say_why_in_plain_words() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer};
+    let h = Harness::new(1).await;
+    h.broker.create_topic(DLQ, 1).unwrap();
+    h.hec
+        .reject_when(|env| env["event"]["poison"] == Value::Bool(true));
+    let poison = format!(
+        r#"{{"event":{{"type":"x","timestamp":{}}},"connector_list":"{SPLUNK}","poison":true}}"#,
+        now_ms()
+    );
+    let records: [(&str, &[u8]); 4] = [
+        ("k-array", b"[1,2,3]"),
+        ("k-null", b"null"),
+        ("k-poison", poison.as_bytes()),
+        ("k-events", br#"[{"event":{"timestamp":1}}]"#),
+    ];
+    let producer = h.broker.producer();
+    for (i, (key, payload)) in records.iter().enumerate() {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "trace-id",
+                value: Some(format!("t-{i}").as_bytes()),
+            })
+            .insert(Header {
+                key: "no-value",
+                value: None::<&[u8]>,
+            })
+            // A spoofed router header: the letter's own must be the only one.
+            .insert(Header {
+                key: "switchyard.reason",
+                value: Some("spoofed"),
+            });
+        producer
+            .send(
+                BaseRecord::to(TOPIC)
+                    .partition(0)
+                    .key(*key)
+                    .payload(*payload)
+                    .headers(headers),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let settings = h.settings(
+        "g-dlq-envelope",
+        "",
+        &format!(
+            "[connectors.{SPLUNK}.batch]\nmax_linger_ms = 20\n[dead_letter]\ntopic = \"{DLQ}\""
+        ),
+    );
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        committed_to_end(&pipeline, 4),
+        "{:?}",
+        pipeline.source_status()
+    );
+    assert!(pipeline.shutdown().await);
+
+    let letters = read_dlq(h.broker.bootstrap_servers(), 4);
+    assert_eq!(letters.len(), 4);
+    for (i, (key, payload)) in records.iter().enumerate() {
+        let l = letters
+            .iter()
+            .find(|l| l.key.as_deref() == Some(key.as_bytes()))
+            .unwrap_or_else(|| panic!("a letter keyed {key}"));
+        assert_eq!(l.payload, *payload);
+        // The producer's headers first, as they were, then the router's.
+        assert_eq!(
+            l.listed[..2],
+            [
+                ("trace-id".to_string(), Some(format!("t-{i}").into_bytes())),
+                ("no-value".to_string(), None)
+            ]
+        );
+        let reasons: Vec<_> = l
+            .listed
+            .iter()
+            .filter(|(k, _)| k == "switchyard.reason")
+            .collect();
+        assert_eq!(reasons.len(), 1, "one reason, the router's");
+        assert_ne!(reasons[0].1.as_deref(), Some(&b"spoofed"[..]));
+    }
+    let reason = |key: &str| {
+        letters
+            .iter()
+            .find(|l| l.key.as_deref() == Some(key.as_bytes()))
+            .map(|l| l.headers["switchyard.reason"].clone())
+            .unwrap()
+    };
+    assert_eq!(
+        reason("k-array"),
+        "malformed: not_object: the record is a JSON array, not an event object (records holding an array of events are not unpacked)"
+    );
+    assert_eq!(reason("k-events"), reason("k-array"));
+    assert_eq!(
+        reason("k-null"),
+        "malformed: not_object: the record is JSON null, not an event object"
+    );
+    assert!(
+        reason("k-poison").contains("code 6"),
+        "{}",
+        reason("k-poison")
+    );
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
