@@ -308,11 +308,12 @@ async fn new_relic_receives_flat_valid_events_and_counts_what_it_fixed() {
         now_ms(),
         "m".repeat(5000)
     );
-    let wide_attrs: Vec<String> = (0..300).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    // 400 attributes, the identifying ones last: New Relic would keep the first 254.
+    let wide_attrs: Vec<String> = (0..396).map(|i| format!(r#""k{i}":{i}"#)).collect();
     let wide = format!(
-        r#"{{"event_id":"wide","connector_list":"{NR}","event":{{"type":"error","timestamp":{}}},{}}}"#,
+        r#"{{"connector_list":"{NR}",{},"event":{{"type":"error","timestamp":{}}},"customer_code":"c-wide","event_id":"wide"}}"#,
+        wide_attrs.join(","),
         now_ms(),
-        wide_attrs.join(",")
     );
     records.push(("long".into(), long.into_bytes()));
     records.push(("wide".into(), wide.into_bytes()));
@@ -381,10 +382,12 @@ async fn new_relic_receives_flat_valid_events_and_counts_what_it_fixed() {
         "events sent after the first delivery carry its records"
     );
     assert_eq!(events["long"][0]["message"].as_str().unwrap().len(), 4096);
-    assert_eq!(
-        events["wide"][0].as_object().unwrap().len(),
-        newrelic::MAX_ATTRIBUTES
-    );
+    let wide = events["wide"][0].as_object().unwrap();
+    assert_eq!(wide.len(), newrelic::MAX_ATTRIBUTES);
+    assert_eq!(wide["event_id"], "wide", "kept: it identifies the event");
+    assert_eq!(wide["customer_code"], "c-wide");
+    assert_eq!(wide["event.type"], "error");
+    assert!(wide.contains_key("k0") && !wide.contains_key("k395"));
     let fixes = stats.fixes();
     assert_eq!(fixes.get("value_truncated"), Some(&1));
     assert_eq!(fixes.get("too_many_attributes"), Some(&1));

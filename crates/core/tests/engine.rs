@@ -31,6 +31,9 @@ struct Scripted {
     max_request: Option<usize>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// What the health check answers (None: healthy), and how often it was asked.
+    health_error: Option<String>,
+    health_checks: AtomicUsize,
 }
 
 /// The engine owns its connector; the test keeps a second handle on the script.
@@ -66,7 +69,9 @@ impl Connector for Mem {
                     .push((i, format!("invalid: offset {o} refused")));
             } else {
                 encoded.request.push(o);
-                encoded.fixes.push(Fix::new(i, "touched"));
+                encoded
+                    .fixes
+                    .push(Fix::new(i, "touched").with_detail(format!("touched offset {o}")));
             }
         }
         if encoded.request.len() > self.0.max_request.unwrap_or(usize::MAX) {
@@ -96,6 +101,10 @@ impl Connector for Mem {
     }
     fn classify(&self, response: &Verdict, _events: &[Event]) -> Verdict {
         response.clone()
+    }
+    async fn health(&self) -> Result<(), String> {
+        self.0.health_checks.fetch_add(1, SeqCst);
+        self.0.health_error.clone().map_or(Ok(()), Err)
     }
 }
 
@@ -165,7 +174,7 @@ fn event(offset: i64, pad: usize) -> Event {
         offset,
     };
     let raw = format!(
-        r#"{{"event":{{"timestamp":{offset}}},"pad":"{}"}}"#,
+        r#"{{"event":{{"timestamp":{offset}}},"event_id":"e-{offset}","pad":"{}"}}"#,
         "x".repeat(pad)
     );
     Event::parse(Bytes::from(raw), origin, 1 << 20).unwrap()
@@ -381,6 +390,106 @@ async fn events_an_encoder_leaves_out_are_rejected_and_the_rest_sent() {
     assert_eq!(stats.rejections().get("invalid"), Some(&2));
     assert_eq!(stats.fixes().get("touched"), Some(&2));
     assert_eq!(acker.lock().watermark(P), Some(4));
+}
+
+/// Log output, for tests that check what an operator would read.
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_to_events_are_logged_with_the_event_id_once_a_minute_per_kind() {
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let r = rig(vec![], settings(4, 1000), Duration::ZERO);
+    r.feed(0..4);
+    let stats = r.handle.stats.clone();
+    r.finish().await;
+    assert_eq!(stats.fixes().get("touched"), Some(&4), "every one counted");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("event changed to fit the destination"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line a minute per kind: {text}");
+    for part in [
+        "fix=\"touched\"",
+        "event_id=\"e-0\"",
+        "touched offset 0",
+        "connector=mem",
+    ] {
+        assert!(lines[0].contains(part), "{part} in {}", lines[0]);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_health_check_warns_once_clipped_and_a_delivery_ends_it() {
+    let logs = Capture::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let body = format!("<html><body>{}</body></html>", "denied ".repeat(500));
+    let connector = Arc::new(Scripted {
+        health_error: Some(format!("HTTP 403: {body}")),
+        ..Default::default()
+    });
+    let acker = Arc::new(Acker::new());
+    acker.lock().assign(P);
+    let handle = Engine::spawn(
+        Mem(connector.clone()),
+        "mem",
+        C,
+        settings(1, 10),
+        Wiring {
+            acker: acker.clone(),
+            timings: TimingRecorder::new(10),
+            dead_letters: None,
+        },
+    );
+    // Ten checks, 10 s apart (virtual time).
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    assert_eq!(connector.health_checks.load(SeqCst), 10);
+    let stats = handle.stats.clone();
+    let stats::Health::Failing(why) = stats.health() else {
+        panic!("{:?}", stats.health());
+    };
+    assert!(why.starts_with("HTTP 403: <html><body>denied"), "{why}");
+    assert!(why.chars().count() <= log::MAX_DETAIL_CHARS + 1, "{why}");
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let warned: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("health check failed"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{text}");
+    assert!(warned[0].len() < 500, "{}", warned[0]);
+
+    // A delivery shows the destination works: healthy, and the checks stop.
+    let mut t = TargetSet::default();
+    t.insert(C);
+    acker.lock().register(P, 0, t).unwrap();
+    handle.send(event(0, 10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stats.health(), stats::Health::Healthy);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(connector.health_checks.load(SeqCst), 10);
+    handle.close().await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
