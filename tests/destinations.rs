@@ -393,6 +393,66 @@ async fn new_relic_receives_flat_valid_events_and_counts_what_it_fixed() {
     assert_eq!(fixes.get("too_many_attributes"), Some(&1));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yesterdays_events_are_restamped_for_datadog_and_new_relic_not_lost() {
+    // A replay of yesterday's dead letters: both APIs would answer 2xx and drop them.
+    let h = Harness::new(1).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    let nr = FakeNewRelic::start(NR_ACCOUNT, NR_KEY).await.unwrap();
+    let day_ago = now_ms() - 26 * 3_600_000;
+    let records: Vec<(String, Vec<u8>)> = (0..50)
+        .map(|i| {
+            let id = format!("old-{i}");
+            let json = format!(
+                r#"{{"event_id":"{id}","connector_list":"{DD},{NR}","event":{{"type":"heartbeat","timestamp":{}}}}}"#,
+                day_ago + i
+            );
+            (id, json.into_bytes())
+        })
+        .collect();
+    h.produce(records);
+    let linger = "[connectors.{}.batch]\nmax_linger_ms = 20";
+    let settings = h.settings_for(
+        "g-old",
+        &format!(
+            "{}{}",
+            datadog_table(&dd, &linger.replace("{}", DD)),
+            newrelic_table(&nr, &linger.replace("{}", NR))
+        ),
+    );
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(dd.wait_for_received(50, PATIENCE).await);
+    assert!(nr.wait_for_received(50, PATIENCE).await);
+    let (dd_stats, nr_stats) = (
+        pipeline.connector_stats(DD).unwrap(),
+        pipeline.connector_stats(NR).unwrap(),
+    );
+    assert!(pipeline.shutdown().await);
+
+    assert!(dd.violations().is_empty(), "{:?}", dd.violations());
+    assert!(
+        nr.integration_errors().is_empty(),
+        "{:?}",
+        nr.integration_errors()
+    );
+    for (name, items, stats) in [
+        ("datadog", dd.received(), dd_stats),
+        ("newrelic", nr.received(), nr_stats),
+    ] {
+        for item in &items {
+            let original = item["original_timestamp"].as_u64().unwrap();
+            assert!(
+                (day_ago..day_ago + 50).contains(&original),
+                "{name}: {item}"
+            );
+            let sent = item["timestamp"].as_u64().unwrap();
+            assert!(sent.abs_diff(now_ms()) < 600_000, "{name}: stamped now");
+        }
+        assert_eq!(stats.fixes().get("restamped"), Some(&50), "{name}");
+        assert_eq!(stats.snapshot().delivered, 50, "{name}");
+    }
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
