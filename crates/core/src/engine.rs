@@ -349,7 +349,7 @@ impl<C: Connector> Shared<C> {
                     if policy.on_exhausted == crate::retry::OnExhausted::Block
                         && attempt.is_multiple_of(policy.max_attempts.max(1))
                     {
-                        tracing::warn!(connector = %self.id, attempt, %reason, "still failing; holding these events and their partitions until the destination recovers (on_exhausted = block)");
+                        tracing::warn!(connector = %self.id, attempt, reason = %crate::log::clip(&reason), "still failing; holding these events and their partitions until the destination recovers (on_exhausted = block)");
                     }
                     tracing::debug!(connector = %self.id, attempt, status, ?delay, %reason, "retrying");
                     sleep(delay).await;
@@ -564,7 +564,8 @@ impl<C: Connector> Shared<C> {
                 topic = %o.topic,
                 partition = o.kafka_partition,
                 offset = o.offset,
-                %reason,
+                event_id = event.event_id().unwrap_or("(none)"),
+                reason = %crate::log::clip(reason),
                 "event rejected"
             );
         }
