@@ -19,11 +19,14 @@ pub struct Letter {
     /// The destination's last status (0 when there was none).
     pub status_code: u16,
     pub attempts: u32,
+    /// When the first attempt to deliver it began, epoch ms; 0 when it was never sent.
+    pub first_attempt_ms: u64,
 }
 
-/// A dead-letter destination. `write` must call `done` once the letter is durably stored and
-/// must keep trying until then: the record's offset is not committed before `done`, so an
-/// unavailable destination holds the partition rather than losing the record.
+/// A topic that takes letters: the dead-letter topic, or the parking topic of detached
+/// destinations. `write` must call `done` once the letter is durably stored and must keep
+/// trying until then: the record's offset is not committed before `done`, so an unavailable
+/// topic holds the partition rather than losing the record.
 pub trait DeadLetters: Send + Sync + 'static {
     fn write(&self, letter: Letter, done: Box<dyn FnOnce() + Send>);
 }

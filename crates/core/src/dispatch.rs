@@ -148,6 +148,7 @@ impl Dispatcher {
             reason: format!("malformed: {}: {}", bad.reason, bad.detail),
             status_code: 0,
             attempts: 0,
+            first_attempt_ms: 0,
         };
         let (acker, stats) = (self.acker.clone(), self.stats.clone());
         dlq.write(

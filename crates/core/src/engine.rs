@@ -6,6 +6,7 @@ use crate::batch::{Batch, BatchLimits, Batcher, Push};
 use crate::connector::{Connector, EncodeError, EventVerdict, Fix, Outcome, Verdict};
 use crate::dead_letter::{DeadLetters, Letter};
 use crate::event::Event;
+use crate::isolation::Isolation;
 use crate::offsets::Acker;
 use crate::retry::RetryPolicy;
 use crate::route::ConnectorIndex;
@@ -63,6 +64,29 @@ pub struct Wiring {
     pub timings: Arc<TimingRecorder>,
     /// Where rejected events go; without one they are logged, counted and acknowledged.
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
+    /// This worker's part in isolating its destination; None: it never detaches.
+    pub isolation: Option<Role>,
+}
+
+/// A worker's part in its destination's [`Isolation`].
+#[derive(Clone)]
+pub enum Role {
+    /// The main flow: detaches the destination when a delivery fails for too long, parks its
+    /// events in `parking` while it is detached or draining, and probes it.
+    Main {
+        isolation: Arc<Isolation>,
+        parking: Arc<dyn DeadLetters>,
+    },
+    /// The drain of the parking topic: its deliveries tell whether the destination answers.
+    Drain(Arc<Isolation>),
+}
+
+impl Role {
+    fn isolation(&self) -> &Arc<Isolation> {
+        match self {
+            Role::Main { isolation, .. } | Role::Drain(isolation) => isolation,
+        }
+    }
 }
 
 pub struct Engine;
@@ -91,6 +115,7 @@ impl Engine {
             acker: wiring.acker,
             timings: wiring.timings,
             dead_letters: wiring.dead_letters,
+            role: wiring.isolation,
             stats: Arc::default(),
             notices: crate::log::Throttle::new(NOTICE_EVERY),
             connector,
@@ -126,11 +151,15 @@ struct Shared<C> {
     acker: Arc<Acker>,
     timings: Arc<TimingRecorder>,
     dead_letters: Option<Arc<dyn DeadLetters>>,
+    role: Option<Role>,
     stats: Arc<ConnectorStats>,
     /// Rate-limits the log lines about events changed or refused, per kind.
     notices: crate::log::Throttle,
     connector: C,
 }
+
+/// The reason class of a parked event (the text before the first colon).
+pub const PARKED: &str = "parked";
 
 /// A kind of notice about events is logged at most this often per connector.
 const NOTICE_EVERY: Duration = Duration::from_secs(60);
@@ -187,14 +216,27 @@ impl<C: Connector> Worker<C> {
     }
 
     /// Waits for a free request slot (this is where a slow destination pushes back on the
-    /// worker), then delivers `batch` in the background.
+    /// worker), then delivers `batch` in the background. While the destination is detached or
+    /// draining, the batch is parked instead, unless it is due as a probe.
     async fn dispatch(&mut self, batch: Batch) {
+        let probe = match self.shared.parking() {
+            Some((isolation, _)) if isolation.is_parking() => {
+                if !isolation.take_probe() {
+                    let reason = format!("{}: destination {}", PARKED, isolation.state());
+                    self.shared
+                        .park(batch.events, &reason, 0, 0, batch.opened_wall_ms);
+                    return;
+                }
+                true
+            }
+            _ => false,
+        };
         let Ok(permit) = self.permits.clone().acquire_owned().await else {
             return; // the semaphore is never closed
         };
         let shared = self.shared.clone();
         self.tasks.spawn(async move {
-            shared.deliver(batch).await;
+            shared.deliver(batch, probe).await;
             drop(permit);
         });
     }
@@ -244,11 +286,12 @@ enum GroupEnd {
 }
 
 impl<C: Connector> Shared<C> {
-    async fn deliver(&self, batch: Batch) {
+    /// `probe`: sent to a detached destination to see whether it answers again.
+    async fn deliver(&self, batch: Batch, probe: bool) {
         let mut groups = vec![batch.events];
         while let Some(events) = groups.pop() {
             if let GroupEnd::Split(mut left) = self
-                .deliver_group(events, batch.opened_at, batch.opened_wall_ms)
+                .deliver_group(events, batch.opened_at, batch.opened_wall_ms, probe)
                 .await
             {
                 let right = left.split_off(left.len() / 2);
@@ -264,6 +307,7 @@ impl<C: Connector> Shared<C> {
         events: Vec<Event>,
         opened_at: Instant,
         opened_ms: u64,
+        probe: bool,
     ) -> GroupEnd {
         let count = events.len();
         let mut pending = events;
@@ -342,6 +386,18 @@ impl<C: Connector> Shared<C> {
                     )
                 }
             };
+            if self.detaches(probe, send_start.elapsed(), &reason) {
+                let reason = format!("{PARKED}: {reason}");
+                let attempts = calls.len() as u32;
+                self.park(
+                    std::mem::take(&mut pending),
+                    &reason,
+                    status,
+                    attempts,
+                    send_start_ms,
+                );
+                break;
+            }
             self.stats.retried.fetch_add(pending.len() as u64, Relaxed);
             match schedule.next_delay(attempt, send_start.elapsed(), verdict.retry_after) {
                 Ok(delay) => {
@@ -392,6 +448,64 @@ impl<C: Connector> Shared<C> {
         );
         self.timings.record(timings);
         end
+    }
+
+    /// The isolation state and the parking sink, for the main flow only.
+    fn parking(&self) -> Option<(&Arc<Isolation>, &Arc<dyn DeadLetters>)> {
+        match &self.role {
+            Some(Role::Main { isolation, parking }) => Some((isolation, parking)),
+            _ => None,
+        }
+    }
+
+    /// After a failed attempt: tells the isolation state, and says whether the events must now
+    /// be parked rather than retried (the destination is, or just became, detached).
+    fn detaches(&self, probe: bool, failing_for: Duration, reason: &str) -> bool {
+        match &self.role {
+            None => false,
+            Some(Role::Drain(isolation)) => {
+                isolation.probe_failed();
+                false
+            }
+            Some(Role::Main { isolation, .. }) => {
+                if probe {
+                    isolation.probe_failed();
+                }
+                isolation.failing(failing_for, reason)
+            }
+        }
+    }
+
+    /// Writes `events` to the parking topic; each finishes for this connector once its write
+    /// is acknowledged, as a dead letter does, so the commit point moves on.
+    fn park(&self, events: Vec<Event>, reason: &str, status: u16, attempts: u32, first_ms: u64) {
+        let Some((isolation, parking)) = self.parking() else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        isolation.note_parked(events.len() as u64, first_ms);
+        for event in events {
+            let letter = Letter {
+                raw: event.raw().clone(),
+                envelope: event.envelope().cloned(),
+                origin: event.origin().clone(),
+                connector: self.id.clone(),
+                reason: reason.to_owned(),
+                status_code: status,
+                attempts,
+                first_attempt_ms: first_ms,
+            };
+            let (acker, stats, index) = (self.acker.clone(), self.stats.clone(), self.index);
+            parking.write(
+                letter,
+                Box::new(move || {
+                    stats.parked.fetch_add(1, Relaxed);
+                    acker.complete(index, &[event]);
+                }),
+            );
+        }
     }
 
     fn observability(&self) -> Option<Arc<[u8]>> {
@@ -545,6 +659,9 @@ impl<C: Connector> Shared<C> {
             return;
         }
         self.stats.mark_healthy();
+        if let Some(role) = &self.role {
+            role.isolation().answered();
+        }
         self.stats.delivered.fetch_add(events.len() as u64, Relaxed);
         self.acker.complete(self.index, &events);
     }
@@ -593,6 +710,7 @@ impl<C: Connector> Shared<C> {
                 reason,
                 status_code: status,
                 attempts,
+                first_attempt_ms: 0,
             };
             let (acker, stats, index) = (self.acker.clone(), self.stats.clone(), self.index);
             dlq.write(

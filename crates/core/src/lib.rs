@@ -14,6 +14,7 @@ pub mod dead_letter;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
+pub mod isolation;
 pub mod log;
 pub mod offsets;
 pub mod retry;
@@ -28,8 +29,9 @@ pub use connector::{
 };
 pub use dead_letter::{DeadLetters, Letter};
 pub use dispatch::Dispatcher;
-pub use engine::{ConnectorHandle, Engine, EngineSettings, Wiring};
+pub use engine::{ConnectorHandle, Engine, EngineSettings, Role, Wiring};
 pub use event::{Envelope, Event, MalformedReason, Origin, PartitionId};
+pub use isolation::{Isolation, IsolationSettings, State};
 pub use offsets::{Acker, OffsetTracker};
 pub use retry::{OnExhausted, RetryPolicy};
 pub use route::{ConnectorIndex, Filter, Route, Router, TargetSet};

@@ -24,6 +24,8 @@ pub struct ConnectorStats {
     pub in_flight_requests: AtomicU64,
     /// Rejected events durably written to the dead-letter destination.
     pub dead_lettered: AtomicU64,
+    /// Events of a detached destination durably written to the parking topic.
+    pub parked: AtomicU64,
     /// Adjustments encoders made to fit the API, by reason (see `Encoded::fixes`).
     fixes: Mutex<BTreeMap<&'static str, u64>>,
     /// Rejected events by reason class (the reason's text up to its first colon).
@@ -52,6 +54,7 @@ pub struct ConnectorSnapshot {
     pub bytes_sent: u64,
     pub in_flight_requests: u64,
     pub dead_lettered: u64,
+    pub parked: u64,
 }
 
 impl ConnectorStats {
@@ -127,6 +130,7 @@ impl ConnectorStats {
             bytes_sent: self.bytes_sent.load(Relaxed),
             in_flight_requests: self.in_flight_requests.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
+            parked: self.parked.load(Relaxed),
         }
     }
 }

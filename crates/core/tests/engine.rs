@@ -31,6 +31,8 @@ struct Scripted {
     max_request: Option<usize>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// While set, every request is answered 503 (retryable).
+    down: std::sync::atomic::AtomicBool,
     /// What the health check answers (None: healthy), and how often it was asked.
     health_error: Option<String>,
     health_checks: AtomicUsize,
@@ -92,6 +94,14 @@ impl Connector for Mem {
         s.max_in_flight.fetch_max(now, SeqCst);
         tokio::time::sleep(s.send_delay).await;
         s.in_flight.fetch_sub(1, SeqCst);
+        if s.down.load(SeqCst) {
+            return Ok(Verdict::new(
+                503,
+                Outcome::Retry {
+                    reason: "503 down".into(),
+                },
+            ));
+        }
         let answer = s.answers.lock().unwrap().pop_front().unwrap_or_else(ok);
         match answer {
             Answer::Verdict(v) => Ok(v),
@@ -156,6 +166,7 @@ fn rig(answers: Vec<Answer>, settings: EngineSettings, send_delay: Duration) -> 
             acker: acker.clone(),
             timings: timings.clone(),
             dead_letters: None,
+            isolation: None,
         },
     );
     Rig {
@@ -461,6 +472,7 @@ async fn a_failing_health_check_warns_once_clipped_and_a_delivery_ends_it() {
             acker: acker.clone(),
             timings: TimingRecorder::new(10),
             dead_letters: None,
+            isolation: None,
         },
     );
     // Ten checks, 10 s apart (virtual time).
@@ -509,6 +521,7 @@ async fn a_request_too_large_to_encode_is_split_before_sending() {
             acker: acker.clone(),
             timings: TimingRecorder::new(10),
             dead_letters: None,
+            isolation: None,
         },
     );
     let r = Rig {
@@ -543,4 +556,169 @@ async fn block_keeps_retrying_past_max_attempts_until_delivered() {
     );
     assert_eq!((stats.delivered, stats.rejected), (2, 0));
     assert_eq!(acker.lock().watermark(P), Some(2));
+}
+
+/// A parking topic in memory: every letter is stored at once.
+#[derive(Default)]
+struct MemParking(Mutex<Vec<Letter>>);
+
+impl DeadLetters for MemParking {
+    fn write(&self, letter: Letter, done: Box<dyn FnOnce() + Send>) {
+        self.0.lock().unwrap().push(letter);
+        done();
+    }
+}
+
+impl MemParking {
+    fn offsets(&self) -> Vec<i64> {
+        let mut o: Vec<i64> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| l.origin.offset)
+            .collect();
+        o.sort();
+        o
+    }
+}
+
+struct Isolated {
+    connector: Arc<Scripted>,
+    acker: Arc<Acker>,
+    parking: Arc<MemParking>,
+    isolation: Arc<Isolation>,
+    handle: ConnectorHandle,
+}
+
+fn isolated() -> Isolated {
+    let connector = Arc::new(Scripted::default());
+    connector.down.store(true, SeqCst);
+    let acker = Arc::new(Acker::new());
+    acker.lock().assign(P);
+    let parking = Arc::new(MemParking::default());
+    let isolation = Arc::new(Isolation::new(
+        "mem",
+        IsolationSettings {
+            detach_after: Duration::from_secs(10),
+            probe_initial: Duration::from_secs(5),
+            probe_max: Duration::from_secs(20),
+        },
+    ));
+    let mut s = settings(2, 10);
+    s.retry.on_exhausted = OnExhausted::Block;
+    let handle = Engine::spawn(
+        Mem(connector.clone()),
+        "mem",
+        C,
+        s,
+        Wiring {
+            acker: acker.clone(),
+            timings: TimingRecorder::new(100),
+            dead_letters: None,
+            isolation: Some(Role::Main {
+                isolation: isolation.clone(),
+                parking: parking.clone(),
+            }),
+        },
+    );
+    Isolated {
+        connector,
+        acker,
+        parking,
+        isolation,
+        handle,
+    }
+}
+
+impl Isolated {
+    fn feed(&self, offsets: std::ops::Range<i64>) {
+        for o in offsets {
+            let mut t = TargetSet::default();
+            t.insert(C);
+            self.acker.lock().register(P, o, t).unwrap();
+            assert!(self.handle.send(event(o, 10)));
+        }
+    }
+
+    fn requests(&self) -> usize {
+        self.connector.requests.lock().unwrap().len()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_destination_failing_past_the_bound_is_detached_and_its_events_parked() {
+    let r = isolated();
+    r.feed(0..4);
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(r.isolation.state(), State::Flowing, "still retrying");
+    assert_eq!(
+        r.acker.lock().watermark(P),
+        None,
+        "the commit point is held"
+    );
+    // Retries are at most 2 s apart: one lands between 10 s and 12.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(r.isolation.state(), State::Detached);
+    assert_eq!(r.parking.offsets(), [0, 1, 2, 3]);
+    assert_eq!(r.acker.lock().watermark(P), Some(4), "parked events finish");
+    let letter = r.parking.0.lock().unwrap()[0].clone();
+    assert_eq!(&*letter.connector, "mem");
+    assert!(letter.reason.starts_with("parked: "), "{}", letter.reason);
+    assert!(letter.attempts > 1 && letter.first_attempt_ms > 0);
+    assert_eq!(r.handle.stats.snapshot().parked, 4);
+
+    // New events are parked without a request, until a probe is due.
+    let before = r.requests();
+    r.feed(4..6);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.requests(), before);
+    assert_eq!(r.parking.offsets().len(), 6);
+    assert_eq!(r.acker.lock().watermark(P), Some(6));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_detached_destination_is_probed_at_a_growing_interval_then_drained() {
+    let r = isolated();
+    r.feed(0..2);
+    // Retries are at most 2 s apart: one lands between 10 s and 12.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(r.isolation.state(), State::Detached);
+    // One batch every second; probes are the ones that reach the destination.
+    let mut probes_at = Vec::new();
+    for second in 1..=80i64 {
+        let before = r.requests();
+        r.feed(second * 10..second * 10 + 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if r.requests() > before {
+            assert_eq!(r.requests(), before + 1, "one request per probe");
+            probes_at.push(second);
+        }
+    }
+    let gaps: Vec<i64> = probes_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps[..3], [10, 20, 20], "probes at {probes_at:?}");
+    assert_eq!(r.isolation.state(), State::Detached);
+
+    // The destination answers: the next probe goes through and draining begins; new events
+    // are still parked until the backlog is empty.
+    r.connector.down.store(false, SeqCst);
+    for second in 81..=120i64 {
+        r.feed(second * 10..second * 10 + 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if r.isolation.state() == State::Draining {
+            break;
+        }
+    }
+    assert_eq!(r.isolation.state(), State::Draining);
+    let delivered = r.handle.stats.snapshot().delivered;
+    assert_eq!(delivered, 2, "the probe's two events");
+    let parked = r.parking.offsets().len();
+    r.feed(1000..1002);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.parking.offsets().len(), parked + 2);
+    r.isolation.backlog_empty();
+    r.feed(2000..2002);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(r.handle.stats.snapshot().delivered, 4, "flowing again");
+    assert_eq!(r.parking.offsets().len(), parked + 2);
 }

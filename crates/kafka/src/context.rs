@@ -4,7 +4,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -74,6 +74,16 @@ pub struct Status {
     pub revokes_timed_out: u64,
     /// Consumer lag per (topic, partition), from librdkafka's statistics.
     pub lag: HashMap<(String, i32), i64>,
+    /// Partitions read to their end and nothing since, by number (one topic), when
+    /// `enable.partition.eof` is set; cleared by every rebalance.
+    pub at_end: HashSet<i32>,
+}
+
+impl Status {
+    /// Every assigned partition has been read to its end (see `at_end`).
+    pub fn caught_up(&self) -> bool {
+        self.rebalances > 0 && self.at_end.len() >= self.assigned
+    }
 }
 
 pub struct Shared {
@@ -225,6 +235,7 @@ impl ConsumerContext for Context {
         self.shared.update_status(|s| {
             s.assigned = owned;
             s.rebalances += 1;
+            s.at_end.clear();
             if drained {
                 s.revokes_drained += 1;
             } else {
@@ -251,6 +262,7 @@ impl ConsumerContext for Context {
                 self.shared.update_status(|s| {
                     s.assigned = owned;
                     s.rebalances += 1;
+                    s.at_end.clear();
                 });
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
             }

@@ -10,11 +10,11 @@
 //! callbacks, which must block while a revoked partition drains, block only that thread.
 
 mod context;
-pub mod dead_letter;
+pub mod letters;
 mod source;
 
 pub use context::Status;
-pub use dead_letter::DlqProducer;
+pub use letters::{LetterProducer, Purpose};
 pub use rdkafka::error::KafkaError;
 pub use source::{Source, SourceConfig, SourceError, SourceExit, StatusHandle};
 pub use switchyard_core::{Acker, Dispatcher};

@@ -118,6 +118,7 @@ impl Source {
             state: state.clone(),
             paused: HashSet::new(),
             overloaded: false,
+            at_end: HashSet::new(),
             cfg,
         };
         let thread = std::thread::Builder::new()
@@ -221,6 +222,9 @@ struct Worker {
     paused: HashSet<PartitionId>,
     /// Over `max_inflight_events` for longer than [`OVERLOAD_WAIT`]: pause without waiting.
     overloaded: bool,
+    /// Partitions last seen at their end (`enable.partition.eof`); mirrors `Status::at_end`
+    /// so that a record costs no status update unless its partition was at the end.
+    at_end: HashSet<i32>,
     cfg: SourceConfig,
 }
 
@@ -237,6 +241,12 @@ impl Worker {
             match self.consumer.poll(Duration::from_millis(100)) {
                 None => {}
                 Some(Ok(msg)) => {
+                    if !self.at_end.is_empty() && self.at_end.remove(&msg.partition()) {
+                        let p = msg.partition();
+                        self.shared.update_status(|s| {
+                            s.at_end.remove(&p);
+                        });
+                    }
                     let over_limit = self.accept(&msg);
                     drop(msg);
                     if let Some((id, topic, partition)) = over_limit
@@ -244,6 +254,12 @@ impl Worker {
                     {
                         self.pause(id, &topic, partition);
                     }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.at_end.insert(p);
+                    self.shared.update_status(|s| {
+                        s.at_end.insert(p);
+                    });
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
             }

@@ -15,7 +15,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use std::collections::HashMap;
 use std::time::Duration;
-use switchyard_kafka::dead_letter::headers;
+use switchyard_kafka::letters::headers;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -67,6 +67,8 @@ pub async fn run(
     replay.router.default_connectors = vec![connector.into()];
     replay.router.ignore_connector_lists = true;
     replay.dead_letter.topic = None;
+    // Replay sends to the connector alone and stops when caught up: nothing to park or drain.
+    replay.parking.enabled = false;
 
     let pipeline = Pipeline::start(&replay).await?;
     let caught_up = tokio::task::block_in_place(|| {

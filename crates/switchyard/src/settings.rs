@@ -8,7 +8,9 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
-use switchyard_core::{BatchLimits, EngineSettings, Filter, OnExhausted, RetryPolicy};
+use switchyard_core::{
+    BatchLimits, EngineSettings, Filter, IsolationSettings, OnExhausted, RetryPolicy,
+};
 use switchyard_datadog_logs::DatadogConfig;
 use switchyard_kafka::SourceConfig;
 use switchyard_kinesis_firehose::FirehoseConfig;
@@ -50,6 +52,7 @@ pub struct Settings {
     pub router: RouterSettings,
     pub admin: AdminSettings,
     pub dead_letter: DeadLetterSettings,
+    pub parking: ParkingSettings,
     pub connectors: Vec<ConnectorSettings>,
     /// What loads but should change (a deprecated key, a secret written in the file):
     /// `validate` prints these and startup logs them, so they are seen without stopping anyone.
@@ -63,6 +66,32 @@ pub struct DeadLetterSettings {
     pub topic: Option<String>,
     /// Raw librdkafka producer properties.
     pub options: BTreeMap<String, String>,
+}
+
+/// The parking topic of detached destinations, on the same cluster as `[kafka]` (see
+/// docs/isolation.md).
+#[derive(Debug, Clone)]
+pub struct ParkingSettings {
+    /// False: a destination that is down holds its partitions, as `on_exhausted` says.
+    pub enabled: bool,
+    pub topic: String,
+    /// Raw librdkafka producer properties.
+    pub options: BTreeMap<String, String>,
+}
+
+impl ParkingSettings {
+    /// What `validate` says of the parking topic: its retention is the longest outage a
+    /// destination can survive.
+    pub fn note(&self) -> String {
+        if self.enabled {
+            format!(
+                "parking topic {:?}: a destination down for longer than this topic's retention.ms loses parked events to retention; set it to the longest outage you plan for",
+                self.topic
+            )
+        } else {
+            "parking is off: a destination that is down holds back every partition it has events in".into()
+        }
+    }
 }
 
 /// The admin HTTP server: `/metrics`, `/health/live`, `/health/ready`.
@@ -87,6 +116,7 @@ pub struct ConnectorSettings {
     pub enabled: bool,
     pub filter: Filter,
     pub engine: EngineSettings,
+    pub isolation: IsolationSettings,
     pub kind: Kind,
     /// Its `${NAME}` references whose variable is not set. Only a disabled connector can load
     /// with any, since it does not run; whatever enables it later must check them first.
@@ -183,15 +213,34 @@ impl Settings {
         let router = section::<RouterSection>(&mut root, "router", problems);
         let admin = section::<AdminSection>(&mut root, "admin", problems);
         let dead_letter = section::<DeadLetterSection>(&mut root, "dead_letter", problems);
+        let parking = section::<ParkingSection>(&mut root, "parking", problems);
         let connectors = connectors(connectors_table, lookup, problems, warnings);
         for key in root.keys() {
             problems.push(problem(
                 key,
-                "unknown section (expected kafka, router, admin, dead_letter, connectors)",
+                "unknown section (expected kafka, router, admin, dead_letter, parking, connectors)",
             ));
         }
-        let (kafka, router, admin, dead_letter, connectors) =
-            (kafka?, router?, admin?, dead_letter?, connectors);
+        let (kafka, router, admin, dead_letter, parking, connectors) =
+            (kafka?, router?, admin?, dead_letter?, parking?, connectors);
+        if parking.topic.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            problems.push(problem(
+                "parking.topic",
+                "is empty (leave it out for <group_id>-parked)",
+            ));
+        }
+        if parking.enabled
+            && [dead_letter.topic.as_deref()]
+                .into_iter()
+                .flatten()
+                .chain(kafka.topics.iter().map(String::as_str))
+                .any(|t| Some(t) == parking.topic.as_deref())
+        {
+            problems.push(problem(
+                "parking.topic",
+                "must differ from the source and dead-letter topics",
+            ));
+        }
         if dead_letter
             .topic
             .as_deref()
@@ -231,6 +280,17 @@ impl Settings {
             ));
         }
         Some(Settings {
+            parking: ParkingSettings {
+                enabled: parking.enabled,
+                topic: parking
+                    .topic
+                    .unwrap_or_else(|| format!("{}-parked", kafka.group_id)),
+                options: parking
+                    .options
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_string()))
+                    .collect(),
+            },
             dead_letter: DeadLetterSettings {
                 topic: dead_letter.topic,
                 options: dead_letter
@@ -581,6 +641,17 @@ struct DeadLetterSection {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ParkingSection {
+    #[serde(default = "d_true")]
+    enabled: bool,
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    options: BTreeMap<String, Scalar>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AdminSection {
     #[serde(default = "d_true")]
     enabled: bool,
@@ -613,9 +684,24 @@ struct CommonSection {
     /// Append this connector's latest delivery timings to each event it sends.
     #[serde(default = "d_true")]
     append_observability: bool,
+    /// A delivery failing this long detaches the destination (docs/isolation.md).
+    #[serde(default = "d_detach_after")]
+    detach_after_secs: u64,
+    /// While detached, probes double their interval up to this.
+    #[serde(default = "d_probe_max")]
+    probe_max_interval_secs: u64,
 }
 
-const COMMON_KEYS: [&str; 8] = [
+fn d_detach_after() -> u64 {
+    IsolationSettings::default().detach_after.as_secs()
+}
+fn d_probe_max() -> u64 {
+    IsolationSettings::default().probe_max.as_secs()
+}
+
+const COMMON_KEYS: [&str; 10] = [
+    "detach_after_secs",
+    "probe_max_interval_secs",
     "kind",
     "enabled",
     "concurrency",
@@ -799,11 +885,13 @@ fn connector(
         }
     };
     let engine = engine_settings(&common, defaults, path, problems)?;
+    let isolation = isolation_settings(&common, path, problems)?;
     Some(ConnectorSettings {
         id,
         enabled: common.enabled,
         filter: filter(common.filter),
         engine,
+        isolation,
         kind,
         unset_variables: Vec::new(),
     })
@@ -851,6 +939,35 @@ fn kind_config<T: DeserializeOwned>(
         problems.push(problem(&format!("{path}.{key}"), &message));
     }
     Some(cfg)
+}
+
+fn isolation_settings(
+    c: &CommonSection,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<IsolationSettings> {
+    let defaults = IsolationSettings::default();
+    let before = problems.len();
+    if c.detach_after_secs == 0 {
+        problems.push(problem(
+            &format!("{path}.detach_after_secs"),
+            "must be at least 1",
+        ));
+    }
+    if c.probe_max_interval_secs < defaults.probe_initial.as_secs() {
+        problems.push(problem(
+            &format!("{path}.probe_max_interval_secs"),
+            &format!(
+                "must be at least {} (the first probe's delay)",
+                defaults.probe_initial.as_secs()
+            ),
+        ));
+    }
+    (problems.len() == before).then(|| IsolationSettings {
+        detach_after: Duration::from_secs(c.detach_after_secs),
+        probe_max: Duration::from_secs(c.probe_max_interval_secs),
+        ..defaults
+    })
 }
 
 fn engine_settings(

@@ -1,5 +1,6 @@
-//! The dead-letter topic: permanently refused records, produced with their original bytes and
-//! headers saying who refused them and why.
+//! Letter topics: the dead-letter topic (permanently refused records) and the parking topic
+//! (events of a detached destination), each record produced with its original bytes, key and
+//! headers, and headers saying which connector and why.
 
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
@@ -7,6 +8,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use switchyard_core::log::Throttle;
 use std::time::Duration;
 use switchyard_core::timings::now_ms;
 use switchyard_core::{DeadLetters, Letter};
@@ -24,35 +27,65 @@ pub mod headers {
     pub const SOURCE_PARTITION: &str = "switchyard.source_partition";
     pub const SOURCE_OFFSET: &str = "switchyard.source_offset";
     pub const TIME: &str = "switchyard.time";
+    /// When the first attempt to deliver it began (epoch ms); absent if it was never sent.
+    pub const FIRST_ATTEMPT_TIME: &str = "switchyard.first_attempt_time";
+}
+
+/// What a letter topic is for, which decides what is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Each letter is a refusal worth a log line of its own.
+    DeadLetters,
+    /// Letters come by the thousand while a destination is detached; its state change is
+    /// the log line.
+    Parking,
+}
+
+impl Purpose {
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::DeadLetters => "dead-letter",
+            Purpose::Parking => "parking",
+        }
+    }
 }
 
 /// Writes letters to a Kafka topic, retrying until the broker acknowledges each one.
-pub struct DlqProducer {
+pub struct LetterProducer {
     producer: FutureProducer,
-    topic: String,
+    topic: Arc<str>,
+    purpose: Purpose,
     runtime: Handle,
+    /// A failing topic fails every letter: one line per 10 s says so.
+    failures: Arc<Throttle>,
 }
 
-impl DlqProducer {
+impl LetterProducer {
     /// `options` are raw librdkafka producer properties (security settings and the like).
     pub fn new(
         brokers: &str,
         topic: &str,
+        purpose: Purpose,
         options: &BTreeMap<String, String>,
     ) -> Result<Self, KafkaError> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", brokers)
-            // No duplicates in the dead-letter topic from the producer's own retries.
+            // No duplicates in the topic from the producer's own retries.
             .set("enable.idempotence", "true")
+            // A letter's offset is committed once this write is acknowledged: by every
+            // in-sync replica, not only the leader.
+            .set("acks", "all")
             .set("linger.ms", "20");
         for (k, v) in options {
             cfg.set(k, v);
         }
-        Ok(DlqProducer {
+        Ok(LetterProducer {
             producer: cfg.create()?,
-            topic: topic.to_string(),
+            topic: Arc::from(topic),
+            purpose,
             // Letters come from the engine's tasks and from the consumer thread alike.
             runtime: Handle::current(),
+            failures: Arc::new(Throttle::new(Duration::from_secs(10))),
         })
     }
 }
@@ -89,7 +122,9 @@ fn ours(l: &Letter, headers: OwnedHeaders) -> OwnedHeaders {
         (headers::SOURCE_OFFSET, l.origin.offset.to_string()),
         (headers::TIME, now_ms().to_string()),
     ];
-    pairs.iter().fold(headers, |h, (key, value)| {
+    let first = (l.first_attempt_ms > 0)
+        .then(|| (headers::FIRST_ATTEMPT_TIME, l.first_attempt_ms.to_string()));
+    pairs.iter().chain(first.iter()).fold(headers, |h, (key, value)| {
         h.insert(Header {
             key,
             value: Some(value.as_bytes()),
@@ -97,14 +132,15 @@ fn ours(l: &Letter, headers: OwnedHeaders) -> OwnedHeaders {
     })
 }
 
-impl DeadLetters for DlqProducer {
+impl DeadLetters for LetterProducer {
     fn write(&self, letter: Letter, done: Box<dyn FnOnce() + Send>) {
         let (producer, topic) = (self.producer.clone(), self.topic.clone());
+        let (purpose, failures) = (self.purpose, self.failures.clone());
         self.runtime.spawn(async move {
             let headers = headers_of(&letter);
             let mut wait = Duration::from_millis(100);
             loop {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
+                let mut record = FutureRecord::<[u8], [u8]>::to(&*topic)
                     .payload(&letter.raw[..])
                     .headers(headers.clone());
                 // Keyed as the original, so a keyed producer's ordering and partitioning carry
@@ -114,21 +150,25 @@ impl DeadLetters for DlqProducer {
                 }
                 match producer.send(record, Timeout::Never).await {
                     Ok(_) => {
-                        tracing::warn!(
-                            connector = %letter.connector,
-                            topic = %letter.origin.topic,
-                            partition = letter.origin.kafka_partition,
-                            offset = letter.origin.offset,
-                            reason = %letter.reason,
-                            dead_letter_topic = %topic,
-                            "event dead-lettered"
-                        );
+                        if purpose == Purpose::DeadLetters {
+                            tracing::warn!(
+                                connector = %letter.connector,
+                                topic = %letter.origin.topic,
+                                partition = letter.origin.kafka_partition,
+                                offset = letter.origin.offset,
+                                reason = %letter.reason,
+                                dead_letter_topic = %topic,
+                                "event dead-lettered"
+                            );
+                        }
                         done();
                         return;
                     }
                     Err((e, _)) => {
                         // The offset waits for this write: keep trying, and say so.
-                        tracing::error!(error = %e, dead_letter_topic = %topic, offset = letter.origin.offset, "dead-letter write failed; retrying (the partition waits)");
+                        if let Some(held_back) = failures.allow("write") {
+                            tracing::error!(error = %e, topic = %topic, offset = letter.origin.offset, held_back, "{} write failed; retrying (the partition waits)", purpose.name());
+                        }
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(Duration::from_secs(30));
                     }
