@@ -1,0 +1,233 @@
+//! Destination isolation end to end (docs/isolation.md): a destination that is down, or only
+//! throttles, is detached and its events parked in Kafka, while the others keep receiving
+//! every event and the commit point moves on; once it answers again, its parked events are
+//! drained to it and it flows directly again. Nothing is lost on the way.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use switchyard::Pipeline;
+use switchyard_core::State;
+use switchyard_testkit::FakeDatadog;
+use switchyard_testkit::hec::Reply;
+use switchyard_tests::*;
+
+const DD: &str = "dz-connector-datadog";
+
+/// Small in-flight limits, so that without isolation a destination that is down would pause
+/// every partition after a few hundred events.
+const KAFKA: &str = "max_inflight_per_partition = 200\nmax_inflight_events = 400";
+
+fn datadog_table(dd: &FakeDatadog) -> String {
+    format!(
+        r#"
+[connectors.{DD}]
+kind = "datadog_logs"
+endpoint = "{}"
+api_key = "${{DD_KEY}}"
+[connectors.{DD}.batch]
+max_linger_ms = 20
+[connectors.{DD}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+"#,
+        dd.url()
+    )
+}
+
+/// HEC detaches after failing for 1 s; the parking topic has room for every test event
+/// (the mock cluster keeps 5 MiB per partition).
+fn settings(h: &Harness, group: &str, dd: &FakeDatadog) -> switchyard::Settings {
+    let parking = format!("{group}-parked");
+    h.broker.create_topic(&parking, 4).unwrap();
+    h.settings_with(
+        group,
+        KAFKA,
+        "detach_after_secs = 1",
+        &format!(
+            "[connectors.{SPLUNK}.batch]\nmax_linger_ms = 20\n{}\n[parking]\ntopic = \"{parking}\"",
+            datadog_table(dd)
+        ),
+    )
+}
+
+fn both(run: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+    events_to(run, n, &[&format!("{SPLUNK},{DD}")])
+}
+
+/// Waits until the group has committed `end` on every partition of the test topic.
+fn committed_to(pipeline: &Pipeline, end: i64) -> bool {
+    tokio::task::block_in_place(|| {
+        pipeline.wait_for_source(PATIENCE, |s| {
+            let c = committed_by_partition(&s.committed);
+            c.len() == 2 && c.values().all(|o| *o == end)
+        })
+    })
+}
+
+fn state(pipeline: &Pipeline) -> State {
+    pipeline.isolation(SPLUNK).unwrap().isolation.state()
+}
+
+/// Polls until `done` holds (the pipeline runs on other threads); false after PATIENCE.
+async fn until(done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// Every produced id, and how often HEC indexed it.
+fn hec_counts(h: &Harness, ids: &[String]) -> HashMap<String, usize> {
+    let indexed = h.indexed_ids();
+    ids.iter()
+        .map(|id| (id.clone(), indexed.get(id).copied().unwrap_or(0)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_for_long_holds_back_neither_the_others_nor_the_commit_point() {
+    let h = Harness::new(2).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    h.hec.fail_randomly(1000); // HEC answers 503 to everything
+    let first = h.produce(both("down-a", 1000));
+    let pipeline = Pipeline::start(&settings(&h, "g-iso-down", &dd))
+        .await
+        .unwrap();
+
+    // Datadog gets every event while HEC is down, and the commit point reaches the end.
+    assert!(dd.wait_for_received(1000, PATIENCE).await);
+    assert!(
+        committed_to(&pipeline, 500),
+        "{:?}",
+        pipeline.source_status()
+    );
+    assert_eq!(state(&pipeline), State::Detached);
+    // Producers keep writing during the outage: those flow too.
+    let second = both("down-b", 600);
+    let mut ids: Vec<String> = first.iter().map(|p| p.id.clone()).collect();
+    ids.extend(second.iter().map(|(id, _)| id.clone()));
+    h.broker.produce(
+        TOPIC,
+        second
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, b))| ((i % 2) as i32, b)),
+    );
+    assert!(dd.wait_for_received(1600, PATIENCE).await);
+    assert!(
+        committed_to(&pipeline, 800),
+        "{:?}",
+        pipeline.source_status()
+    );
+    assert_eq!(h.hec.received_count(), 0, "HEC is still down");
+    assert_eq!(state(&pipeline), State::Detached);
+    let parked = pipeline.connector_stats(SPLUNK).unwrap().snapshot().parked;
+    assert_eq!(parked, 1600, "every HEC event parked once");
+
+    // HEC recovers: its parked events are drained to it, then it flows directly again.
+    h.hec.fail_randomly(0);
+    assert!(h.hec.wait_for_received(1600, PATIENCE).await);
+    assert!(
+        until(|| state(&pipeline) == State::Flowing).await,
+        "{:?}",
+        state(&pipeline)
+    );
+    let counts = hec_counts(&h, &ids);
+    assert!(counts.values().all(|n| *n >= 1), "every event reached HEC");
+    let third = both("down-c", 100);
+    h.broker.produce(
+        TOPIC,
+        third
+            .into_iter()
+            .enumerate()
+            .map(|(i, (_, b))| ((i % 2) as i32, b)),
+    );
+    assert!(h.hec.wait_for_received(1700, PATIENCE).await);
+    assert!(committed_to(&pipeline, 850));
+    let isolated = pipeline.isolation(SPLUNK).unwrap();
+    assert_eq!(
+        isolated.isolation.parked(),
+        1600,
+        "flowing: nothing more parked"
+    );
+    assert_eq!(isolated.drain.snapshot().delivered, 1600);
+    assert!(dd.violations().is_empty());
+    assert!(pipeline.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_that_only_throttles_does_not_stall_the_others() {
+    let h = Harness::new(2).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    // 429 with Retry-After for a long while: never a failure that gives up.
+    h.hec
+        .script((0..100_000).map(|_| Reply::queue_full(Some(2))));
+    let produced = h.produce(both("throttle", 1000));
+    let pipeline = Pipeline::start(&settings(&h, "g-iso-429", &dd))
+        .await
+        .unwrap();
+    assert!(dd.wait_for_received(1000, PATIENCE).await);
+    assert!(
+        committed_to(&pipeline, 500),
+        "{:?}",
+        pipeline.source_status()
+    );
+    assert_ne!(state(&pipeline), State::Flowing);
+    h.hec.clear_script();
+    assert!(h.hec.wait_for_received(1000, PATIENCE).await);
+    let ids: Vec<String> = produced.iter().map(|p| p.id.clone()).collect();
+    assert!(hec_counts(&h, &ids).values().all(|n| *n >= 1));
+    assert!(pipeline.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_parking_topic_down_the_partition_holds_and_nothing_is_skipped() {
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+    let h = Harness::new(2).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    h.hec.fail_randomly(1000);
+    let produced = h.produce(both("held", 200));
+    let settings = settings(&h, "g-iso-held", &dd);
+    // Every Produce fails from now on (retriably): parking cannot land.
+    let mock = h
+        .broker
+        .mock_cluster()
+        .expect("fault injection needs the mock cluster");
+    mock.request_errors(
+        RDKafkaApiKey::Produce,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 100_000],
+    );
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        dd.wait_for_received(200, PATIENCE).await,
+        "Datadog still gets its events"
+    );
+    assert!(until(|| state(&pipeline) == State::Detached).await);
+    // Detached, but nothing could be parked: the commit point has not moved.
+    let stats = pipeline.connector_stats(SPLUNK).unwrap();
+    assert_eq!(stats.snapshot().parked, 0);
+    assert!(
+        committed_by_partition(&pipeline.source_status().committed)
+            .values()
+            .all(|o| *o == 0),
+        "{:?}",
+        pipeline.source_status()
+    );
+    // The topic takes writes again: every event is parked, then the partitions move on.
+    mock.clear_request_errors(RDKafkaApiKey::Produce);
+    assert!(
+        committed_to(&pipeline, 100),
+        "{:?}",
+        pipeline.source_status()
+    );
+    assert_eq!(stats.snapshot().parked, 200);
+    h.hec.fail_randomly(0);
+    assert!(h.hec.wait_for_received(200, PATIENCE).await);
+    let ids: Vec<String> = produced.iter().map(|p| p.id.clone()).collect();
+    assert!(hec_counts(&h, &ids).values().all(|n| *n >= 1));
+    assert!(pipeline.shutdown().await);
+}
