@@ -65,6 +65,10 @@ async fn metrics_and_probes_reflect_the_pipeline() {
         "switchyard_connector_healthy{connector=\"dz-connector-splunk\"} 1",
         "switchyard_connector_healthy{connector=\"dz-connector-dead\"} 0",
         "switchyard_assigned_partitions 2",
+        "switchyard_connector_state{connector=\"dz-connector-splunk\",state=\"flowing\"} 1",
+        "switchyard_connector_state{connector=\"dz-connector-splunk\",state=\"detached\"} 0",
+        "switchyard_events_parked_total{connector=\"dz-connector-splunk\"} 0",
+        "switchyard_parked_oldest_age_seconds{connector=\"dz-connector-splunk\"} 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),

@@ -9,6 +9,7 @@ use switchyard::Pipeline;
 use switchyard_core::State;
 use switchyard_testkit::FakeDatadog;
 use switchyard_testkit::hec::Reply;
+use switchyard_testkit::probe::{http_get, metric};
 use switchyard_tests::*;
 
 const DD: &str = "dz-connector-datadog";
@@ -125,6 +126,38 @@ async fn a_destination_down_for_long_holds_back_neither_the_others_nor_the_commi
     );
     assert_eq!(h.hec.received_count(), 0, "HEC is still down");
     assert_eq!(state(&pipeline), State::Detached);
+    // Its health check fails, but a detached destination does not make the pod unready.
+    assert!(matches!(
+        pipeline.connector_stats(SPLUNK).unwrap().health(),
+        switchyard_core::stats::Health::Failing(_)
+    ));
+    assert_eq!(pipeline.monitor().readiness(), Ok(()));
+    // And it is visible: state, parked events, the oldest one's age.
+    switchyard::admin::prometheus();
+    let (addr, _server) =
+        switchyard::admin::serve("127.0.0.1:0".parse().unwrap(), pipeline.monitor())
+            .await
+            .unwrap();
+    let (_, text) = http_get(&addr.to_string(), "/metrics").await;
+    for line in [
+        "switchyard_connector_state{connector=\"dz-connector-splunk\",state=\"detached\"} 1",
+        "switchyard_connector_state{connector=\"dz-connector-splunk\",state=\"flowing\"} 0",
+        "switchyard_connector_state{connector=\"dz-connector-datadog\",state=\"flowing\"} 1",
+        "switchyard_events_parked_total{connector=\"dz-connector-splunk\"} 1600",
+        "switchyard_events_parked_total{connector=\"dz-connector-datadog\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(
+        metric(
+            &text,
+            "switchyard_parked_oldest_age_seconds{connector=\"dz-connector-splunk\"}"
+        )
+        .is_some()
+    );
     let parked = pipeline.connector_stats(SPLUNK).unwrap().snapshot().parked;
     assert_eq!(parked, 1600, "every HEC event parked once");
 

@@ -128,6 +128,18 @@ fn refresh(m: &Monitor) {
                 .absolute(n);
         }
     }
+    for i in m.progress().isolation {
+        for state in switchyard_core::State::ALL {
+            let on = if i.state == state { 1.0 } else { 0.0 };
+            gauge!("switchyard_connector_state", "connector" => i.id.clone(), "state" => state.as_str())
+                .set(on);
+        }
+        counter!("switchyard_events_parked_total", "connector" => i.id.clone()).absolute(i.parked);
+        counter!("switchyard_events_drained_total", "connector" => i.id.clone())
+            .absolute(i.drained);
+        gauge!("switchyard_parked_oldest_age_seconds", "connector" => i.id)
+            .set(i.oldest_parked_age_secs as f64);
+    }
     let status = m.source_status();
     gauge!("switchyard_assigned_partitions").set(status.assigned as f64);
     for ((topic, partition), offset) in status.committed {

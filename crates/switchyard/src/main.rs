@@ -151,6 +151,7 @@ fn validate(path: &str) -> ExitCode {
                 s.connectors.len(),
                 enabled.join(", ")
             );
+            println!("note: {}", s.parking.note());
             ExitCode::SUCCESS
         }
         Err(invalid) => {

@@ -208,10 +208,7 @@ impl Pipeline {
             isolated.push(Isolated {
                 id: Arc::from(id.as_str()),
                 isolation: isolation.clone(),
-                drain: drained
-                    .first()
-                    .map(|(_, s)| s.clone())
-                    .unwrap_or_default(),
+                drain: drained.first().map(|(_, s)| s.clone()).unwrap_or_default(),
             });
             drains.push(flow);
         }

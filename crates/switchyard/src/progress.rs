@@ -4,6 +4,7 @@ use crate::pipeline::{Pipeline, Progress};
 use std::fmt::Write;
 use std::future::Future;
 use std::time::{Duration, Instant};
+use switchyard_core::State;
 
 /// Calls `show` with a fresh progress line every `every` until `stop` resolves.
 pub async fn report_until(
@@ -48,6 +49,15 @@ pub fn line(now: &Progress, before: &Progress, elapsed: Duration, interval: Dura
             " | {id}: delivered {} rejected {} retried {} in-flight {}",
             c.delivered, c.rejected, c.retried, c.in_flight_requests
         );
+        if let Some(i) = now.isolation.iter().find(|i| &i.id == id)
+            && (i.state != State::Flowing || i.parked > 0)
+        {
+            let _ = write!(
+                s,
+                " [{} parked {} drained {} oldest {}s]",
+                i.state, i.parked, i.drained, i.oldest_parked_age_secs
+            );
+        }
     }
     s
 }

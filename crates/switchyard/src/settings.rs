@@ -89,7 +89,8 @@ impl ParkingSettings {
                 self.topic
             )
         } else {
-            "parking is off: a destination that is down holds back every partition it has events in".into()
+            "parking is off: a destination that is down holds back every partition it has events in"
+                .into()
         }
     }
 }
@@ -223,7 +224,11 @@ impl Settings {
         }
         let (kafka, router, admin, dead_letter, parking, connectors) =
             (kafka?, router?, admin?, dead_letter?, parking?, connectors);
-        if parking.topic.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        if parking
+            .topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
             problems.push(problem(
                 "parking.topic",
                 "is empty (leave it out for <group_id>-parked)",

@@ -187,6 +187,11 @@ impl Recorder {
         self.failure_per_mille.store(per_mille, Relaxed);
     }
 
+    /// Every request fails: the destination is down (its health endpoint too).
+    pub fn is_down(&self) -> bool {
+        self.failure_per_mille.load(Relaxed) >= 1000
+    }
+
     /// Stores items the destination accepted.
     pub fn accept(&self, items: Vec<Value>) {
         let n = items.len() as u64;

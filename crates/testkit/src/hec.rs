@@ -172,6 +172,9 @@ async fn handle(
 ) -> Response {
     let path = uri.path();
     if path == "/services/collector/health" || path == "/services/collector/health/1.0" {
+        if hec.rec.is_down() {
+            return answer(503, 9, "Server is busy", None);
+        }
         return answer(200, 17, "HEC is healthy", None);
     }
     if !matches!(
