@@ -9,8 +9,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use switchyard_core::log::Throttle;
 use std::time::Duration;
+use switchyard_core::log::Throttle;
 use switchyard_core::timings::now_ms;
 use switchyard_core::{DeadLetters, Letter};
 use tokio::runtime::Handle;
@@ -124,12 +124,15 @@ fn ours(l: &Letter, headers: OwnedHeaders) -> OwnedHeaders {
     ];
     let first = (l.first_attempt_ms > 0)
         .then(|| (headers::FIRST_ATTEMPT_TIME, l.first_attempt_ms.to_string()));
-    pairs.iter().chain(first.iter()).fold(headers, |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: Some(value.as_bytes()),
+    pairs
+        .iter()
+        .chain(first.iter())
+        .fold(headers, |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
         })
-    })
 }
 
 impl DeadLetters for LetterProducer {
@@ -140,7 +143,7 @@ impl DeadLetters for LetterProducer {
             let headers = headers_of(&letter);
             let mut wait = Duration::from_millis(100);
             loop {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&*topic)
+                let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
                     .payload(&letter.raw[..])
                     .headers(headers.clone());
                 // Keyed as the original, so a keyed producer's ordering and partitioning carry

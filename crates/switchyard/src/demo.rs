@@ -23,7 +23,48 @@ pub struct DemoOptions {
     pub partitions: i32,
     /// One record in this many is not JSON, to show bad input being counted and skipped.
     pub malformed_every: u64,
+    /// A stand-in taken down for a while, to show a destination detach, drain and flow.
+    pub outage: Option<Outage>,
 }
+
+/// `--outage ID:START:SECONDS`: the stand-in of connector `connector` answers 503 to
+/// everything from `start` after the demo begins, for `length`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outage {
+    pub connector: String,
+    pub start: Duration,
+    pub length: Duration,
+}
+
+impl std::str::FromStr for Outage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut parts = s.rsplitn(3, ':');
+        let (Some(length), Some(start), Some(connector)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("{s:?}: expected CONNECTOR:START_SECS:SECONDS"));
+        };
+        let secs = |v: &str| {
+            v.parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|e| format!("{v:?} in {s:?}: {e}"))
+        };
+        Ok(Outage {
+            connector: connector.to_string(),
+            start: secs(start)?,
+            length: secs(length)?,
+        })
+    }
+}
+
+/// How long the demo waits before detaching the destination it takes down.
+const DEMO_DETACH_AFTER: Duration = Duration::from_secs(5);
+
+/// Parked events of a minute's outage at the default rate fit the mock cluster's 5 MiB per
+/// partition many times over.
+const PARKING_PARTITIONS: i32 = 32;
 
 /// A `${NAME}` that is not set gets a demo value, so the real config file works as is
 /// (numeric for account ids, which New Relic requires to be numbers).
@@ -54,45 +95,87 @@ pub async fn run(
     if let Some(dlq) = &settings.dead_letter.topic {
         broker.create_topic(dlq, 1).map_err(anyhow::Error::msg)?;
     }
+    if settings.parking.enabled {
+        broker
+            .create_topic(&settings.parking.topic, PARKING_PARTITIONS)
+            .map_err(anyhow::Error::msg)?;
+    }
+    if let Some(o) = &opts.outage {
+        let Some(c) = settings
+            .connectors
+            .iter_mut()
+            .find(|c| c.enabled && c.id == o.connector)
+        else {
+            anyhow::bail!("--outage: no enabled connector {:?}", o.connector);
+        };
+        // The embedded broker keeps only 5 MiB per partition, a few seconds of input at the
+        // demo's rate: waiting the default 30 s before detaching would let it drop records.
+        c.isolation.detach_after = c.isolation.detach_after.min(DEMO_DETACH_AFTER);
+    }
     settings.kafka.brokers = broker.bootstrap_servers().to_string();
 
-    // Each stand-in lives in the closure that reports how many events it received.
-    let mut standins: Vec<(String, Box<dyn Fn() -> u64>)> = Vec::new();
+    // Each stand-in lives in the closures that report how many events it received and take
+    // it down (503 to everything) or up.
+    let mut standins: Vec<Standin> = Vec::new();
     for c in settings.connectors.iter_mut().filter(|c| c.enabled) {
-        let count: Box<dyn Fn() -> u64> = match &mut c.kind {
+        let (count, down): (Count, Switch) = match &mut c.kind {
             Kind::SplunkHec(cfg) => {
-                let fake = FakeHec::builder(&exposed(&cfg.token))
-                    .counting_only()
-                    .start()
-                    .await?;
+                let fake = Arc::new(
+                    FakeHec::builder(&exposed(&cfg.token))
+                        .counting_only()
+                        .start()
+                        .await?,
+                );
                 cfg.endpoint = fake.url();
-                Box::new(move || fake.received_count())
+                let f = fake.clone();
+                (
+                    Box::new(move || fake.received_count()),
+                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
+                )
             }
             Kind::DatadogLogs(cfg) => {
-                let fake =
+                let fake = Arc::new(
                     FakeDatadog::start_with(&exposed(&cfg.api_key), datadog::MAX_PAYLOAD, false)
-                        .await?;
+                        .await?,
+                );
                 cfg.endpoint = Some(fake.url());
-                Box::new(move || fake.received_count())
+                let f = fake.clone();
+                (
+                    Box::new(move || fake.received_count()),
+                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
+                )
             }
             Kind::KinesisFirehose(cfg) => {
-                let fake =
-                    FakeFirehose::start(&cfg.delivery_stream, "demo-access-key", false).await?;
+                let fake = Arc::new(
+                    FakeFirehose::start(&cfg.delivery_stream, "demo-access-key", false).await?,
+                );
                 cfg.endpoint = Some(fake.url());
                 cfg.region = Some("us-east-1".into());
                 cfg.role_arn = None;
                 cfg.access_key_id = Some(switchyard_core::Secret::new("demo-access-key"));
                 cfg.secret_access_key = Some(switchyard_core::Secret::new("demo-secret-key"));
-                Box::new(move || fake.received_count())
+                let f = fake.clone();
+                (
+                    Box::new(move || fake.received_count()),
+                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
+                )
             }
             Kind::NewRelicEvents(cfg) => {
                 let key = exposed(&cfg.license_key.clone().or(cfg.insert_key.clone()));
-                let fake = FakeNewRelic::start_with(&cfg.account_id, &key, false).await?;
+                let fake = Arc::new(FakeNewRelic::start_with(&cfg.account_id, &key, false).await?);
                 cfg.endpoint = Some(fake.url());
-                Box::new(move || fake.received_count())
+                let f = fake.clone();
+                (
+                    Box::new(move || fake.received_count()),
+                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
+                )
             }
         };
-        standins.push((c.id.clone(), count));
+        standins.push(Standin {
+            id: c.id.clone(),
+            count,
+            down,
+        });
     }
     let ids: Vec<&str> = settings.connectors.iter().map(|c| c.id.as_str()).collect();
     let mut lists: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
@@ -127,13 +210,39 @@ pub async fn run(
         standins.len(),
         opts.rate
     );
-    report(&pipeline, stop).await;
+    let outage = async {
+        match (
+            &opts.outage,
+            standins
+                .iter()
+                .find(|s| Some(&s.id) == opts.outage.as_ref().map(|o| &o.connector)),
+        ) {
+            (Some(o), Some(standin)) => {
+                tokio::time::sleep(o.start).await;
+                eprintln!(
+                    "\ndemo: taking the stand-in for {} down for {} s",
+                    o.connector,
+                    o.length.as_secs()
+                );
+                (standin.down)(true);
+                tokio::time::sleep(o.length).await;
+                (standin.down)(false);
+                eprintln!("\ndemo: the stand-in for {} is back", o.connector);
+                std::future::pending::<()>().await;
+            }
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = report(&pipeline, stop) => {}
+        () = outage => {}
+    }
 
     seeding.store(false, Ordering::SeqCst);
     let _ = seeder.join();
     let clean = pipeline.shutdown().await;
-    for (id, count) in &standins {
-        eprintln!("stand-in for {id} received {} events", count());
+    for s in &standins {
+        eprintln!("stand-in for {} received {} events", s.id, (s.count)());
     }
     eprintln!(
         "stopped {}",
@@ -145,6 +254,19 @@ pub async fn run(
     );
     Ok(())
 }
+
+/// A destination's stand-in, as the demo drives it.
+struct Standin {
+    id: String,
+    count: Count,
+    /// Down (503 to everything) or up.
+    down: Switch,
+}
+
+/// How many events a stand-in received.
+type Count = Box<dyn Fn() -> u64>;
+/// Takes a stand-in down (true) or up.
+type Switch = Box<dyn Fn(bool)>;
 
 /// The secret's value, for configuring the stand-in that checks it.
 fn exposed(secret: &Option<switchyard_core::Secret>) -> String {
@@ -212,4 +334,27 @@ fn seed(bootstrap: &str, topic: &str, lists: &[String], opts: &DemoOptions, seed
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
     }
     let _ = producer.flush(Duration::from_secs(5));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_connector_start_and_length() {
+        let o: Outage = "dz-connector-datadog:10:40".parse().unwrap();
+        assert_eq!(
+            o,
+            Outage {
+                connector: "dz-connector-datadog".into(),
+                start: Duration::from_secs(10),
+                length: Duration::from_secs(40),
+            }
+        );
+        // Ids may hold colons; the two numbers are the last fields.
+        let o: Outage = "a:b:1:2".parse().unwrap();
+        assert_eq!(o.connector, "a:b");
+        assert!("datadog:10".parse::<Outage>().is_err());
+        assert!("datadog:ten:40".parse::<Outage>().is_err());
+    }
 }

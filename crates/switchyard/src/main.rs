@@ -65,6 +65,10 @@ enum Command {
         /// Stop by itself after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         duration_secs: Option<u64>,
+        /// Take one stand-in down for a while, to watch its destination detach, drain and flow
+        /// again: CONNECTOR:START_SECS:SECONDS, e.g. dz-connector-datadog:10:60.
+        #[arg(long)]
+        outage: Option<switchyard::demo::Outage>,
     },
 }
 
@@ -109,11 +113,13 @@ async fn main() -> ExitCode {
             rate,
             partitions,
             duration_secs,
+            outage,
         } => {
             let opts = switchyard::demo::DemoOptions {
                 rate,
                 partitions,
                 malformed_every: 10_000,
+                outage,
             };
             let stop = async move {
                 match duration_secs {
