@@ -245,6 +245,9 @@ topics = ["qoe"]
 group_id = "memory"
 max_inflight_per_partition = 100
 max_inflight_events = 400
+# Without isolation: the held partitions are what bound memory here.
+[parking]
+enabled = false
 [admin]
 bind = "{admin}"
 [connectors.{HEC}]
@@ -320,5 +323,239 @@ max_linger_ms = 20
     );
     assert!(paused >= 1.0, "partitions are paused, not buffered");
     assert!(rss > 0.0 && rss < MEMORY_BOUND_MIB, "peak RSS {rss} MiB");
+    drop(router);
+}
+
+/// Which of `ids` each fake has not received yet.
+fn missing(want: &HashSet<String>, got: &HashMap<String, usize>) -> usize {
+    want.iter().filter(|id| !got.contains_key(*id)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_while_detached_and_while_draining_loses_nothing() {
+    let n = env_or("SWITCHYARD_SOAK_EVENTS", 2000);
+    let partitions = (n / 1000 + 2) as i32;
+    let broker = Broker::mock().unwrap();
+    broker.create_topic("qoe", partitions).unwrap();
+    broker.create_topic("qoe-parked", 2 * partitions).unwrap();
+    let hec = FakeHec::builder(TOKEN).start().await.unwrap();
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    hec.fail_randomly(1000); // Splunk is down until the drain phase
+    dd.fail_randomly(100);
+
+    let both = "dz-connector-splunk,dz-connector-datadog";
+    let mut g = Generator::new("detach", 13).connector_lists(&[both]);
+    let mut want = HashSet::new();
+    let mut records = Vec::new();
+    for i in 0..n {
+        let (id, bytes) = g.next_event();
+        want.insert(id);
+        records.push(((i as i32) % partitions, bytes));
+    }
+    broker.produce("qoe", records);
+    let file = TempFile::new(
+        "detach-loop",
+        &format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topics = ["qoe"]
+group_id = "detach-loop"
+commit_interval_ms = 200
+max_inflight_per_partition = 200
+max_inflight_events = 400
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[parking]
+topic = "qoe-parked"
+[admin]
+bind = "127.0.0.1:0"
+[connectors.{HEC}]
+kind = "splunk_hec"
+endpoint = "{hec}"
+token = "{TOKEN}"
+detach_after_secs = 1
+[connectors.{HEC}.batch]
+max_events = 50
+max_linger_ms = 20
+[connectors.{HEC}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+[connectors.{DD}]
+kind = "datadog_logs"
+endpoint = "{dd}"
+api_key = "{DD_KEY}"
+[connectors.{DD}.batch]
+max_events = 50
+max_linger_ms = 20
+[connectors.{DD}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+"#,
+            brokers = broker.bootstrap_servers(),
+            hec = hec.url(),
+            dd = dd.url()
+        ),
+    );
+    let config = std::path::Path::new(file.path());
+    let kill_when = async |what: &str, done: &dyn Fn() -> bool| {
+        let mut router = Router::start(config);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !done() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no progress: {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        router.0.kill().unwrap(); // SIGKILL: no flush, no commit
+        router.0.wait().unwrap();
+    };
+    // While detached: Datadog progresses with Splunk down (more than the in-flight limit of
+    // 400 could let through without isolation).
+    let third = n as u64 / 3;
+    kill_when("detached, first kill", &|| dd.received_count() >= third).await;
+    kill_when("detached, second kill", &|| {
+        dd.received_count() >= 2 * third
+    })
+    .await;
+    assert_eq!(hec.received_count(), 0);
+    // Splunk comes back; kill while its parked events are being drained.
+    hec.fail_randomly(0);
+    kill_when("draining", &|| hec.received_count() >= third / 2).await;
+
+    // The last run goes to the end, then stops gracefully.
+    let mut router = Router::start(config);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let (h, d) = (
+            counts(hec.received(), "/event/event_id"),
+            counts(dd.received(), "/event_id"),
+        );
+        if missing(&want, &h) == 0 && missing(&want, &d) == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not everything arrived: {} missing at Splunk, {} at Datadog",
+            missing(&want, &h),
+            missing(&want, &d)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Command::new("kill")
+        .args(["-TERM", &router.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || router.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "graceful stop: {status:?}");
+    let (h, d) = (
+        counts(hec.received(), "/event/event_id"),
+        counts(dd.received(), "/event_id"),
+    );
+    let delivered: usize = h.values().sum::<usize>() + d.values().sum::<usize>();
+    eprintln!(
+        "detach loop: {n} events, 3 SIGKILLs (2 detached, 1 draining): {} deliveries wanted, {delivered} made, duplicate rate {:.2}%",
+        2 * n,
+        100.0 * (delivered as f64 - 2.0 * n as f64) / (2.0 * n as f64)
+    );
+    assert!(h.keys().chain(d.keys()).all(|id| want.contains(id)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_down_for_long_is_detached_and_memory_stays_bounded() {
+    let partitions = 8;
+    let broker = Broker::mock().unwrap();
+    broker.create_topic("qoe", partitions).unwrap();
+    broker.create_topic("qoe-parked", 16).unwrap();
+    let hec = FakeHec::builder(TOKEN)
+        .counting_only()
+        .start()
+        .await
+        .unwrap();
+    let dd = FakeDatadog::start_with(DD_KEY, switchyard_testkit::datadog::MAX_PAYLOAD, false)
+        .await
+        .unwrap();
+    hec.fail_randomly(1000); // Splunk is down for the whole test
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let file = TempFile::new(
+        "detached-memory",
+        &format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topics = ["qoe"]
+group_id = "detached-memory"
+max_inflight_per_partition = 100
+max_inflight_events = 400
+[parking]
+topic = "qoe-parked"
+[admin]
+bind = "{admin}"
+[connectors.{HEC}]
+kind = "splunk_hec"
+endpoint = "{hec}"
+token = "{TOKEN}"
+detach_after_secs = 1
+[connectors.{HEC}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 100
+[connectors.{DD}]
+kind = "datadog_logs"
+endpoint = "{dd}"
+api_key = "{DD_KEY}"
+[connectors.{DD}.batch]
+max_linger_ms = 20
+"#,
+            brokers = broker.bootstrap_servers(),
+            hec = hec.url(),
+            dd = dd.url()
+        ),
+    );
+    let router = Router::start(std::path::Path::new(file.path()));
+    let mut g =
+        Generator::new("dmem", 5).connector_lists(&["dz-connector-splunk,dz-connector-datadog"]);
+    let records: Vec<(i32, Vec<u8>)> = (0..8000)
+        .map(|i| (i % partitions, g.next_event().1))
+        .collect();
+    broker.produce("qoe", records);
+    // Every event reaches Datadog while Splunk is down: nothing holds the partitions.
+    assert!(dd.wait_for_received(8000, PATIENCE).await);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let (_, text) = http_get(&admin, "/metrics").await;
+        let parked = metric(
+            &text,
+            "switchyard_events_parked_total{connector=\"dz-connector-splunk\"}",
+        );
+        if parked == Some(8000.0) || std::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let rss = peak_rss_mib(router.0.id());
+    eprintln!(
+        "destination detached: 8000 events parked, peak RSS {rss:.0} MiB (bound {MEMORY_BOUND_MIB} MiB)"
+    );
+    for line in [
+        "switchyard_events_parked_total{connector=\"dz-connector-splunk\"} 8000",
+        "switchyard_connector_state{connector=\"dz-connector-splunk\",state=\"detached\"} 1",
+        "switchyard_paused_partitions 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(rss > 0.0 && rss < MEMORY_BOUND_MIB, "peak RSS {rss} MiB");
+    assert_eq!(hec.received_count(), 0);
     drop(router);
 }
