@@ -414,7 +414,7 @@ max_backoff_ms = 200
     };
     // While detached: Datadog progresses with Splunk down (more than the in-flight limit of
     // 400 could let through without isolation).
-    let third = n as u64 / 3;
+    let third = n / 3;
     kill_when("detached, first kill", &|| dd.received_count() >= third).await;
     kill_when("detached, second kill", &|| {
         dd.received_count() >= 2 * third

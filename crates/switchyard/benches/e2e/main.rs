@@ -47,6 +47,9 @@ struct Scenario {
     size: Size,
     fan_out: FanOut,
     events: u64,
+    /// The first destination is down for the whole run: it is detached, its events parked,
+    /// and what is measured is the others' throughput and the router's CPU meanwhile.
+    one_down: bool,
 }
 
 struct Knobs {
@@ -87,6 +90,9 @@ fn main() -> std::process::ExitCode {
     });
     let scenarios: Vec<Scenario> = [
         ("sample-fanout-4", Size::Sample, FanOut::All, n),
+        // Every event is parked as well as delivered: a quarter as many keeps the mock's
+        // memory (it holds the parking topic too) well in hand.
+        ("sample-fanout-4-one-down", Size::Sample, FanOut::All, n / 4),
         ("sample-fanout-1", Size::Sample, FanOut::One, n),
         ("small-fanout-4", Size::Small, FanOut::All, 4 * n),
         ("small-fanout-1", Size::Small, FanOut::One, 4 * n),
@@ -98,6 +104,7 @@ fn main() -> std::process::ExitCode {
         size,
         fan_out,
         events,
+        one_down: name.ends_with("-one-down"),
     })
     .collect();
 
@@ -182,6 +189,8 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     } else {
         1
     };
+    // Deliveries that arrive: the destination that is down gets none.
+    let delivered_fan_out = fan_out - u64::from(s.one_down);
     let events = Events::new(s.size, &lists);
     let topic = settings.kafka.topics.first().ok_or("no topic configured")?;
 
@@ -192,6 +201,13 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     broker.create_topic(topic, partitions)?;
     if let Some(dlq) = &settings.dead_letter.topic {
         broker.create_topic(dlq, 1)?;
+    }
+    if settings.parking.enabled {
+        // Room for every event of the run, should one destination park them all.
+        let parking_partitions = (events.bytes() * (s.events + MAX_LATENCY_EVENTS) as usize)
+            .div_ceil(PARTITION_BYTES)
+            .max(8) as i32;
+        broker.create_topic(&settings.parking.topic, parking_partitions)?;
     }
 
     let admin = std::net::TcpListener::bind("127.0.0.1:0")
@@ -209,6 +225,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     let destinations = stand_ins(
         &settings,
         s.events + MAX_LATENCY_EVENTS,
+        s.one_down,
         &progress,
         &mut env,
     )
@@ -236,7 +253,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     tokio::task::block_in_place(|| router.wait_assigned(Duration::from_secs(60)))?;
     let (t0, cpu0) = (now_us(), router.cpu_seconds()?);
     let own0 = router::cpu_seconds("self")?;
-    let backlog = s.events * fan_out;
+    let backlog = s.events * delivered_fan_out;
     wait(&progress, backlog).await?;
     let t1 = progress.last_arrival_us.load(Relaxed);
     let cpu1 = router.cpu_seconds()?;
@@ -268,7 +285,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         )
     })
     .map_err(|e| format!("producing the latency load: {e}"))?;
-    wait(&progress, backlog + count * fan_out).await?;
+    wait(&progress, backlog + count * delivered_fan_out).await?;
     let (cpu3, own3, t3) = (
         router.cpu_seconds()?,
         router::cpu_seconds("self")?,
@@ -295,20 +312,27 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     router.stop()?;
 
     let total = s.events + count;
-    verify(&destinations, s.fan_out, total)?;
+    let reached = &destinations[usize::from(s.one_down)..];
+    verify(reached, s.fan_out, total)?;
     let duplicates: u64 = destinations
         .iter()
         .map(|d| d.tally.duplicates.load(Relaxed))
         .sum();
     println!(
-        "verified: all {total} events reached every destination they named ({} deliveries, {duplicates} duplicates); peak RSS {:.0} MiB",
-        total * fan_out,
+        "verified: all {total} events reached every destination they named{} ({} deliveries, {duplicates} duplicates); peak RSS {:.0} MiB",
+        if s.one_down {
+            ", the one down excepted (detached: its events parked)"
+        } else {
+            ""
+        },
+        total * delivered_fan_out,
         peak_rss as f64 / (1 << 20) as f64
     );
     Ok(json!({
         "scenario": s.name,
         "event_bytes": events.bytes(),
         "fan_out": fan_out,
+        "one_destination_down": s.one_down,
         "destinations": ids,
         "partitions": partitions,
         "throughput": {
@@ -361,9 +385,12 @@ fn with_short_fetch_wait(config: &str) -> String {
 /// Starts a stand-in for each enabled connector and adds the overrides that point the router
 /// at it (endpoint and credentials) to `env`. A disabled connector is still validated, so it
 /// gets credentials but no stand-in.
+/// One stand-in per enabled connector, in config order; with `first_down`, the first answers
+/// 503 to every delivery and its connector detaches after a second.
 async fn stand_ins(
     settings: &Settings,
     capacity: u64,
+    first_down: bool,
     progress: &Arc<Progress>,
     env: &mut Vec<(String, String)>,
 ) -> Result<Vec<Destination>, String> {
@@ -378,8 +405,12 @@ async fn stand_ins(
             Kind::KinesisFirehose(f) => (Protocol::Firehose, f.delivery_stream.clone()),
         };
         let url = if c.enabled {
+            let down = first_down && destinations.is_empty();
+            if down {
+                env.push((key("DETACH_AFTER_SECS"), "1".into()));
+            }
             let tally = Arc::new(Tally::new(capacity, progress.clone()));
-            let url = standins::start(protocol, &secret, &stream, tally.clone())
+            let url = standins::start(protocol, &secret, &stream, down, tally.clone())
                 .await
                 .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
             destinations.push(Destination {
@@ -410,7 +441,7 @@ async fn stand_ins(
                 env.push((key(which), secret));
             }
             Kind::KinesisFirehose(_) => {
-                env.push((key("ENDPOINT_URL"), url));
+                env.push((key("ENDPOINT"), url));
                 env.push((key("REGION"), "us-east-1".into()));
                 env.push((key("ACCESS_KEY_ID"), secret));
                 env.push((key("SECRET_ACCESS_KEY"), "bench-secret-access-key".into()));

@@ -171,6 +171,8 @@ struct StandIn {
     secret: String,
     /// Firehose's delivery stream name, for DescribeDeliveryStream.
     stream: String,
+    /// Answers 503 to every delivery: the destination is down.
+    down: bool,
     tally: Arc<Tally>,
 }
 
@@ -179,12 +181,14 @@ pub async fn start(
     protocol: Protocol,
     secret: &str,
     stream: &str,
+    down: bool,
     tally: Arc<Tally>,
 ) -> std::io::Result<String> {
     let state = Arc::new(StandIn {
         protocol,
         secret: secret.into(),
         stream: stream.into(),
+        down,
         tally,
     });
     let app = Router::new()
@@ -213,6 +217,9 @@ async fn handle(
     let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
     if method == Method::GET || target == Some("Firehose_20150804.DescribeDeliveryStream") {
         return s.healthy();
+    }
+    if s.down {
+        return (StatusCode::SERVICE_UNAVAILABLE, "{}").into_response();
     }
     let now = now_us();
     s.tally.requests.fetch_add(1, Relaxed);
