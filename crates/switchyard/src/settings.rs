@@ -1089,6 +1089,48 @@ mod tests {
         );
     }
 
+    const BASE: &str = r#"
+[kafka]
+brokers = "k:9092"
+topics = ["qoe"]
+group_id = "g"
+[connectors.hec]
+kind = "splunk_hec"
+endpoint = "https://hec:8088"
+token = "${SPLUNK_HEC_TOKEN}"
+"#;
+
+    #[test]
+    fn isolation_is_on_by_default_with_a_parking_topic_named_after_the_group() {
+        let s = load(BASE).unwrap();
+        assert!(s.parking.enabled);
+        assert_eq!(s.parking.topic, "g-parked");
+        assert_eq!(s.connectors[0].isolation, IsolationSettings::default());
+        assert!(s.parking.note().contains("\"g-parked\"") && s.parking.note().contains("retention"));
+        let repo = load(include_str!("../../../connectors.toml")).unwrap();
+        assert_eq!(repo.parking.topic, "qoe-events-parked");
+    }
+
+    #[test]
+    fn isolation_knobs_are_validated_with_their_key_paths() {
+        let text = format!(
+            "{BASE}detach_after_secs = 0\nprobe_max_interval_secs = 2\n[parking]\ntopic = \"qoe\"\n"
+        );
+        let keys: Vec<String> = load(&text).unwrap_err().0.into_iter().map(|p| p.path).collect();
+        assert_eq!(
+            keys,
+            [
+                "parking.topic",
+                "connectors.hec.detach_after_secs",
+                "connectors.hec.probe_max_interval_secs"
+            ]
+        );
+        let text = format!("{BASE}detach_after_secs = 5\n[parking]\nenabled = false\n");
+        let s = load(&text).unwrap();
+        assert!(!s.parking.enabled);
+        assert_eq!(s.connectors[0].isolation.detach_after, Duration::from_secs(5));
+    }
+
     #[test]
     fn secrets_stay_out_of_debug_output() {
         let s = load(include_str!("../../../connectors.toml")).unwrap();

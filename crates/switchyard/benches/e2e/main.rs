@@ -203,10 +203,15 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         broker.create_topic(dlq, 1)?;
     }
     if settings.parking.enabled {
-        // Room for every event of the run, should one destination park them all.
-        let parking_partitions = (events.bytes() * (s.events + MAX_LATENCY_EVENTS) as usize)
-            .div_ceil(PARTITION_BYTES)
-            .max(8) as i32;
+        // When one destination is down, room for all its events (the mock keeps 5 MiB per
+        // partition); otherwise a parking topic of the size an operator would create.
+        let parking_partitions = if s.one_down {
+            (events.bytes() * (s.events + MAX_LATENCY_EVENTS) as usize)
+                .div_ceil(PARTITION_BYTES)
+                .max(8) as i32
+        } else {
+            8
+        };
         broker.create_topic(&settings.parking.topic, parking_partitions)?;
     }
 
