@@ -274,3 +274,71 @@ async fn with_the_parking_topic_down_the_partition_holds_and_nothing_is_skipped(
     assert!(hec_counts(&h, &ids).values().all(|n| *n >= 1));
     assert!(pipeline.shutdown().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_destination_loses_nothing() {
+    let h = Harness::new(2).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    let pipeline = Pipeline::start(&settings(&h, "g-iso-flap", &dd))
+        .await
+        .unwrap();
+    // HEC goes down and up while events keep coming: detach, drain, detach again...
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        h.hec.fail_randomly(if round % 2 == 0 { 1000 } else { 0 });
+        let batch = both(&format!("flap-{round}"), 300);
+        ids.extend(batch.iter().map(|(id, _)| id.clone()));
+        h.broker.produce(
+            TOPIC,
+            batch
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, b))| ((i % 2) as i32, b)),
+        );
+        // Down: until it is detached. Up: until its backlog is drained and it flows again.
+        let want = if round % 2 == 0 {
+            State::Detached
+        } else {
+            State::Flowing
+        };
+        assert!(
+            until(|| dd.received_count() >= 300 * (round + 1) && state(&pipeline) == want).await,
+            "round {round}: {:?}",
+            state(&pipeline)
+        );
+    }
+    h.hec.fail_randomly(0);
+    assert!(h.hec.wait_for_received(1200, PATIENCE).await);
+    assert!(until(|| hec_counts(&h, &ids).values().all(|n| *n >= 1)).await);
+    assert!(until(|| state(&pipeline) == State::Flowing).await);
+    assert!(committed_to(&pipeline, 600));
+    let isolation = pipeline.isolation(SPLUNK).unwrap().isolation;
+    assert!(isolation.changes() >= 4, "detached and back at least twice");
+    assert!(pipeline.shutdown().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_while_detached_loses_nothing() {
+    let h = Harness::new(2).await;
+    let dd = FakeDatadog::start(DD_KEY).await.unwrap();
+    h.hec.fail_randomly(1000);
+    let produced = h.produce(both("rebalance", 800));
+    let settings = settings(&h, "g-iso-rebalance", &dd);
+    let first = Pipeline::start(&settings).await.unwrap();
+    assert!(until(|| state(&first) == State::Detached).await);
+    // A second replica joins both groups (main and drains): partitions move while parked
+    // events wait and HEC is still down.
+    let second = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        tokio::task::block_in_place(|| {
+            second.wait_for_source(PATIENCE, |s| s.assigned > 0 && s.rebalances > 0)
+        }),
+        "the second replica got partitions"
+    );
+    assert!(dd.wait_for_received(800, PATIENCE).await);
+    h.hec.fail_randomly(0);
+    let ids: Vec<String> = produced.iter().map(|p| p.id.clone()).collect();
+    assert!(until(|| hec_counts(&h, &ids).values().all(|n| *n >= 1)).await);
+    assert!(second.shutdown().await);
+    assert!(first.shutdown().await);
+}

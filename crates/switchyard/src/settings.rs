@@ -1106,7 +1106,9 @@ token = "${SPLUNK_HEC_TOKEN}"
         assert!(s.parking.enabled);
         assert_eq!(s.parking.topic, "g-parked");
         assert_eq!(s.connectors[0].isolation, IsolationSettings::default());
-        assert!(s.parking.note().contains("\"g-parked\"") && s.parking.note().contains("retention"));
+        assert!(
+            s.parking.note().contains("\"g-parked\"") && s.parking.note().contains("retention")
+        );
         let repo = load(include_str!("../../../connectors.toml")).unwrap();
         assert_eq!(repo.parking.topic, "qoe-events-parked");
     }
@@ -1116,19 +1118,27 @@ token = "${SPLUNK_HEC_TOKEN}"
         let text = format!(
             "{BASE}detach_after_secs = 0\nprobe_max_interval_secs = 2\n[parking]\ntopic = \"qoe\"\n"
         );
-        let keys: Vec<String> = load(&text).unwrap_err().0.into_iter().map(|p| p.path).collect();
+        let keys: Vec<String> = load(&text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
         assert_eq!(
             keys,
             [
-                "parking.topic",
                 "connectors.hec.detach_after_secs",
-                "connectors.hec.probe_max_interval_secs"
+                "connectors.hec.probe_max_interval_secs",
+                "parking.topic"
             ]
         );
         let text = format!("{BASE}detach_after_secs = 5\n[parking]\nenabled = false\n");
         let s = load(&text).unwrap();
         assert!(!s.parking.enabled);
-        assert_eq!(s.connectors[0].isolation.detach_after, Duration::from_secs(5));
+        assert_eq!(
+            s.connectors[0].isolation.detach_after,
+            Duration::from_secs(5)
+        );
     }
 
     #[test]
