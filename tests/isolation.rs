@@ -170,6 +170,24 @@ async fn down_for_long(h: Harness, group: &str) {
     );
     let parked = pipeline.connector_stats(SPLUNK).unwrap().snapshot().parked;
     assert_eq!(parked, 1600, "every HEC event parked once");
+    // A parked record is the original bytes with headers saying whose, why and from where.
+    let (payload, headers) = first_parked(&h, &format!("{group}-parked"));
+    let original: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert!(ids.contains(&original["event_id"].as_str().unwrap().to_string()));
+    assert_eq!(headers["switchyard.connector"], SPLUNK);
+    assert!(
+        headers["switchyard.reason"].starts_with("parked: "),
+        "{headers:?}"
+    );
+    assert_eq!(headers["switchyard.source_topic"], TOPIC);
+    for key in [
+        "switchyard.attempts",
+        "switchyard.source_partition",
+        "switchyard.source_offset",
+        "switchyard.first_attempt_time",
+    ] {
+        assert!(headers[key].parse::<u64>().is_ok(), "{key}: {headers:?}");
+    }
 
     // HEC recovers: its parked events are drained to it, then it flows directly again.
     h.hec.fail_randomly(0);
@@ -341,4 +359,40 @@ async fn a_rebalance_while_detached_loses_nothing() {
     assert!(until(|| hec_counts(&h, &ids).values().all(|n| *n >= 1)).await);
     assert!(second.shutdown().await);
     assert!(first.shutdown().await);
+}
+
+/// The first record of the parking topic's partitions, with its headers by name.
+fn first_parked(h: &Harness, topic: &str) -> (Vec<u8>, HashMap<String, String>) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", h.broker.bootstrap_servers())
+        .set("group.id", "parked-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|x| {
+                            let v = String::from_utf8_lossy(x.value.unwrap_or_default());
+                            (x.key.to_string(), v.into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            return (m.payload().unwrap_or_default().to_vec(), headers);
+        }
+    }
+    panic!("nothing in {topic}");
 }
