@@ -183,6 +183,15 @@ impl ClientContext for Context {
         }
         self.shared.update_status(|s| s.lag = lag);
     }
+
+    /// Client-level errors. The end of a partition is not one: a drain asks to be told
+    /// (`enable.partition.eof`), and librdkafka also reports it here.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            return;
+        }
+        tracing::error!(%error, reason, "kafka client error");
+    }
 }
 
 impl ConsumerContext for Context {
