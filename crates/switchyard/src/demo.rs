@@ -62,9 +62,10 @@ impl std::str::FromStr for Outage {
 /// How long the demo waits before detaching the destination it takes down.
 const DEMO_DETACH_AFTER: Duration = Duration::from_secs(5);
 
-/// Parked events of a minute's outage at the default rate fit the mock cluster's 5 MiB per
-/// partition many times over.
-const PARKING_PARTITIONS: i32 = 32;
+/// The embedded broker keeps 5 MiB per partition (its retention, in effect), and parked
+/// records spread unevenly: a minute of parking at the default rate needs this many for
+/// none to be dropped before it is drained.
+const PARKING_PARTITIONS: i32 = 96;
 
 /// A `${NAME}` that is not set gets a demo value, so the real config file works as is
 /// (numeric for account ids, which New Relic requires to be numbers).
