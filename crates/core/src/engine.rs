@@ -223,8 +223,13 @@ impl<C: Connector> Worker<C> {
             Some((isolation, _)) if isolation.is_parking() => {
                 if !isolation.take_probe() {
                     let reason = format!("{}: destination {}", PARKED, isolation.state());
-                    self.shared
-                        .park(batch.events, &reason, 0, 0, batch.opened_wall_ms);
+                    // Never sent: the time it was first queued stands for the first attempt.
+                    let never_sent = Answer {
+                        status: 0,
+                        attempts: 0,
+                        first_attempt_ms: batch.opened_wall_ms,
+                    };
+                    self.shared.park(batch.events, &reason, never_sent);
                     return;
                 }
                 true
@@ -388,14 +393,12 @@ impl<C: Connector> Shared<C> {
             };
             if self.detaches(probe, send_start.elapsed(), &reason) {
                 let reason = format!("{PARKED}: {reason}");
-                let attempts = calls.len() as u32;
-                self.park(
-                    std::mem::take(&mut pending),
-                    &reason,
+                let last = Answer {
                     status,
-                    attempts,
-                    send_start_ms,
-                );
+                    attempts: calls.len() as u32,
+                    first_attempt_ms: send_start_ms,
+                };
+                self.park(std::mem::take(&mut pending), &reason, last);
                 break;
             }
             self.stats.retried.fetch_add(pending.len() as u64, Relaxed);
@@ -478,34 +481,16 @@ impl<C: Connector> Shared<C> {
 
     /// Writes `events` to the parking topic; each finishes for this connector once its write
     /// is acknowledged, as a dead letter does, so the commit point moves on.
-    fn park(&self, events: Vec<Event>, reason: &str, status: u16, attempts: u32, first_ms: u64) {
+    fn park(&self, events: Vec<Event>, reason: &str, last: Answer) {
         let Some((isolation, parking)) = self.parking() else {
             return;
         };
         if events.is_empty() {
             return;
         }
-        isolation.note_parked(events.len() as u64, first_ms);
-        for event in events {
-            let letter = Letter {
-                raw: event.raw().clone(),
-                envelope: event.envelope().cloned(),
-                origin: event.origin().clone(),
-                connector: self.id.clone(),
-                reason: reason.to_owned(),
-                status_code: status,
-                attempts,
-                first_attempt_ms: first_ms,
-            };
-            let (acker, stats, index) = (self.acker.clone(), self.stats.clone(), self.index);
-            parking.write(
-                letter,
-                Box::new(move || {
-                    stats.parked.fetch_add(1, Relaxed);
-                    acker.complete(index, &[event]);
-                }),
-            );
-        }
+        isolation.note_parked(events.len() as u64, last.first_attempt_ms);
+        let events = events.into_iter().map(|e| (e, reason.to_owned()));
+        self.write_letters(parking, events, last, |s| &s.parked);
     }
 
     fn observability(&self) -> Option<Arc<[u8]>> {
@@ -700,28 +685,54 @@ impl<C: Connector> Shared<C> {
             self.acker.complete(self.index, &events);
             return;
         };
-        // Each offset finishes only once its letter is durably written.
-        for (event, reason) in rejected {
+        let last = Answer {
+            status,
+            attempts,
+            first_attempt_ms: 0,
+        };
+        self.write_letters(dlq, rejected, last, |s| &s.dead_lettered);
+    }
+
+    /// Writes each event to a letter topic (dead letters, parking) with its reason. Its offset
+    /// finishes for this connector, and `written` of the stats counts it, only once the
+    /// letter is durably stored.
+    fn write_letters(
+        &self,
+        sink: &Arc<dyn DeadLetters>,
+        events: impl IntoIterator<Item = (Event, String)>,
+        last: Answer,
+        written: fn(&ConnectorStats) -> &std::sync::atomic::AtomicU64,
+    ) {
+        for (event, reason) in events {
             let letter = Letter {
                 raw: event.raw().clone(),
                 envelope: event.envelope().cloned(),
                 origin: event.origin().clone(),
                 connector: self.id.clone(),
                 reason,
-                status_code: status,
-                attempts,
-                first_attempt_ms: 0,
+                status_code: last.status,
+                attempts: last.attempts,
+                first_attempt_ms: last.first_attempt_ms,
             };
             let (acker, stats, index) = (self.acker.clone(), self.stats.clone(), self.index);
-            dlq.write(
+            sink.write(
                 letter,
                 Box::new(move || {
-                    stats.dead_lettered.fetch_add(1, Relaxed);
+                    written(&stats).fetch_add(1, Relaxed);
                     acker.complete(index, &[event]);
                 }),
             );
         }
     }
+}
+
+/// What the destination last said of events written to a letter topic.
+#[derive(Clone, Copy)]
+struct Answer {
+    status: u16,
+    attempts: u32,
+    /// Epoch ms; 0 when they were never sent.
+    first_attempt_ms: u64,
 }
 
 /// Maps monotonic instants of one batch to wall-clock milliseconds.
