@@ -2,71 +2,17 @@
 //! produced there with its original bytes and headers saying why; its offset is committed
 //! only after that write is acknowledged.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
-use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use switchyard::Pipeline;
 use switchyard_testkit::hec::Reply;
 use switchyard_tests::*;
 
 const DLQ: &str = "qoe-dlq";
 
-/// A dead-lettered record: payload, key and headers (by name, and as listed).
-struct Letter {
-    payload: Vec<u8>,
-    key: Option<Vec<u8>>,
-    headers: HashMap<String, String>,
-    listed: Vec<(String, Option<Vec<u8>>)>,
-}
-
 /// Reads `n` records from the dead-letter topic (one partition), in order.
 fn read_dlq(bootstrap: &str, n: usize) -> Vec<Letter> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "dlq-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(DLQ, 0, Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| {
-                            (
-                                x.key.to_string(),
-                                String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let listed = m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
-                        .collect()
-                })
-                .unwrap_or_default();
-            out.push(Letter {
-                payload: m.payload().unwrap_or_default().to_vec(),
-                key: m.key().map(<[u8]>::to_vec),
-                headers,
-                listed,
-            });
-        }
-    }
-    out
+    read_letters(bootstrap, DLQ, 1, n)
 }
 
 fn committed_to_end(pipeline: &Pipeline, end: i64) -> bool {

@@ -7,26 +7,7 @@ use switchyard::Pipeline;
 use switchyard_testkit::{FakeDatadog, FakeNewRelic, datadog, newrelic};
 use switchyard_tests::*;
 
-const DD: &str = "dz-connector-datadog";
 const NR: &str = "dz-connector-newrelic";
-
-fn datadog_table(fake: &FakeDatadog, extra: &str) -> String {
-    format!(
-        r#"
-[connectors.{DD}]
-kind = "datadog_logs"
-endpoint = "{}"
-api_key = "${{DD_KEY}}"
-tags = ["env:test"]
-{extra}
-[connectors.{DD}.retry]
-initial_backoff_ms = 10
-max_backoff_ms = 200
-max_attempts = 50
-"#,
-        fake.url()
-    )
-}
 
 fn newrelic_table(fake: &FakeNewRelic, extra: &str) -> String {
     format!(
@@ -68,8 +49,7 @@ async fn datadog_receives_every_event_once_as_a_log_with_its_fields() {
     ));
     let settings = h.settings_for(
         "g-dd",
-        &datadog_table(
-            &dd,
+        &datadog_table(&dd.url(),
             // One request at a time: each batch is encoded after the previous delivery
             // completed, so it carries that delivery's collector_observability records.
             "concurrency = 1\n[connectors.dz-connector-datadog.batch]\nmax_events = 100\nmax_linger_ms = 20",
@@ -143,7 +123,7 @@ async fn datadog_limits_are_enforced_before_sending() {
     records.insert(1234, ("big".into(), big.into_bytes()));
     let produced = h.produce(records);
     let table = datadog_table(
-        &dd,
+        &dd.url(),
         "[connectors.dz-connector-datadog.batch]\nmax_linger_ms = 50",
     );
     let settings = h.settings_for(
@@ -196,7 +176,7 @@ async fn after_a_long_outage_datadog_never_gets_a_request_over_its_limits() {
     let dd = FakeDatadog::start(DD_KEY).await.unwrap();
     dd.script((0..40).map(|_| datadog::reply(503, "Service Unavailable")));
     let produced = h.produce(events_to("outage", 3000, &[DD]));
-    let mut table = datadog_table(&dd, "concurrency = 1");
+    let mut table = datadog_table(&dd.url(), "concurrency = 1");
     table = table.replace("max_backoff_ms = 200", "max_backoff_ms = 20");
     let pipeline = Pipeline::start(&h.settings_for("g-dd-outage", &table))
         .await
@@ -261,7 +241,7 @@ async fn datadog_and_new_relic_retry_429_and_503_without_loss_or_duplicates() {
         "g-retry",
         &format!(
             "{}{}",
-            datadog_table(&dd, &linger.replace("{}", DD)),
+            datadog_table(&dd.url(), &linger.replace("{}", DD)),
             newrelic_table(&nr, &linger.replace("{}", NR))
         ),
     );
@@ -416,7 +396,7 @@ async fn yesterdays_events_are_restamped_for_datadog_and_new_relic_not_lost() {
         "g-old",
         &format!(
             "{}{}",
-            datadog_table(&dd, &linger.replace("{}", DD)),
+            datadog_table(&dd.url(), &linger.replace("{}", DD)),
             newrelic_table(&nr, &linger.replace("{}", NR))
         ),
     );

@@ -301,23 +301,14 @@ async fn a_delivery_makes_a_connector_ready_whatever_its_health_check_says() {
     assert!(fake.wait_for_received(20, PATIENCE).await);
     wait_all_committed(&pipeline, &produced).await;
     let stats = pipeline.connector_stats(FH).unwrap();
-    // The health check failed (the fake answers Describe with 403 and an HTML page) ...
+    // The health check was refused (Describe answered 403 with an HTML page) ...
+    assert!(until(|| fake.describes_denied() > 0).await);
     assert!(
         fake.seen().iter().all(|s| s.status == 200),
         "deliveries were never refused"
     );
     // ... but deliveries went through, and that counts.
-    let ready = tokio::task::block_in_place(|| {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            match pipeline.monitor().readiness() {
-                Ok(()) => return Ok(()),
-                Err(missing) if std::time::Instant::now() > deadline => return Err(missing),
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        }
-    });
-    assert_eq!(ready, Ok(()));
+    assert!(until(|| pipeline.monitor().readiness().is_ok()).await);
     assert_eq!(stats.health(), switchyard_core::stats::Health::Healthy);
     assert!(pipeline.shutdown().await);
 }
@@ -331,19 +322,15 @@ async fn a_failing_health_check_reports_a_short_reason_without_the_body() {
         .await
         .unwrap();
     let stats = pipeline.connector_stats(FH).unwrap();
-    let failing = tokio::task::block_in_place(|| {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            if let switchyard_core::stats::Health::Failing(why) = stats.health() {
-                return Some(why);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-    })
-    .expect("the health check fails");
+    let failing = || match stats.health() {
+        switchyard_core::stats::Health::Failing(why) => Some(why),
+        _ => None,
+    };
+    assert!(
+        until(|| failing().is_some()).await,
+        "the health check fails"
+    );
+    let failing = failing().unwrap_or_default();
     assert!(failing.contains("HTTP 403"), "{failing}");
     assert!(
         failing.chars().count() <= switchyard_core::log::MAX_DETAIL_CHARS + 1,

@@ -4,7 +4,6 @@
 //! drained to it and it flows directly again. Nothing is lost on the way.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 use switchyard::Pipeline;
 use switchyard_core::State;
 use switchyard_testkit::FakeDatadog;
@@ -12,28 +11,9 @@ use switchyard_testkit::hec::Reply;
 use switchyard_testkit::probe::{http_get, metric};
 use switchyard_tests::*;
 
-const DD: &str = "dz-connector-datadog";
-
 /// Small in-flight limits, so that without isolation a destination that is down would pause
 /// every partition after a few hundred events.
 const KAFKA: &str = "max_inflight_per_partition = 200\nmax_inflight_events = 400";
-
-fn datadog_table(dd: &FakeDatadog) -> String {
-    format!(
-        r#"
-[connectors.{DD}]
-kind = "datadog_logs"
-endpoint = "{}"
-api_key = "${{DD_KEY}}"
-[connectors.{DD}.batch]
-max_linger_ms = 20
-[connectors.{DD}.retry]
-initial_backoff_ms = 10
-max_backoff_ms = 200
-"#,
-        dd.url()
-    )
-}
 
 /// HEC detaches after failing for 1 s; the parking topic has room for every test event
 /// (the mock cluster keeps 5 MiB per partition).
@@ -46,7 +26,10 @@ fn settings(h: &Harness, group: &str, dd: &FakeDatadog) -> switchyard::Settings 
         "detach_after_secs = 1",
         &format!(
             "[connectors.{SPLUNK}.batch]\nmax_linger_ms = 20\n{}\n[parking]\ntopic = \"{parking}\"",
-            datadog_table(dd)
+            datadog_table(
+                &dd.url(),
+                &format!("[connectors.{DD}.batch]\nmax_linger_ms = 20")
+            )
         ),
     )
 }
@@ -67,18 +50,6 @@ fn committed_to(pipeline: &Pipeline, end: i64) -> bool {
 
 fn state(pipeline: &Pipeline) -> State {
     pipeline.isolation(SPLUNK).unwrap().isolation.state()
-}
-
-/// Polls until `done` holds (the pipeline runs on other threads); false after PATIENCE.
-async fn until(done: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
 }
 
 /// Every produced id, and how often HEC indexed it.
@@ -171,7 +142,15 @@ async fn down_for_long(h: Harness, group: &str) {
     let parked = pipeline.connector_stats(SPLUNK).unwrap().snapshot().parked;
     assert_eq!(parked, 1600, "every HEC event parked once");
     // A parked record is the original bytes with headers saying whose, why and from where.
-    let (payload, headers) = first_parked(&h, &format!("{group}-parked"));
+    let parked = read_letters(
+        h.broker.bootstrap_servers(),
+        &format!("{group}-parked"),
+        4,
+        1,
+    );
+    let Letter {
+        payload, headers, ..
+    } = parked.into_iter().next().expect("a parked record");
     let original: serde_json::Value = serde_json::from_slice(&payload).unwrap();
     assert!(ids.contains(&original["event_id"].as_str().unwrap().to_string()));
     assert_eq!(headers["switchyard.connector"], SPLUNK);
@@ -359,40 +338,4 @@ async fn a_rebalance_while_detached_loses_nothing() {
     assert!(until(|| hec_counts(&h, &ids).values().all(|n| *n >= 1)).await);
     assert!(second.shutdown().await);
     assert!(first.shutdown().await);
-}
-
-/// The first record of the parking topic's partitions, with its headers by name.
-fn first_parked(h: &Harness, topic: &str) -> (Vec<u8>, HashMap<String, String>) {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::{Headers, Message};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", h.broker.bootstrap_servers())
-        .set("group.id", "parked-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    while Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-            let headers = m
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|x| {
-                            let v = String::from_utf8_lossy(x.value.unwrap_or_default());
-                            (x.key.to_string(), v.into_owned())
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            return (m.payload().unwrap_or_default().to_vec(), headers);
-        }
-    }
-    panic!("nothing in {topic}");
 }

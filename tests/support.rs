@@ -268,3 +268,92 @@ pub fn split_router_records(mut sent: Value, target: &str) -> (Value, Vec<Value>
     }
     (sent, ours)
 }
+
+/// A record of a letter topic (dead letters, parking): payload, key and headers, by name and
+/// as listed.
+pub struct Letter {
+    pub payload: Vec<u8>,
+    pub key: Option<Vec<u8>>,
+    pub headers: HashMap<String, String>,
+    pub listed: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// Reads up to `n` records of `topic`'s partitions `0..partitions`, from the beginning,
+/// waiting at most PATIENCE.
+pub fn read_letters(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<Letter> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "letter-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("a plain consumer config");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+            .expect("a partition offset");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut out = Vec::new();
+    while out.len() < n && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+            let listed: Vec<(String, Option<Vec<u8>>)> = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|x| (x.key.to_string(), x.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let headers = listed
+                .iter()
+                .map(|(k, v)| {
+                    let v = String::from_utf8_lossy(v.as_deref().unwrap_or_default());
+                    (k.clone(), v.into_owned())
+                })
+                .collect();
+            out.push(Letter {
+                payload: m.payload().unwrap_or_default().to_vec(),
+                key: m.key().map(<[u8]>::to_vec),
+                headers,
+                listed,
+            });
+        }
+    }
+    out
+}
+
+pub const DD: &str = "dz-connector-datadog";
+
+/// A Datadog connector table pointing at `url` (a fake), with `extra` TOML lines in it.
+pub fn datadog_table(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[connectors.{DD}]
+kind = "datadog_logs"
+endpoint = "{url}"
+api_key = "${{DD_KEY}}"
+tags = ["env:test"]
+{extra}
+[connectors.{DD}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+max_attempts = 50
+"#
+    )
+}
+
+/// Polls `done` every 20 ms, for conditions on state the pipeline changes on other
+/// threads; false if it does not hold within PATIENCE.
+pub async fn until(done: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}

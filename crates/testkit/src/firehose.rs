@@ -41,6 +41,8 @@ struct Fh {
     /// DescribeDeliveryStream answers 403 with a proxy's HTML page, as when a policy or a
     /// gateway allows PutRecordBatch but not Describe.
     deny_describe: std::sync::atomic::AtomicBool,
+    /// DescribeDeliveryStream calls answered with that page.
+    describes_denied: std::sync::atomic::AtomicU64,
     rec: Recorder,
 }
 
@@ -65,6 +67,7 @@ impl FakeFirehose {
             access_key: access_key.into(),
             record_failures: Mutex::default(),
             deny_describe: Default::default(),
+            describes_denied: Default::default(),
             rec: Recorder::new(retain, Duration::ZERO),
         });
         Ok(FakeFirehose {
@@ -89,6 +92,13 @@ impl FakeFirehose {
         self.state
             .deny_describe
             .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many DescribeDeliveryStream calls were denied so far.
+    pub fn describes_denied(&self) -> u64 {
+        self.state
+            .describes_denied
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The next requests fail the records at these positions (one list per request).
@@ -182,6 +192,8 @@ impl Fh {
             Some("Firehose_20150804.DescribeDeliveryStream")
                 if self.deny_describe.load(std::sync::atomic::Ordering::SeqCst) =>
             {
+                self.describes_denied
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let page = format!(
                     "<html>\n<head><title>403 Forbidden</title></head>\n<body>\n{}\n<p>{DENIED_PAGE_MARKER}</p>\n</body>\n</html>\n",
                     "<!-- padding a proxy adds -->\n".repeat(100)
