@@ -404,6 +404,9 @@ impl<C: Connector> Shared<C> {
             self.stats.retried.fetch_add(pending.len() as u64, Relaxed);
             match schedule.next_delay(attempt, send_start.elapsed(), verdict.retry_after) {
                 Ok(delay) => {
+                    if let Some(asked) = verdict.retry_after.filter(|asked| *asked > delay) {
+                        tracing::debug!(connector = %self.id, ?asked, ?delay, "Retry-After is longer than retry.max_backoff_ms; retrying sooner");
+                    }
                     let policy = self.settings.retry;
                     if policy.on_exhausted == crate::retry::OnExhausted::Block
                         && attempt.is_multiple_of(policy.max_attempts.max(1))

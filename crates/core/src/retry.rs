@@ -1,5 +1,6 @@
 //! The retry schedule every destination shares: exponential backoff with full jitter, capped by
-//! attempts and elapsed time, and a destination's `Retry-After` taking precedence.
+//! attempts and elapsed time, and a destination's `Retry-After` taking precedence within
+//! `[initial_backoff, max_backoff]`.
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use std::time::Duration;
@@ -87,7 +88,10 @@ impl Schedule {
             return Err(Exhausted::Attempts(attempts_made));
         }
         let ceiling = self.ceiling.next().unwrap_or(self.policy.max_backoff);
-        let delay = retry_after.unwrap_or_else(|| ceiling.mul_f64(self.rng.f64()));
+        let delay = match retry_after {
+            Some(asked) => self.honoured(asked),
+            None => ceiling.mul_f64(self.rng.f64()),
+        };
         if block {
             return Ok(delay);
         }
@@ -95,6 +99,14 @@ impl Schedule {
             return Err(Exhausted::Elapsed(elapsed));
         }
         Ok(delay)
+    }
+
+    /// The wait a destination's `Retry-After` gets. Capped by `max_backoff`: a server saying
+    /// "retry in a day" must not silently hold a partition for a day (an early retry costs one
+    /// more refused request). Floored at `initial_backoff`: `Retry-After: 0` or a date already
+    /// past must not turn retries into a busy loop.
+    pub fn honoured(&self, asked: Duration) -> Duration {
+        asked.clamp(self.policy.initial_backoff, self.policy.max_backoff)
     }
 }
 
@@ -178,8 +190,19 @@ mod tests {
     fn retry_after_wins_over_backoff() {
         let mut s = policy().schedule();
         let d = s
-            .next_delay(1, Duration::ZERO, Some(Duration::from_secs(7)))
+            .next_delay(1, Duration::ZERO, Some(Duration::from_millis(700)))
             .unwrap();
-        assert_eq!(d, Duration::from_secs(7));
+        assert_eq!(d, Duration::from_millis(700));
+    }
+
+    #[test]
+    fn retry_after_is_capped_by_max_backoff_and_floored_by_initial_backoff() {
+        let mut s = policy().schedule();
+        let day = Duration::from_secs(86_400);
+        assert_eq!(s.next_delay(1, Duration::ZERO, Some(day)), Ok(policy().max_backoff));
+        assert_eq!(
+            s.next_delay(2, Duration::ZERO, Some(Duration::ZERO)),
+            Ok(policy().initial_backoff)
+        );
     }
 }

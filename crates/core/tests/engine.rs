@@ -278,15 +278,15 @@ async fn exhausted_retries_reject_with_the_last_reason() {
     assert_eq!(timings.recent()[0].status_code, 503);
 }
 
-#[tokio::test(start_paused = true)]
-async fn retry_after_overrides_backoff() {
+/// The gap between a request answered 429 with `Retry-After: asked` and the next one.
+async fn gap_after_retry_after(asked: Duration) -> u64 {
     let mut throttled = Verdict::new(
         429,
         Outcome::Retry {
             reason: "slow down".into(),
         },
     );
-    throttled.retry_after = Some(Duration::from_secs(30));
+    throttled.retry_after = Some(asked);
     let r = rig(
         vec![Answer::Verdict(throttled)],
         settings(1, 1000),
@@ -295,7 +295,21 @@ async fn retry_after_overrides_backoff() {
     r.feed(0..1);
     let (_, _, timings, _) = r.finish().await;
     let calls = &timings.recent()[0].calls;
-    assert!(calls[1].start_ms - calls[0].start_ms >= 30_000);
+    calls[1].start_ms - calls[0].start_ms
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_overrides_backoff() {
+    // The backoff of a first retry is at most 100 ms here; the destination asked for 1.5 s.
+    let gap = gap_after_retry_after(Duration::from_millis(1500)).await;
+    assert!((1500..1600).contains(&gap), "{gap} ms");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_of_a_day_waits_only_max_backoff() {
+    // max_backoff is 2 s: the partition is not held for the day the destination asked for.
+    let gap = gap_after_retry_after(Duration::from_secs(86_400)).await;
+    assert!((2000..2100).contains(&gap), "{gap} ms");
 }
 
 #[tokio::test(start_paused = true)]

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use switchyard_core::compress::BodyWriter;
 use switchyard_core::{Secret, SendError};
 
@@ -132,7 +132,7 @@ impl HttpTransport {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         let body = resp.bytes().await.map_err(transport_error)?;
         Ok(HttpResponse {
             status,
@@ -142,10 +142,16 @@ impl HttpTransport {
     }
 }
 
-/// `Retry-After` as delta-seconds. (The HTTP-date form is rare from these APIs; a date is
-/// ignored and the normal backoff applies.)
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// `Retry-After` in either of its forms (RFC 9110 10.2.3): delta-seconds, or an HTTP-date,
+/// which is read as the time left until then (none if it has passed). How long the engine
+/// actually waits is capped by the connector's `retry.max_backoff_ms` (core's retry module).
+pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(seconds) = v.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 fn transport_error(e: reqwest::Error) -> SendError {
@@ -170,8 +176,23 @@ mod tests {
 
     #[test]
     fn retry_after_seconds() {
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        let now = SystemTime::now();
+        assert_eq!(parse_retry_after(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn retry_after_http_date_is_the_time_left() {
+        let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
+            Some(Duration::from_secs(120))
+        );
+        // A date already past: retry now (the engine's backoff still spaces attempts out).
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
