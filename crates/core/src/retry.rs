@@ -199,7 +199,10 @@ mod tests {
     fn retry_after_is_capped_by_max_backoff_and_floored_by_initial_backoff() {
         let mut s = policy().schedule();
         let day = Duration::from_secs(86_400);
-        assert_eq!(s.next_delay(1, Duration::ZERO, Some(day)), Ok(policy().max_backoff));
+        assert_eq!(
+            s.next_delay(1, Duration::ZERO, Some(day)),
+            Ok(policy().max_backoff)
+        );
         assert_eq!(
             s.next_delay(2, Duration::ZERO, Some(Duration::ZERO)),
             Ok(policy().initial_backoff)
