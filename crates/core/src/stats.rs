@@ -145,6 +145,9 @@ pub struct SourceStats {
     pub paused_partitions: AtomicU64,
     /// Times a partition was paused for backpressure.
     pub pauses: AtomicU64,
+    /// Times a record found the router over `max_inflight_events` and waited for deliveries
+    /// rather than pausing its partition at once.
+    pub overload_waits: AtomicU64,
     /// Malformed records durably written to the dead-letter destination.
     pub malformed_dead_lettered: AtomicU64,
     pub commits: AtomicU64,

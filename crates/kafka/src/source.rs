@@ -33,6 +33,9 @@ pub struct SourceConfig {
     /// Only records carrying this header (name, value) are dispatched; the others finish at
     /// once. For replaying a dead-letter topic to one connector.
     pub only_with_header: Option<(String, String)>,
+    /// How long a record that finds the router over `max_inflight_events` waits for
+    /// deliveries before its partition pauses ([`OVERLOAD_WAIT`]; not a file setting).
+    pub overload_wait: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,11 +231,11 @@ struct Worker {
     cfg: SourceConfig,
 }
 
-/// How long a record that finds the router over `max_inflight_events` waits for deliveries
-/// before its partition pauses. Under full load the limit is reached constantly and clears in
+/// How long, by default, a record that finds the router over `max_inflight_events` waits for
+/// deliveries before its partition pauses. Under full load the limit is reached constantly and clears in
 /// milliseconds; pausing then would cost more than it saves, because librdkafka discards a
 /// paused partition's prefetched records and fetches them again on resume.
-const OVERLOAD_WAIT: Duration = Duration::from_millis(500);
+pub const OVERLOAD_WAIT: Duration = Duration::from_millis(500);
 
 impl Worker {
     fn run(mut self) -> SourceExit {
@@ -320,7 +323,7 @@ impl Worker {
 
     /// Whether `id`, over a limit, may go on unpaused: only when the overload is global, not
     /// this partition's, and deliveries bring it back under the limit within
-    /// [`OVERLOAD_WAIT`]. If they do not, the router counts as overloaded until its backlog
+    /// `overload_wait`. If they do not, the router counts as overloaded until its backlog
     /// halves, and partitions pause as their records arrive.
     fn ride_out_overload(&mut self, id: PartitionId) -> bool {
         let limit = self.cfg.max_inflight_events;
@@ -329,10 +332,14 @@ impl Worker {
         {
             return false;
         }
+        self.shared
+            .stats
+            .overload_waits
+            .fetch_add(1, Ordering::Relaxed);
         if self
             .shared
             .acker
-            .wait_until(OVERLOAD_WAIT, |t| t.total_unfinished() < limit)
+            .wait_until(self.cfg.overload_wait, |t| t.total_unfinished() < limit)
         {
             return true;
         }

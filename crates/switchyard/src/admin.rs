@@ -90,6 +90,7 @@ fn refresh(m: &Monitor) {
     counter!("switchyard_commit_failures_total").absolute(src.commit_failures.load(Relaxed));
     gauge!("switchyard_paused_partitions").set(src.paused_partitions.load(Relaxed) as f64);
     counter!("switchyard_partition_pauses_total").absolute(src.pauses.load(Relaxed));
+    counter!("switchyard_overload_waits_total").absolute(src.overload_waits.load(Relaxed));
     counter!("switchyard_malformed_dead_lettered_total")
         .absolute(src.malformed_dead_lettered.load(Relaxed));
     for reason in MalformedReason::ALL {

@@ -79,6 +79,7 @@ impl Monitor {
             unrouted: self.stats.unrouted.load(Relaxed),
             paused_partitions: self.stats.paused_partitions.load(Relaxed),
             pauses: self.stats.pauses.load(Relaxed),
+            overloads: self.stats.overload_waits.load(Relaxed),
             unknown_connectors: self.router.unknown_counts(),
             connectors: self
                 .connectors
@@ -159,6 +160,8 @@ pub struct Progress {
     pub paused_partitions: u64,
     /// Times a partition was paused for backpressure, since start.
     pub pauses: u64,
+    /// Times the router was over `max_inflight_events` and waited for deliveries, since start.
+    pub overloads: u64,
     pub unknown_connectors: Vec<(String, u64)>,
     pub connectors: Vec<(String, ConnectorSnapshot)>,
     pub isolation: Vec<IsolationSnapshot>,

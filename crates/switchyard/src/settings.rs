@@ -606,6 +606,7 @@ impl KafkaSection {
             revoke_drain_timeout: Duration::from_secs(self.revoke_drain_timeout_secs),
             shutdown_timeout,
             only_with_header: None,
+            overload_wait: switchyard_kafka::OVERLOAD_WAIT,
         }
     }
 }

@@ -91,9 +91,8 @@ mod tests {
     fn events_vary_and_have_unique_ids() {
         let mut g = Generator::new("t", 1).connector_lists(&["a,b", "b"]);
         let events: Vec<_> = (0..200).map(|_| g.next_event()).collect();
-        let mut ids: Vec<_> = events.iter().map(|(id, _)| id.clone()).collect();
-        ids.dedup();
-        assert_eq!(ids.len(), 200);
+        let ids: std::collections::HashSet<_> = events.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(ids.len(), 200, "every id distinct");
         let sizes: Vec<usize> = events.iter().map(|(_, b)| b.len()).collect();
         assert!(
             sizes.iter().any(|s| *s > 4000) && sizes.iter().any(|s| *s < 3300),
