@@ -330,3 +330,71 @@ async fn an_unavailable_dead_letter_topic_holds_the_partition_instead_of_skippin
     assert!(pipeline.shutdown().await);
     assert_eq!(read_dlq(h.broker.bootstrap_servers(), 1).len(), 1);
 }
+
+/// The whole dead-letter round trip through every Kafka client switchyard has: the consumer
+/// and the dead-letter producer of `run`, then replay's watermark reader and consumer. Each
+/// must take `[kafka.options]` (where SASL and SSL settings live): here `brokers` names a
+/// port nothing listens on and only `[kafka.options]` says where the broker is, so a client
+/// that ignored the options would never reach it and the test would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_delivers_the_letters_again_once_the_destination_is_fixed() {
+    let h = Harness::new(1).await;
+    h.broker.create_topic(DLQ, 1).unwrap();
+    h.hec
+        .reject_when(|env| env["event"]["poison"] == Value::Bool(true));
+    let mut records = events("replay", 12);
+    let mut poisoned = Vec::new();
+    for i in [2, 5, 9] {
+        let mut v: Value = serde_json::from_slice(&records[i].1).unwrap();
+        v["poison"] = true.into();
+        records[i].1 = serde_json::to_vec(&v).unwrap();
+        poisoned.push(records[i].0.clone());
+    }
+    h.produce(records);
+    let mut settings = h.settings(
+        "g-replay",
+        "",
+        &format!("[connectors.dz-connector-splunk.batch]\nmax_events = 12\nmax_linger_ms = 100\n[dead_letter]\ntopic = \"{DLQ}\""),
+    );
+    settings.kafka.options.insert(
+        "bootstrap.servers".into(),
+        h.broker.bootstrap_servers().into(),
+    );
+    settings.kafka.brokers = "127.0.0.1:1".into();
+
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        committed_to_end(&pipeline, 12),
+        "{:?}",
+        pipeline.source_status()
+    );
+    let stats = pipeline.connector_stats(SPLUNK).unwrap().snapshot();
+    assert!(pipeline.shutdown().await);
+    assert_eq!((stats.delivered, stats.dead_lettered), (9, 3));
+    let before = h.indexed_ids();
+    assert!(poisoned.iter().all(|id| !before.contains_key(id)));
+
+    // The cause is fixed: the destination takes them now.
+    h.hec.reject_when(|_| false);
+    let timeout = Duration::from_secs(120);
+    let report = switchyard::replay::run(&settings, SPLUNK, timeout)
+        .await
+        .expect("replay");
+    assert_eq!((report.delivered, report.refused_again), (3, 0));
+    let after = h.indexed_ids();
+    for id in &poisoned {
+        assert_eq!(after.get(id), Some(&1), "{id} replayed once");
+    }
+    assert_eq!(
+        after.values().sum::<usize>(),
+        12,
+        "only the letters were sent again"
+    );
+
+    // The replay group remembers where it stopped: a second run finds nothing new.
+    let again = switchyard::replay::run(&settings, SPLUNK, timeout)
+        .await
+        .expect("second replay");
+    assert_eq!((again.delivered, again.refused_again), (0, 0));
+    assert_eq!(h.indexed_ids().values().sum::<usize>(), 12);
+}

@@ -2,7 +2,7 @@
 //! (events of a detached destination), each record produced with its original bytes, key and
 //! headers, and headers saying which connector and why.
 
-use rdkafka::config::ClientConfig;
+use crate::client::client_config;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -61,24 +61,23 @@ pub struct LetterProducer {
 }
 
 impl LetterProducer {
-    /// `options` are raw librdkafka producer properties (security settings and the like).
+    /// `options` are raw librdkafka properties, later layers winning: the connection's
+    /// (`[kafka.options]`: SASL, SSL), then this producer's own.
     pub fn new(
         brokers: &str,
         topic: &str,
         purpose: Purpose,
-        options: &BTreeMap<String, String>,
+        options: &[&BTreeMap<String, String>],
     ) -> Result<Self, KafkaError> {
-        let mut cfg = ClientConfig::new();
-        cfg.set("bootstrap.servers", brokers)
+        let ours = [
             // No duplicates in the topic from the producer's own retries.
-            .set("enable.idempotence", "true")
+            ("enable.idempotence", "true"),
             // A letter's offset is committed once this write is acknowledged: by every
             // in-sync replica, not only the leader.
-            .set("acks", "all")
-            .set("linger.ms", "20");
-        for (k, v) in options {
-            cfg.set(k, v);
-        }
+            ("acks", "all"),
+            ("linger.ms", "20"),
+        ];
+        let cfg = client_config(brokers, ours, options);
         Ok(LetterProducer {
             producer: cfg.create()?,
             topic: Arc::from(topic),

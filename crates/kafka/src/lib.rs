@@ -9,6 +9,7 @@
 //! The consumer runs on its own thread with librdkafka's `BaseConsumer`, so rebalance
 //! callbacks, which must block while a revoked partition drains, block only that thread.
 
+pub mod client;
 mod context;
 pub mod letters;
 mod source;

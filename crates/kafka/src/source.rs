@@ -1,8 +1,8 @@
 //! The consumer thread: poll, dispatch, pause/resume, commit.
 
+use crate::client::client_config;
 use crate::context::{Assigned, Context, Shared, Status};
 use bytes::Bytes;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -89,16 +89,10 @@ pub struct SourceExit {
 impl Source {
     /// Joins the group and starts consuming into `dispatcher`.
     pub fn start(cfg: SourceConfig, dispatcher: Dispatcher) -> Result<Source, SourceError> {
-        let mut client = ClientConfig::new();
-        for (k, v) in defaults() {
-            client.set(k, v);
-        }
-        client
-            .set("bootstrap.servers", &cfg.brokers)
-            .set("group.id", &cfg.group_id);
-        for (k, v) in &cfg.options {
-            client.set(k, v);
-        }
+        let ours = defaults()
+            .into_iter()
+            .chain([("group.id", cfg.group_id.as_str())]);
+        let client = client_config(&cfg.brokers, ours, &[&cfg.options]);
         let shared = Arc::new(Shared {
             acker: dispatcher.acker().clone(),
             stats: dispatcher.stats().clone(),

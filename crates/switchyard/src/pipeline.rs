@@ -189,7 +189,7 @@ impl Pipeline {
                 &settings.kafka.brokers,
                 &settings.parking.topic,
                 Purpose::Parking,
-                &settings.parking.options,
+                &[&settings.kafka.options, &settings.parking.options],
             )?))
         } else {
             None
@@ -400,7 +400,7 @@ impl Flow {
                 &settings.kafka.brokers,
                 topic,
                 Purpose::DeadLetters,
-                &settings.dead_letter.options,
+                &[&settings.kafka.options, &settings.dead_letter.options],
             )?)),
             None => None,
         };

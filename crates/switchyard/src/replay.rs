@@ -11,10 +11,8 @@
 
 use crate::pipeline::{Pipeline, StartError};
 use crate::settings::Settings;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use std::collections::HashMap;
 use std::time::Duration;
+use switchyard_kafka::client::{committed_offsets, high_watermarks};
 use switchyard_kafka::letters::headers;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,15 +50,39 @@ pub async fn run(
     if !settings.connectors.iter().any(|c| c.id == connector) {
         return Err(ReplayError::UnknownConnector(connector.into()));
     }
+    let group = format!("{}-replay-{connector}", settings.kafka.group_id);
     let ends = {
-        let (brokers, topic) = (settings.kafka.brokers.clone(), topic.clone());
-        tokio::task::spawn_blocking(move || high_watermarks(&brokers, &topic))
-            .await
-            .map_err(|_| ReplayError::Timeout(timeout))??
+        let (kafka, topic, group) = (settings.kafka.clone(), topic.clone(), group.clone());
+        tokio::task::spawn_blocking(move || {
+            let ends = high_watermarks(&kafka.brokers, &kafka.options, &topic)?;
+            let done = committed_offsets(
+                &kafka.brokers,
+                &kafka.options,
+                &group,
+                &topic,
+                ends.keys().copied(),
+            )?;
+            // Only partitions with letters this group has not read yet are waited for: an
+            // empty one, or one already caught up, commits nothing new, so no commit would
+            // ever show that it is done.
+            Ok::<_, switchyard_kafka::KafkaError>(
+                ends.into_iter()
+                    .filter(|(p, end)| *end > 0 && done.get(p).is_none_or(|d| d < end))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .await
+        .map_err(|_| ReplayError::Timeout(timeout))??
     };
+    if ends.is_empty() {
+        return Ok(ReplayReport {
+            delivered: 0,
+            refused_again: 0,
+        });
+    }
     let mut replay = settings.clone();
     replay.kafka.topics = vec![topic.clone()];
-    replay.kafka.group_id = format!("{}-replay-{connector}", settings.kafka.group_id);
+    replay.kafka.group_id = group;
     replay.kafka.only_with_header = Some((headers::CONNECTOR.into(), connector.into()));
     replay.connectors.retain(|c| c.id == connector);
     replay.connectors.iter_mut().for_each(|c| c.enabled = true);
@@ -74,10 +96,9 @@ pub async fn run(
     let caught_up = tokio::task::block_in_place(|| {
         pipeline.wait_for_source(timeout, |s| {
             ends.iter().all(|(p, end)| {
-                *end == 0
-                    || s.committed
-                        .get(&(topic.clone(), *p))
-                        .is_some_and(|c| c >= end)
+                s.committed
+                    .get(&(topic.clone(), *p))
+                    .is_some_and(|c| c >= end)
             })
         })
     });
@@ -93,23 +114,4 @@ pub async fn run(
         delivered: stats.delivered,
         refused_again: stats.rejected,
     })
-}
-
-/// The next offset to be written, per partition of `topic`.
-fn high_watermarks(
-    brokers: &str,
-    topic: &str,
-) -> Result<HashMap<i32, i64>, switchyard_kafka::KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
-    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
-    let mut ends = HashMap::new();
-    for t in metadata.topics() {
-        for p in t.partitions() {
-            let (_, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30))?;
-            ends.insert(p.id(), high);
-        }
-    }
-    Ok(ends)
 }
