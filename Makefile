@@ -36,14 +36,21 @@ $(CHECKOV):
 	python3 -m venv $(DEPLOY_VENV)
 	$(DEPLOY_VENV)/bin/pip install -q "checkov==3.3.30" "kubernetes-validate==1.37.0"
 
-## Render the example overlay, validate it against the Kubernetes schemas (offline) and run
-## checkov on it and on the Dockerfile. --skip-download keeps checkov off the network.
+## Render each overlay, validate it against the Kubernetes schemas (offline), check that its
+## parts refer to each other (deploy/check-rendered: selectors, scale targets, the grace period
+## against the shutdown budget) and run checkov on it and on the Dockerfile. --skip-download
+## keeps checkov off the network.
+OVERLAYS := example without-keda
 deploy-check: $(CHECKOV)
 	@command -v kubectl >/dev/null || (apt-get update -qq && apt-get install -y -qq kubectl)
 	mkdir -p target
-	kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/kustomize/overlays/example > target/deploy.yaml
-	$(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet target/deploy.yaml
-	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework kubernetes -f target/deploy.yaml
+	for o in $(OVERLAYS); do \
+	  kubectl kustomize --load-restrictor LoadRestrictionsNone deploy/kustomize/overlays/$$o > target/deploy-$$o.yaml && \
+	  $(DEPLOY_VENV)/bin/kubernetes-validate --strict --quiet target/deploy-$$o.yaml && \
+	  $(DEPLOY_VENV)/bin/python deploy/check-rendered target/deploy-$$o.yaml && \
+	  BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework kubernetes -f target/deploy-$$o.yaml \
+	  || exit 1; \
+	done
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --quiet --compact --skip-download --framework dockerfile -f deploy/Dockerfile
 
 ## The image cannot be built here (no container engine): check instead that the Dockerfile's
