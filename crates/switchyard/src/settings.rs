@@ -678,13 +678,16 @@ fn d_bind() -> String {
 }
 
 /// The default `admin.stall_after_secs`, and the margin it must keep over the longest wait
-/// the poll loop makes by design.
+/// the poll loop makes by design: a synchronous commit to a coordinator that is away is
+/// deferred up to librdkafka's `session.timeout.ms` (45 s) and one that does not answer
+/// times out at `socket.timeout.ms` (60 s).
 const STALL_AFTER_SECS: u64 = 120;
-const STALL_MARGIN_SECS: u64 = 30;
+const STALL_MARGIN_SECS: u64 = 60;
 
 impl AdminSection {
     /// The poll loop legitimately stops turning while a revoke waits for deliveries
-    /// (`kafka.revoke_drain_timeout_secs`, then a synchronous commit) and while stopping
+    /// (`kafka.revoke_drain_timeout_secs`, then a synchronous commit), during any commit, and
+    /// while stopping
     /// (`router.shutdown_timeout_secs`); a stall limit below those would restart a healthy
     /// router. Unset, it is the default or that floor, whichever is larger.
     fn stall_after(
@@ -1234,11 +1237,11 @@ token = "${SPLUNK_HEC_TOKEN}"
         );
         assert_eq!(
             load(&long_revoke).unwrap().admin.stall_after,
-            Duration::from_secs(330)
+            Duration::from_secs(360)
         );
 
         let text = format!(
-            "{long_revoke}[connectors.hec.health_check]\ninterval_secs = 0\nevery = 5\n[admin]\nstall_after_secs = 200\n"
+            "{long_revoke}[connectors.hec.health_check]\ninterval_secs = 0\nevery = 5\n[admin]\nstall_after_secs = 300\n"
         );
         let problems = load(&text).unwrap_err().0;
         let keys: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
@@ -1250,7 +1253,7 @@ token = "${SPLUNK_HEC_TOKEN}"
             ],
             "{problems:?}"
         );
-        assert!(problems[1].message.contains("at least 330"), "{problems:?}");
+        assert!(problems[1].message.contains("at least 360"), "{problems:?}");
         let text = format!("{BASE}[connectors.hec.health_check]\ninterval_secs = 0\n");
         let keys: Vec<String> = load(&text)
             .unwrap_err()
