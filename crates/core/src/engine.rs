@@ -30,6 +30,25 @@ pub struct EngineSettings {
     pub request_timeout: Duration,
     /// Append this connector's latest collector_observability records to each event sent.
     pub append_observability: bool,
+    pub health_check: HealthCheck,
+}
+
+/// The destination's health check, for the readiness probe (docs/health.md).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthCheck {
+    /// False: the destination is never asked and the connector counts as ready from the start.
+    pub enabled: bool,
+    /// Between checks while they fail; they stop once one passes or a delivery succeeds.
+    pub interval: Duration,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: true,
+            interval: Duration::from_secs(10),
+        }
+    }
 }
 
 /// The way into a running connector worker.
@@ -127,7 +146,11 @@ impl Engine {
             tasks: JoinSet::new(),
             shared: shared.clone(),
         };
-        tokio::spawn(check_health(shared.clone()));
+        if settings.health_check.enabled {
+            tokio::spawn(check_health(shared.clone()));
+        } else {
+            shared.stats.set_health(Health::Unchecked);
+        }
         ConnectorHandle {
             id: shared.id.clone(),
             index,
@@ -247,21 +270,26 @@ impl<C: Connector> Worker<C> {
     }
 }
 
-/// Between health checks while they fail.
-const HEALTH_RETRY: Duration = Duration::from_secs(10);
 /// The same health-check failure is logged at WARN at most this often.
 const HEALTH_WARN_EVERY: Duration = Duration::from_secs(300);
 
-/// Runs the connector's health check until it passes, or until a delivery succeeds (which
-/// shows more than any probe), for the readiness probe. The destination's answer is clipped
-/// and the same failure is warned about once per [`HEALTH_WARN_EVERY`], not every retry.
+/// Runs the connector's health check every `health_check.interval` until it passes, or until
+/// a delivery succeeds (which shows more than any probe), for the readiness probe. A check
+/// gets the request timeout to answer, so a destination that never answers reads as failing,
+/// not pending. The destination's answer is clipped and the same failure is warned about once
+/// per [`HEALTH_WARN_EVERY`], not every retry.
 async fn check_health<C: Connector>(shared: Arc<Shared<C>>) {
     let warnings = crate::log::Throttle::new(HEALTH_WARN_EVERY);
+    let interval = shared.settings.health_check.interval;
+    let limit = shared.settings.request_timeout;
     loop {
         if shared.stats.health() == Health::Healthy {
             return;
         }
-        match shared.connector.health().await {
+        let answer = timeout(limit, shared.connector.health())
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {limit:?}")));
+        match answer {
             Ok(()) => {
                 shared.stats.set_health(Health::Healthy);
                 return;
@@ -273,13 +301,13 @@ async fn check_health<C: Connector>(shared: Arc<Shared<C>>) {
                 }
                 match warnings.allow(&error) {
                     Some(held_back) => {
-                        tracing::warn!(connector = %shared.id, %error, held_back, "health check failed; retrying every 10 s (a successful delivery also counts as healthy)")
+                        tracing::warn!(connector = %shared.id, %error, held_back, retry_every = ?interval, "health check failed; retrying (a successful delivery also counts as healthy)")
                     }
                     None => tracing::debug!(connector = %shared.id, %error, "health check failed"),
                 }
             }
         }
-        sleep(HEALTH_RETRY).await;
+        sleep(interval).await;
     }
 }
 

@@ -14,6 +14,7 @@ pub mod dead_letter;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
+pub mod heartbeat;
 pub mod isolation;
 pub mod log;
 pub mod offsets;
@@ -29,8 +30,9 @@ pub use connector::{
 };
 pub use dead_letter::{DeadLetters, Letter};
 pub use dispatch::Dispatcher;
-pub use engine::{ConnectorHandle, Engine, EngineSettings, Role, Wiring};
+pub use engine::{ConnectorHandle, Engine, EngineSettings, HealthCheck, Role, Wiring};
 pub use event::{Envelope, Event, MalformedReason, Origin, PartitionId};
+pub use heartbeat::Heartbeat;
 pub use isolation::{Isolation, IsolationSettings, State};
 pub use offsets::{Acker, OffsetTracker};
 pub use retry::{OnExhausted, RetryPolicy};

@@ -33,13 +33,15 @@ pub struct ConnectorStats {
     health: Mutex<Health>,
 }
 
-/// The connector's startup health check.
+/// The connector's startup health check (docs/health.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Health {
     #[default]
     Pending,
     Healthy,
     Failing(String),
+    /// The check is disabled and no delivery has succeeded yet: it counts as ready.
+    Unchecked,
 }
 
 /// A consistent-enough copy of [`ConnectorStats`] for display and assertions.

@@ -36,6 +36,8 @@ struct Scripted {
     /// What the health check answers (None: healthy), and how often it was asked.
     health_error: Option<String>,
     health_checks: AtomicUsize,
+    /// The health check never answers.
+    health_hangs: bool,
 }
 
 /// The engine owns its connector; the test keeps a second handle on the script.
@@ -114,6 +116,9 @@ impl Connector for Mem {
     }
     async fn health(&self) -> Result<(), String> {
         self.0.health_checks.fetch_add(1, SeqCst);
+        if self.0.health_hangs {
+            std::future::pending::<()>().await;
+        }
         self.0.health_error.clone().map_or(Ok(()), Err)
     }
 }
@@ -145,6 +150,7 @@ fn settings(max_events: usize, linger_ms: u64) -> EngineSettings {
         concurrency: 2,
         request_timeout: Duration::from_secs(5),
         append_observability: false,
+        health_check: HealthCheck::default(),
     }
 }
 
@@ -515,6 +521,92 @@ async fn a_failing_health_check_warns_once_clipped_and_a_delivery_ends_it() {
     assert_eq!(stats.health(), stats::Health::Healthy);
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(connector.health_checks.load(SeqCst), 10);
+    handle.close().await.unwrap();
+}
+
+/// Spawns a worker for `connector` with `health_check`; returns its handle and acker.
+fn checked(connector: &Arc<Scripted>, health_check: HealthCheck) -> (ConnectorHandle, Arc<Acker>) {
+    let acker = Arc::new(Acker::new());
+    acker.lock().assign(P);
+    let handle = Engine::spawn(
+        Mem(connector.clone()),
+        "mem",
+        C,
+        EngineSettings {
+            health_check,
+            ..settings(1, 10)
+        },
+        Wiring {
+            acker: acker.clone(),
+            timings: TimingRecorder::new(10),
+            dead_letters: None,
+            isolation: None,
+        },
+    );
+    (handle, acker)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_health_check_repeats_at_the_configured_interval() {
+    let connector = Arc::new(Scripted {
+        health_error: Some("HTTP 503".into()),
+        ..Default::default()
+    });
+    let every_3s = HealthCheck {
+        enabled: true,
+        interval: Duration::from_secs(3),
+    };
+    let (handle, _acker) = checked(&connector, every_3s);
+    // Virtual time: checks at 0, 3, …, 30 s, and none yet at 32 s.
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    assert_eq!(connector.health_checks.load(SeqCst), 11);
+    assert_eq!(
+        handle.stats.health(),
+        stats::Health::Failing("HTTP 503".into())
+    );
+    handle.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_health_check_never_asks_and_counts_as_unchecked_until_a_delivery() {
+    let connector = Arc::new(Scripted {
+        health_error: Some("HTTP 503".into()),
+        ..Default::default()
+    });
+    let disabled = HealthCheck {
+        enabled: false,
+        ..HealthCheck::default()
+    };
+    let (handle, acker) = checked(&connector, disabled);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    assert_eq!(connector.health_checks.load(SeqCst), 0);
+    assert_eq!(handle.stats.health(), stats::Health::Unchecked);
+    let mut t = TargetSet::default();
+    t.insert(C);
+    acker.lock().register(P, 0, t).unwrap();
+    handle.send(event(0, 10));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(handle.stats.health(), stats::Health::Healthy);
+    assert_eq!(connector.health_checks.load(SeqCst), 0);
+    handle.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_health_check_that_never_answers_fails_at_the_request_timeout_and_is_retried() {
+    let connector = Arc::new(Scripted {
+        health_hangs: true,
+        ..Default::default()
+    });
+    let (handle, _acker) = checked(&connector, HealthCheck::default());
+    // The request timeout is 5 s, then 10 s until the next check.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        handle.stats.health(),
+        stats::Health::Failing("no answer within 5s".into())
+    );
+    assert_eq!(connector.health_checks.load(SeqCst), 1);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(connector.health_checks.load(SeqCst), 2);
     handle.close().await.unwrap();
 }
 

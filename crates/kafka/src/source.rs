@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use switchyard_core::{Dispatcher, Envelope, Origin, PartitionId};
+use switchyard_core::{Dispatcher, Envelope, Heartbeat, Origin, PartitionId};
 use tokio::task::JoinHandle as TaskHandle;
 
 /// `[kafka]` settings the source needs.
@@ -76,6 +76,7 @@ pub struct Source {
     thread: Option<JoinHandle<SourceExit>>,
     state: Arc<AtomicU8>,
     shared: Arc<Shared>,
+    heartbeat: Arc<Heartbeat>,
 }
 
 /// How the consumer thread ended.
@@ -108,7 +109,9 @@ impl Source {
         let topics: Vec<&str> = cfg.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics)?;
         let state = Arc::new(AtomicU8::new(RUN));
+        let heartbeat = Arc::new(Heartbeat::new());
         let worker = Worker {
+            heartbeat: heartbeat.clone(),
             consumer,
             dispatcher: Some(dispatcher),
             shared: shared.clone(),
@@ -125,6 +128,7 @@ impl Source {
             thread: Some(thread),
             state,
             shared,
+            heartbeat,
         })
     }
 
@@ -156,6 +160,12 @@ impl Source {
     /// A handle that reads the status after the source is gone (for the admin server).
     pub fn status_handle(&self) -> StatusHandle {
         StatusHandle(self.shared.clone())
+    }
+
+    /// Beats once per turn of the poll loop: silent while a poll, a rebalance callback, a
+    /// commit or a dispatch blocks it, and for good once the loop has ended.
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        self.heartbeat.clone()
     }
 
     /// Assignment and commits as of now.
@@ -216,6 +226,7 @@ struct Worker {
     dispatcher: Option<Dispatcher>,
     shared: Arc<Shared>,
     state: Arc<AtomicU8>,
+    heartbeat: Arc<Heartbeat>,
     paused: HashSet<PartitionId>,
     /// Over `max_inflight_events` for longer than [`OVERLOAD_WAIT`]: pause without waiting.
     overloaded: bool,
@@ -261,7 +272,9 @@ impl Worker {
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error"),
             }
             self.resume_drained();
-            if last_commit.elapsed() >= self.cfg.commit_interval {
+            let now = Instant::now();
+            self.heartbeat.beat(now);
+            if now.saturating_duration_since(last_commit) >= self.cfg.commit_interval {
                 self.commit();
                 last_commit = Instant::now();
             }

@@ -48,7 +48,7 @@ pub async fn serve(
     prometheus();
     let app = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/health/live", get(|| async { "ok\n" }))
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .with_state(monitor);
     let listener = tokio::net::TcpListener::bind(bind).await?;
@@ -60,6 +60,16 @@ pub async fn serve(
         }
     });
     Ok((addr, task))
+}
+
+async fn live(State(m): State<Monitor>) -> impl IntoResponse {
+    match m.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(stalled) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not live:\n{}\n", stalled.join("\n")),
+        ),
+    }
 }
 
 async fn ready(State(m): State<Monitor>) -> impl IntoResponse {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use switchyard_core::stats::ConnectorSnapshot;
 use switchyard_core::stats::Health;
 use switchyard_core::{
-    Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Isolation, Role, Route, Router,
-    SourceStats, State, TimingRecorder,
+    Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Heartbeat, Isolation, Role, Route,
+    Router, SourceStats, State, TimingRecorder,
 };
 use switchyard_core::{DeadLetters, Wiring};
 use switchyard_datadog_logs::DatadogLogs;
@@ -45,6 +45,9 @@ pub struct Monitor {
     connectors: Vec<(Arc<str>, Arc<ConnectorStats>)>,
     isolated: Vec<Isolated>,
     status: StatusHandle,
+    /// Each consumer's poll loop, by the name liveness reports it under.
+    loops: Vec<(String, Arc<Heartbeat>)>,
+    stall_after: Duration,
 }
 
 /// A connector's isolation state and its drain's counters.
@@ -112,6 +115,33 @@ impl Monitor {
         self.status.status()
     }
 
+    /// Live while every consumer's poll loop (the main flow's and each drain's) has turned
+    /// within `admin.stall_after_secs`; otherwise the loops that have not, one line each. A
+    /// destination that is down does not make the router dead: a restart would not bring it
+    /// back, and the poll loop keeps turning while partitions are paused or parked. The
+    /// handler answering at all shows the async runtime is serving (docs/health.md).
+    pub fn liveness(&self) -> Result<(), Vec<String>> {
+        let stalled: Vec<String> = self
+            .loops
+            .iter()
+            .filter_map(|(name, beat)| {
+                let silent = beat.silent_for();
+                (silent > self.stall_after).then(|| {
+                    format!(
+                        "{name}: poll loop has not turned for {} s (limit {} s)",
+                        silent.as_secs(),
+                        self.stall_after.as_secs()
+                    )
+                })
+            })
+            .collect();
+        if stalled.is_empty() {
+            Ok(())
+        } else {
+            Err(stalled)
+        }
+    }
+
     /// Ready when the consumer has joined its group and every enabled connector passed its
     /// health check; otherwise what is missing, one line each. A detached or draining
     /// destination does not count: restarting the pod would not bring it back, and its events
@@ -128,7 +158,7 @@ impl Monitor {
                 .any(|i| i.id == *id && i.isolation.is_parking());
             match stats.health() {
                 _ if detached => {}
-                Health::Healthy => {}
+                Health::Healthy | Health::Unchecked => {}
                 Health::Pending => missing.push(format!("{id}: health check pending")),
                 Health::Failing(e) => missing.push(format!("{id}: {e}")),
             }
@@ -204,6 +234,7 @@ impl Pipeline {
         let (main, router, stats, connectors) = Flow::start(settings, &role_of).await?;
         let mut drains = Vec::new();
         let mut isolated = Vec::new();
+        let mut loops = vec![("kafka".to_string(), main.source.heartbeat())];
         for (id, isolation) in &isolations {
             let drain_settings = drain_settings(settings, id);
             let role = |_: &str| Some(Role::Drain(isolation.clone()));
@@ -213,6 +244,7 @@ impl Pipeline {
                 isolation: isolation.clone(),
                 drain: drained.first().map(|(_, s)| s.clone()).unwrap_or_default(),
             });
+            loops.push((format!("kafka drain of {id}"), flow.source.heartbeat()));
             drains.push(flow);
         }
         let watcher = (!drains.is_empty()).then(|| {
@@ -230,6 +262,8 @@ impl Pipeline {
                 connectors,
                 isolated,
                 status: main.source.status_handle(),
+                loops,
+                stall_after: settings.admin.stall_after,
             },
             main,
             drains,

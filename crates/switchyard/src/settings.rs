@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 use switchyard_core::{
-    BatchLimits, EngineSettings, Filter, IsolationSettings, OnExhausted, RetryPolicy,
+    BatchLimits, EngineSettings, Filter, HealthCheck, IsolationSettings, OnExhausted, RetryPolicy,
 };
 use switchyard_datadog_logs::DatadogConfig;
 use switchyard_kafka::SourceConfig;
@@ -100,6 +100,9 @@ impl ParkingSettings {
 pub struct AdminSettings {
     pub enabled: bool,
     pub bind: std::net::SocketAddr,
+    /// `/health/live` fails once a consumer's poll loop has not turned for this long
+    /// (docs/health.md).
+    pub stall_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -263,6 +266,7 @@ impl Settings {
             ))
         });
         kafka.check(problems);
+        let stall_after = admin.stall_after(&kafka, &router, problems);
         let ids: HashSet<&str> = connectors.iter().map(|c| c.id.as_str()).collect();
         for (i, id) in router.default_connectors.iter().enumerate() {
             if !ids.contains(id.as_str()) {
@@ -307,6 +311,7 @@ impl Settings {
             admin: AdminSettings {
                 enabled: admin.enabled,
                 bind: bind.ok()?,
+                stall_after,
             },
             kafka: kafka.into_source(router.shutdown_timeout()),
             router: RouterSettings {
@@ -664,10 +669,53 @@ struct AdminSection {
     /// 9090, on every interface: the kubelet and Prometheus reach it from outside the pod.
     #[serde(default = "d_bind")]
     bind: String,
+    /// See [`AdminSettings::stall_after`].
+    #[serde(default)]
+    stall_after_secs: Option<u64>,
 }
 
 fn d_bind() -> String {
     "0.0.0.0:9090".into()
+}
+
+/// The default `admin.stall_after_secs`, and the margin it must keep over the longest wait
+/// the poll loop makes by design: a synchronous commit to a coordinator that is away is
+/// deferred up to librdkafka's `session.timeout.ms` (45 s) and one that does not answer
+/// times out at `socket.timeout.ms` (60 s).
+const STALL_AFTER_SECS: u64 = 120;
+const STALL_MARGIN_SECS: u64 = 60;
+
+impl AdminSection {
+    /// The poll loop legitimately stops turning while a revoke waits for deliveries
+    /// (`kafka.revoke_drain_timeout_secs`, then a synchronous commit), during any commit, and
+    /// while stopping
+    /// (`router.shutdown_timeout_secs`); a stall limit below those would restart a healthy
+    /// router. Unset, it is the default or that floor, whichever is larger.
+    fn stall_after(
+        &self,
+        kafka: &KafkaSection,
+        router: &RouterSection,
+        problems: &mut Vec<Problem>,
+    ) -> Duration {
+        let floor = kafka
+            .revoke_drain_timeout_secs
+            .max(router.shutdown_timeout_secs)
+            .saturating_add(STALL_MARGIN_SECS);
+        let secs = match self.stall_after_secs {
+            None => STALL_AFTER_SECS.max(floor),
+            Some(s) if s < floor => {
+                problems.push(problem(
+                    "admin.stall_after_secs",
+                    &format!(
+                        "must be at least {floor} (the longer of kafka.revoke_drain_timeout_secs and router.shutdown_timeout_secs, plus {STALL_MARGIN_SECS}): the poll loop waits that long by design"
+                    ),
+                ));
+                s
+            }
+            Some(s) => s,
+        };
+        Duration::from_secs(secs)
+    }
 }
 
 /// The keys every connector has, whatever its kind.
@@ -696,6 +744,26 @@ struct CommonSection {
     /// While detached, probes double their interval up to this.
     #[serde(default = "d_probe_max")]
     probe_max_interval_secs: u64,
+    #[serde(default)]
+    health_check: HealthCheckSection,
+}
+
+/// `[connectors.<id>.health_check]` (docs/health.md).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HealthCheckSection {
+    enabled: bool,
+    interval_secs: u64,
+}
+
+impl Default for HealthCheckSection {
+    fn default() -> Self {
+        let d = HealthCheck::default();
+        HealthCheckSection {
+            enabled: d.enabled,
+            interval_secs: d.interval.as_secs(),
+        }
+    }
 }
 
 fn d_detach_after() -> u64 {
@@ -705,7 +773,8 @@ fn d_probe_max() -> u64 {
     IsolationSettings::default().probe_max.as_secs()
 }
 
-const COMMON_KEYS: [&str; 10] = [
+const COMMON_KEYS: [&str; 11] = [
+    "health_check",
     "detach_after_secs",
     "probe_max_interval_secs",
     "kind",
@@ -993,6 +1062,7 @@ fn engine_settings(
     positive("concurrency", c.concurrency as u64);
     positive("timeout_secs", c.timeout_secs);
     positive("retry.max_attempts", c.retry.max_attempts as u64);
+    positive("health_check.interval_secs", c.health_check.interval_secs);
     if c.retry.initial_backoff_ms > c.retry.max_backoff_ms {
         problems.push(problem(
             &format!("{path}.retry.initial_backoff_ms"),
@@ -1018,6 +1088,10 @@ fn engine_settings(
         concurrency: c.concurrency,
         request_timeout: Duration::from_secs(c.timeout_secs),
         append_observability: c.append_observability,
+        health_check: HealthCheck {
+            enabled: c.health_check.enabled,
+            interval: Duration::from_secs(c.health_check.interval_secs),
+        },
     })
 }
 
@@ -1140,6 +1214,55 @@ token = "${SPLUNK_HEC_TOKEN}"
             s.connectors[0].isolation.detach_after,
             Duration::from_secs(5)
         );
+    }
+
+    #[test]
+    fn health_checks_and_the_stall_limit_default_and_are_validated_with_their_key_paths() {
+        let s = load(BASE).unwrap();
+        assert_eq!(s.connectors[0].engine.health_check, HealthCheck::default());
+        assert_eq!(s.admin.stall_after, Duration::from_secs(120));
+
+        let text = format!(
+            "{BASE}[connectors.hec.health_check]\nenabled = false\ninterval_secs = 3\n[admin]\nstall_after_secs = 400\n"
+        );
+        let s = load(&text).unwrap();
+        let check = s.connectors[0].engine.health_check;
+        assert!(!check.enabled);
+        assert_eq!(check.interval, Duration::from_secs(3));
+        assert_eq!(s.admin.stall_after, Duration::from_secs(400));
+
+        // Unset, the limit keeps its margin over a long revoke wait.
+        let long_revoke = BASE.replace(
+            "group_id = \"g\"",
+            "group_id = \"g\"\nrevoke_drain_timeout_secs = 300",
+        );
+        assert_eq!(
+            load(&long_revoke).unwrap().admin.stall_after,
+            Duration::from_secs(360)
+        );
+
+        let text = format!(
+            "{long_revoke}[connectors.hec.health_check]\ninterval_secs = 0\nevery = 5\n[admin]\nstall_after_secs = 300\n"
+        );
+        let problems = load(&text).unwrap_err().0;
+        let keys: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "connectors.hec.health_check.every",
+                "admin.stall_after_secs"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[1].message.contains("at least 360"), "{problems:?}");
+        let text = format!("{BASE}[connectors.hec.health_check]\ninterval_secs = 0\n");
+        let keys: Vec<String> = load(&text)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(keys, ["connectors.hec.health_check.interval_secs"]);
     }
 
     #[test]

@@ -47,6 +47,8 @@ struct Hec {
     max_content_length: usize,
     indexes: Option<HashSet<String>>,
     poison: Mutex<Option<Poison>>,
+    /// Requests to the health endpoint (they are not recorded as [`Seen`]).
+    health_requests: std::sync::atomic::AtomicU64,
     rec: Recorder,
 }
 
@@ -93,6 +95,7 @@ impl Builder {
             max_content_length: self.max_content_length,
             indexes: self.indexes,
             poison: Mutex::default(),
+            health_requests: Default::default(),
             rec: Recorder::new(self.retain, self.delay),
         });
         Ok(FakeHec {
@@ -138,6 +141,13 @@ impl FakeHec {
             .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// How many health checks reached the fake.
+    pub fn health_requests(&self) -> u64 {
+        self.state
+            .health_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Envelopes for which `bad` holds are refused as Splunk refuses bad events: 400 code 6
     /// with `invalid-event-number`, the events before it indexed.
     pub fn reject_when(&self, bad: impl Fn(&Value) -> bool + Send + Sync + 'static) {
@@ -172,6 +182,8 @@ async fn handle(
 ) -> Response {
     let path = uri.path();
     if path == "/services/collector/health" || path == "/services/collector/health/1.0" {
+        hec.health_requests
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if hec.rec.is_down() {
             return answer(503, 9, "Server is busy", None);
         }
