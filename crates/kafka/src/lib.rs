@@ -11,10 +11,12 @@
 
 mod context;
 pub mod letters;
+mod options;
 mod source;
 
 pub use context::Status;
 pub use letters::{LetterProducer, Purpose};
+pub use options::{KafkaOptions, is_sensitive};
 pub use rdkafka::error::KafkaError;
 pub use source::{Source, SourceConfig, SourceError, SourceExit, StatusHandle};
 pub use switchyard_core::{Acker, Dispatcher};

@@ -1,5 +1,5 @@
-//! `connectors.toml`: loading (file, `${VAR}` references, `SWITCHYARD__…` overrides) and
-//! validation that reports every problem at once, each with its key path.
+//! `connectors.toml`: loading (file, `${VAR}` and `${file:PATH}` references, `SWITCHYARD__…`
+//! overrides) and validation that reports every problem at once, each with its key path.
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -7,12 +7,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_core::{
     BatchLimits, EngineSettings, Filter, IsolationSettings, OnExhausted, RetryPolicy,
 };
 use switchyard_datadog_logs::DatadogConfig;
-use switchyard_kafka::SourceConfig;
+use switchyard_http::{ClientOptions, Proxy, Tls, TlsFiles};
+use switchyard_kafka::{KafkaOptions, SourceConfig};
 use switchyard_kinesis_firehose::FirehoseConfig;
 use switchyard_newrelic_events::NewRelicConfig;
 use switchyard_splunk_hec::HecConfig;
@@ -65,7 +67,7 @@ pub struct DeadLetterSettings {
     /// None: rejected and malformed records are logged and counted only.
     pub topic: Option<String>,
     /// Raw librdkafka producer properties.
-    pub options: BTreeMap<String, String>,
+    pub options: KafkaOptions,
 }
 
 /// The parking topic of detached destinations, on the same cluster as `[kafka]` (see
@@ -76,7 +78,7 @@ pub struct ParkingSettings {
     pub enabled: bool,
     pub topic: String,
     /// Raw librdkafka producer properties.
-    pub options: BTreeMap<String, String>,
+    pub options: KafkaOptions,
 }
 
 impl ParkingSettings {
@@ -119,8 +121,11 @@ pub struct ConnectorSettings {
     pub engine: EngineSettings,
     pub isolation: IsolationSettings,
     pub kind: Kind,
-    /// Its `${NAME}` references whose variable is not set. Only a disabled connector can load
-    /// with any, since it does not run; whatever enables it later must check them first.
+    /// Its HTTP client's trusted CAs, client certificate and proxy.
+    pub client: ClientOptions,
+    /// Its `${NAME}` references whose variable is not set, and the files it names that cannot
+    /// be read. Only a disabled connector can load with any, since it does not run; whatever
+    /// enables it later must check them first.
     pub unset_variables: Vec<Problem>,
 }
 
@@ -354,10 +359,20 @@ fn secret_keys(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Whether `written`, a value in the file, is a secret itself rather than a reference to one.
+fn is_literal(written: &Value) -> bool {
+    match written {
+        Value::String(s) => !s.contains("${") && !s.trim().is_empty(),
+        Value::Number(_) => true,
+        _ => false,
+    }
+}
+
 /// A warning for each secret written in the file itself rather than taken from a `${NAME}`
-/// reference or an override: files get committed and copied around. Never includes the value.
+/// or `${file:PATH}` reference or an override: files get committed and copied around. Never
+/// includes the value.
 fn literal_secrets(file: &Value, merged: &Value) -> Vec<Problem> {
-    let mut out = Vec::new();
+    let mut out = literal_kafka_secrets(file);
     let Some(Value::Object(connectors)) = merged.get("connectors") else {
         return out;
     };
@@ -371,22 +386,38 @@ fn literal_secrets(file: &Value, merged: &Value) -> Vec<Problem> {
             else {
                 continue;
             };
-            let literal = match written {
-                Value::String(s) => !s.contains("${") && !s.trim().is_empty(),
-                Value::Number(_) => true,
-                _ => false,
-            };
             // An override replaces the file's value, which is then never used.
-            if literal && connector.get(key) == Some(written) {
+            if is_literal(written) && connector.get(key) == Some(written) {
                 out.push(Problem {
                     path: format!("connectors.{id}.{key}"),
                     message: format!(
-                        "is a secret written in the file; use a ${{NAME}} reference or set \
-                         SWITCHYARD__CONNECTORS__{}__{} instead",
+                        "is a secret written in the file; use a ${{NAME}} or ${{file:PATH}} \
+                         reference or set SWITCHYARD__CONNECTORS__{}__{} instead",
                         id.to_uppercase(),
                         key.to_uppercase()
                     ),
                 });
+            }
+        }
+    }
+    out
+}
+
+/// The same warning for librdkafka credentials (`sasl.password` and the like) written in
+/// `[kafka.options]`, `[dead_letter.options]` or `[parking.options]`.
+fn literal_kafka_secrets(file: &Value) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for section in ["kafka", "dead_letter", "parking"] {
+        let Some(Value::Object(options)) = file.get(section).and_then(|s| s.get("options")) else {
+            continue;
+        };
+        for (key, written) in options {
+            if switchyard_kafka::is_sensitive(key) && is_literal(written) {
+                out.push(problem(
+                    &format!("{section}.options.{key}"),
+                    "is a secret written in the file; use a ${NAME} or ${file:PATH} reference \
+                     instead",
+                ));
             }
         }
     }
@@ -431,9 +462,9 @@ fn typed<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<Probl
     }
 }
 
-/// Replaces `${NAME}` in every string with the variable's value. A malformed reference is a
-/// problem; an unset name goes to `unset` (it is a problem only where the value is needed)
-/// and leaves an empty string.
+/// Replaces `${NAME}` in every string with the variable's value and `${file:PATH}` with the
+/// file's content. A malformed reference is a problem; an unset name or unreadable file goes
+/// to `unset` (it is a problem only where the value is needed) and leaves an empty string.
 fn interpolate(
     v: Value,
     path: &str,
@@ -490,17 +521,32 @@ fn substitute(
             return s.to_string();
         };
         let name = &after[..end];
-        match lookup(name) {
-            Some(value) => out.push_str(&value),
-            None => unset.push(problem(
-                path,
-                &format!("environment variable {name} is not set"),
-            )),
+        let value = match name.strip_prefix("file:") {
+            Some(file) => read_secret_file(file),
+            None => lookup(name).ok_or_else(|| format!("environment variable {name} is not set")),
+        };
+        match value {
+            Ok(value) => out.push_str(&value),
+            Err(message) => unset.push(problem(path, &message)),
         }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     out
+}
+
+/// A mounted secret's content without the one trailing newline that `echo` and most editors
+/// leave, which no token or password means. The error names the file, never its content.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    let mut text =
+        std::fs::read_to_string(path).map_err(|e| format!("file {path} cannot be read: {e}"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 #[derive(Debug, Deserialize)]
@@ -695,6 +741,37 @@ struct CommonSection {
     /// While detached, probes double their interval up to this.
     #[serde(default = "d_probe_max")]
     probe_max_interval_secs: u64,
+    /// Trusted CAs and the client certificate (docs/security.md).
+    #[serde(default)]
+    tls: Option<TlsSection>,
+    /// An `http://` proxy URL, or `"none"`; absent, `HTTPS_PROXY` and the rest apply.
+    #[serde(default)]
+    proxy: Option<String>,
+}
+
+/// `[connectors.<id>.tls]`: paths of PEM files, read once at startup.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default = "d_true")]
+    trust_system_roots: bool,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+}
+
+impl TlsSection {
+    fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            trust_system_roots: self.trust_system_roots,
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
 }
 
 fn d_detach_after() -> u64 {
@@ -704,7 +781,9 @@ fn d_probe_max() -> u64 {
     IsolationSettings::default().probe_max.as_secs()
 }
 
-const COMMON_KEYS: [&str; 10] = [
+const COMMON_KEYS: [&str; 12] = [
+    "tls",
+    "proxy",
     "detach_after_secs",
     "probe_max_interval_secs",
     "kind",
@@ -805,7 +884,7 @@ fn connectors(
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let mut found = Vec::new();
-        let connector = connector(id, &path, fields, &mut found, warnings);
+        let connector = connector(id, &path, fields, &mut found, &mut unset, warnings);
         if enabled {
             problems.extend(unset.iter().cloned());
         } else {
@@ -821,12 +900,14 @@ fn connectors(
     out
 }
 
-/// One connector's table (already interpolated) as settings; problems go to `problems`.
+/// One connector's table (already interpolated) as settings; problems go to `problems`, files
+/// it names that cannot be read to `unset`.
 fn connector(
     id: String,
     path: &str,
     mut fields: Map<String, Value>,
     problems: &mut Vec<Problem>,
+    unset: &mut Vec<Problem>,
     warnings: &mut Vec<Problem>,
 ) -> Option<ConnectorSettings> {
     let mut common_fields = Map::new();
@@ -889,6 +970,20 @@ fn connector(
             return None;
         }
     };
+    if matches!(kind, Kind::KinesisFirehose(_)) {
+        for (key, set) in [
+            ("tls", common.tls.is_some()),
+            ("proxy", common.proxy.is_some()),
+        ] {
+            if set {
+                problems.push(problem(
+                    &format!("{path}.{key}"),
+                    "is not supported for kinesis_firehose yet (see docs/security.md)",
+                ));
+            }
+        }
+    }
+    let client = client_options(&common, path, problems, unset)?;
     let engine = engine_settings(&common, defaults, path, problems)?;
     let isolation = isolation_settings(&common, path, problems)?;
     Some(ConnectorSettings {
@@ -898,8 +993,58 @@ fn connector(
         engine,
         isolation,
         kind,
+        client,
         unset_variables: Vec::new(),
     })
+}
+
+/// The connector's HTTP client options, its files read and checked now so that a missing or
+/// wrong one stops startup with its key path rather than failing every delivery. A file that
+/// cannot be read goes to `unset`, as an unset variable does: a disabled connector may name
+/// files this environment does not mount.
+fn client_options(
+    common: &CommonSection,
+    path: &str,
+    problems: &mut Vec<Problem>,
+    unset: &mut Vec<Problem>,
+) -> Option<ClientOptions> {
+    let before = problems.len();
+    let proxy = match common.proxy.as_deref().map(Proxy::parse) {
+        None => Proxy::default(),
+        Some(Ok(p)) => p,
+        Some(Err(message)) => {
+            problems.push(problem(&format!("{path}.proxy"), &message));
+            Proxy::default()
+        }
+    };
+    let tls = match common.tls.as_ref().map(|t| Tls::load(&t.files())) {
+        None => Tls::default(),
+        Some(Ok(tls)) => tls,
+        Some(Err(errors)) => {
+            for e in errors {
+                let p = problem(&format!("{path}.tls.{}", e.key()), &e.to_string());
+                match e {
+                    switchyard_http::TlsError::Read { .. } => unset.push(p),
+                    _ => problems.push(p),
+                }
+            }
+            // Only reached with a file missing, and then the connector cannot run.
+            Tls::default()
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    let options = ClientOptions { tls, proxy };
+    // Building a client parses the certificates and pairs the key with its certificate;
+    // without TLS or proxy settings there is nothing it could find wrong.
+    if (common.tls.is_some() || common.proxy.is_some())
+        && let Err(e) = options.check()
+    {
+        problems.push(problem(&format!("{path}.tls"), &e.to_string()));
+        return None;
+    }
+    Some(options)
 }
 
 /// Takes `old` as the deprecated name of `new`, with a warning, so files written for it keep
