@@ -1183,6 +1183,7 @@ mod tests {
             "SPLUNK_HEC_TOKEN" => Some("11111111-2222-3333-4444-555555555555".into()),
             "DD_API_KEY" | "NEW_RELIC_LICENSE_KEY" => Some(format!("{name}-value")),
             "NEW_RELIC_ACCOUNT_ID" => Some("1234567".into()),
+            "KAFKA_PASSWORD" => Some("env-kafka-p4ss".into()),
             _ => None,
         }
     }
@@ -1694,6 +1695,245 @@ secret_access_key = "literal-fh-secret"
         assert!(
             !shown.contains("literal-") && !shown.contains("4242424242"),
             "{shown}"
+        );
+    }
+
+    /// A directory of this test's own for secret files, removed when dropped.
+    struct SecretDir(std::path::PathBuf);
+
+    impl SecretDir {
+        fn new(test: &str) -> SecretDir {
+            let dir = std::env::temp_dir()
+                .join(format!("switchyard-settings-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            SecretDir(dir)
+        }
+
+        /// Writes `text` to `name`; the path, as a `${file:…}` reference would give it.
+        fn file(&self, name: &str, text: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        }
+    }
+
+    impl Drop for SecretDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn any_value_can_come_from_a_file_without_its_trailing_newline() {
+        let dir = SecretDir::new("from-file");
+        let token = dir.file("hec-token", "file-hec-token\n");
+        let sasl = dir.file("sasl-password", "file-kafka-p4ss\r\n");
+        let key_password = dir.file("key-password", "two-lines\n\n");
+        let text = format!(
+            r#"{KAFKA}
+[kafka.options]
+"security.protocol" = "SASL_SSL"
+"sasl.password" = "${{file:{sasl}}}"
+[dead_letter]
+topic = "dead"
+[dead_letter.options]
+"sasl.password" = "${{KAFKA_PASSWORD}}"
+[parking.options]
+"ssl.key.password" = "${{file:{key_password}}}"
+[connectors.hec]
+kind = "splunk_hec"
+endpoint = "https://hec:8088"
+token = "${{file:{token}}}"
+"#
+        );
+        let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let Kind::SplunkHec(hec) = &s.connectors[0].kind else {
+            panic!("HEC")
+        };
+        assert_eq!(hec.token.as_ref().unwrap().expose(), "file-hec-token");
+        assert_eq!(s.kafka.options["sasl.password"], "file-kafka-p4ss");
+        assert_eq!(s.dead_letter.options["sasl.password"], "env-kafka-p4ss");
+        // Only the one newline a file ends with is not part of the secret.
+        assert_eq!(s.parking.options["ssl.key.password"], "two-lines\n");
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let debug = format!("{s:?}");
+        for secret in [
+            "file-hec-token",
+            "file-kafka-p4ss",
+            "env-kafka-p4ss",
+            "two-lines",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("SASL_SSL"), "{debug}");
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_a_problem_of_its_key_unless_the_connector_is_disabled() {
+        let missing = "/nonexistent/switchyard/secret";
+        let text = |enabled: bool| {
+            format!(
+                r#"{KAFKA}
+[kafka.options]
+"sasl.password" = "${{file:{missing}}}"
+[connectors.hec]
+kind = "splunk_hec"
+enabled = {enabled}
+endpoint = "https://hec:8088"
+token = "${{file:{missing}}}"
+"#
+            )
+        };
+        let problems = load(&text(true)).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["kafka.options.sasl.password", "connectors.hec.token"],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1]
+                .message
+                .starts_with(&format!("file {missing} cannot be read: ")),
+            "{problems:?}"
+        );
+
+        let disabled = text(false).replace(&format!("${{file:{missing}}}\"\n["), "x\"\n[");
+        let s = load(&disabled).unwrap_or_else(|e| panic!("{e}"));
+        let err = s.connectors[0].runnable().unwrap_err().to_string();
+        assert!(
+            err.contains("connectors.hec.token: file /nonexistent/switchyard/secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_kafka_credential_written_in_the_file_is_a_warning_without_its_value() {
+        let text = format!(
+            r#"{KAFKA}
+[kafka.options]
+"sasl.username" = "router"
+"sasl.password" = "literal-kafka-p4ss"
+"session.timeout.ms" = "6000"
+[dead_letter.options]
+"ssl.key.password" = "literal-key-p4ss"
+[parking.options]
+"sasl.password" = "${{KAFKA_PASSWORD}}"
+"#
+        );
+        let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let paths: Vec<&str> = s.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "kafka.options.sasl.password",
+                "dead_letter.options.ssl.key.password"
+            ]
+        );
+        let shown = format!("{:?} {s:?}", s.warnings);
+        assert!(
+            !shown.contains("literal-") && !shown.contains("env-kafka"),
+            "{shown}"
+        );
+    }
+
+    fn hec_with(id: &str, extra: &str) -> String {
+        format!(
+            "[connectors.{id}]\nkind = \"splunk_hec\"\nendpoint = \"https://127.0.0.1:8088\"\ntoken = \"t\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn tls_files_and_proxy_are_read_and_checked_at_load() {
+        let pki = switchyard_testkit::tls::Pki::generate();
+        let (ca, cert, key) = (
+            pki.ca_file().display().to_string(),
+            pki.client_cert_file().display().to_string(),
+            pki.client_key_file().display().to_string(),
+        );
+        let good = format!(
+            "{KAFKA}{}",
+            hec_with(
+                "hec",
+                &format!(
+                    "proxy = \"http://user:proxy-p4ss@127.0.0.1:3128\"\n[connectors.hec.tls]\nca_file = \"{ca}\"\ntrust_system_roots = false\ncert_file = \"{cert}\"\nkey_file = \"{key}\""
+                )
+            )
+        );
+        let s = load(&good).unwrap_or_else(|e| panic!("{e}"));
+        let client = format!("{:?}", s.connectors[0].client);
+        assert!(
+            client.contains("ca: true")
+                && client.contains("system_roots: false")
+                && client.contains("client_certificate: true")
+                && client.contains("Url(http://127.0.0.1:3128)"),
+            "{client}"
+        );
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("PRIVATE KEY") && !debug.contains("proxy-p4ss"),
+            "{debug}"
+        );
+
+        let tables = [
+            hec_with(
+                "missing",
+                "[connectors.missing.tls]\nca_file = \"/nonexistent/ca.pem\"",
+            ),
+            hec_with(
+                "unpaired",
+                &format!("[connectors.unpaired.tls]\ncert_file = \"{cert}\""),
+            ),
+            hec_with(
+                "mismatched",
+                &format!("[connectors.mismatched.tls]\ncert_file = \"{ca}\"\nkey_file = \"{key}\""),
+            ),
+            hec_with(
+                "not-a-ca",
+                &format!("[connectors.not-a-ca.tls]\nca_file = \"{key}\""),
+            ),
+            hec_with(
+                "no-roots",
+                "[connectors.no-roots.tls]\ntrust_system_roots = false",
+            ),
+            hec_with("insecure", "[connectors.insecure.tls]\nverify = false"),
+            hec_with("bad-proxy", "proxy = \"proxy:3128\""),
+            format!(
+                "[connectors.fh]\nkind = \"kinesis_firehose\"\ndelivery_stream = \"s\"\nproxy = \"none\"\n[connectors.fh.tls]\nca_file = \"{ca}\"\n"
+            ),
+        ];
+        let problems = load(&format!("{KAFKA}{}", tables.concat())).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "connectors.missing.tls.ca_file",
+            "connectors.unpaired.tls.cert_file",
+            "connectors.mismatched.tls",
+            "connectors.not-a-ca.tls.ca_file",
+            "connectors.no-roots.tls.trust_system_roots",
+            "connectors.insecure.tls.verify",
+            "connectors.bad-proxy.proxy",
+            "connectors.fh.tls",
+            "connectors.fh.proxy",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {problems:?}");
+        }
+        assert_eq!(problems.len(), 9, "{problems:?}");
+        let shown = format!("{problems:?}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+
+        // A disabled connector may name files this environment does not mount.
+        let disabled = format!(
+            "{KAFKA}{}",
+            hec_with(
+                "off",
+                "enabled = false\n[connectors.off.tls]\nca_file = \"/nonexistent/ca.pem\""
+            )
+        );
+        let s = load(&disabled).unwrap_or_else(|e| panic!("{e}"));
+        let err = s.connectors[0].runnable().unwrap_err().to_string();
+        assert!(
+            err.contains("connectors.off.tls.ca_file: cannot read /nonexistent/ca.pem"),
+            "{err}"
         );
     }
 }
