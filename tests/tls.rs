@@ -5,9 +5,10 @@
 use switchyard::Pipeline;
 use switchyard::settings::{Kind, Settings};
 use switchyard_core::Connector;
+use switchyard_kinesis_firehose::KinesisFirehose;
 use switchyard_splunk_hec::SplunkHec;
 use switchyard_testkit::tls::Pki;
-use switchyard_testkit::{ConnectProxy, FakeHec};
+use switchyard_testkit::{ConnectProxy, FakeFirehose, FakeHec};
 use switchyard_tests::*;
 
 /// A HEC connector to `url`, its token from `${TEST_HEC_TOKEN}` unless `extra` names one.
@@ -50,11 +51,16 @@ fn tls_lines(pki: &Pki, client: bool) -> String {
     lines
 }
 
-/// The HEC connector the settings in `toml` (connector tables only) would run.
-fn connector(toml: &str) -> SplunkHec {
+/// Settings with the connector tables of `toml` and a `[kafka]` table nothing connects to.
+fn settings(toml: &str) -> Settings {
     let text = format!("[kafka]\nbrokers = \"b:9092\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n{toml}");
     let lookup = |name: &str| (name == "TEST_HEC_TOKEN").then(|| TOKEN.to_string());
-    let settings = Settings::from_toml(&text, &lookup, false).unwrap_or_else(|e| panic!("{e}"));
+    Settings::from_toml(&text, &lookup, false).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The HEC connector the settings in `toml` (connector tables only) would run.
+fn connector(toml: &str) -> SplunkHec {
+    let settings = settings(toml);
     let c = &settings.connectors[0];
     let Kind::SplunkHec(cfg) = &c.kind else {
         panic!("not HEC")
@@ -158,4 +164,71 @@ async fn an_explicit_proxy_carries_the_connection() {
         Ok(())
     );
     assert_eq!(proxy.tunnels(), [hec.addr().to_string()]);
+}
+
+const FH: &str = "fh";
+
+fn firehose_table(url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[connectors.{FH}]
+kind = "kinesis_firehose"
+delivery_stream = "qoe-stream"
+region = "us-east-1"
+endpoint = "{url}"
+access_key_id = "AKIDFAKE"
+secret_access_key = "testing-secret"
+timeout_secs = 10
+{extra}
+[connectors.{FH}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 200
+max_attempts = 20
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firehose_trusts_the_ca_file_and_goes_through_the_proxy() {
+    let pki = Pki::generate();
+    let fake = FakeFirehose::start_tls("qoe-stream", "AKIDFAKE", pki.server_config(false))
+        .await
+        .unwrap();
+    let addr = fake.url().trim_start_matches("https://").to_string();
+
+    // The AWS SDK's client, without the CA: refused at the handshake.
+    let untrusting = settings(&firehose_table(&fake.url(), ""));
+    let Kind::KinesisFirehose(cfg) = &untrusting.connectors[0].kind else {
+        panic!("not Firehose")
+    };
+    let connector = KinesisFirehose::new(cfg, &untrusting.connectors[0].client)
+        .await
+        .unwrap();
+    assert!(connector.health().await.is_err());
+    assert!(until(|| fake.tls_refused() == 1).await);
+
+    let h = Harness::new(1).await;
+    let proxy = ConnectProxy::start().await.unwrap();
+    let extra = format!(
+        "proxy = \"{}\"\n[connectors.{FH}.tls]\nca_file = \"{}\"\ntrust_system_roots = false",
+        proxy.url(),
+        pki.ca_file().display()
+    );
+    let produced = h.produce(events_to("fh-tls", 20, &[FH]));
+    let settings = h.settings_for("g-fh-tls", &firehose_table(&fake.url(), &extra));
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        fake.wait_for_received(produced.len() as u64, PATIENCE)
+            .await,
+        "{:?} {:?}",
+        pipeline.progress(),
+        fake.violations()
+    );
+    assert!(pipeline.shutdown().await);
+
+    assert!(fake.violations().is_empty(), "{:?}", fake.violations());
+    assert_eq!(fake.tls_refused(), 1);
+    let tunnels = proxy.tunnels();
+    assert!(!tunnels.is_empty(), "no tunnel went through the proxy");
+    assert!(tunnels.iter().all(|t| *t == addr), "{tunnels:?}");
 }

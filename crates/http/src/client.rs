@@ -115,6 +115,22 @@ pub struct Tls {
     identity_pem: Option<Secret>,
 }
 
+impl Tls {
+    /// The PEM certificates trusted besides (or instead of) the system's roots.
+    pub fn ca_pem(&self) -> Option<&[u8]> {
+        self.ca_pem.as_deref()
+    }
+
+    pub fn trusts_system_roots(&self) -> bool {
+        self.system_roots
+    }
+
+    /// Whether a client certificate is presented.
+    pub fn has_identity(&self) -> bool {
+        self.identity_pem.is_some()
+    }
+}
+
 impl Default for Tls {
     fn default() -> Self {
         Tls {

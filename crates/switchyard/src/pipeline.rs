@@ -481,7 +481,9 @@ async fn spawn_connector(
             Engine::spawn(connector, &c.id, index, c.engine, wiring)
         }
         Kind::KinesisFirehose(cfg) => {
-            let connector = KinesisFirehose::new(cfg).await;
+            let connector = KinesisFirehose::new(cfg, &c.client)
+                .await
+                .map_err(|e| failed(&e))?;
             Engine::spawn(connector, &c.id, index, c.engine, wiring)
         }
     })
