@@ -347,10 +347,13 @@ mod tests {
         }
     }
 
+    fn scratch() -> PathBuf {
+        std::env::temp_dir().join(format!("switchyard-http-{}", std::process::id()))
+    }
+
     fn file(name: &str, text: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("switchyard-http-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join(name);
+        std::fs::create_dir_all(scratch()).unwrap();
+        let path = scratch().join(name);
         std::fs::write(&path, text).unwrap();
         path
     }
@@ -385,6 +388,7 @@ mod tests {
             .map(TlsError::key)
             .collect();
         assert_eq!(keys, ["trust_system_roots", "cert_file"]);
+        std::fs::remove_dir_all(scratch()).unwrap();
     }
 
     #[test]
