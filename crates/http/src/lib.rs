@@ -1,6 +1,9 @@
 //! The HTTP transport shared by the HTTP destinations: one pooled client, bodies sent as
 //! prepared bytes, transport failures mapped to the engine's [`SendError`], and `Retry-After`
-//! read once here rather than in each destination.
+//! read once here rather than in each destination. [`client`] holds what settings choose of
+//! the client: trusted CAs, a client certificate, a proxy.
+
+pub mod client;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -8,6 +11,7 @@ use std::time::{Duration, SystemTime};
 use switchyard_core::compress::BodyWriter;
 use switchyard_core::{Secret, SendError};
 
+pub use client::{ClientError, ClientOptions, Proxy, Tls, TlsError, TlsFiles};
 pub use reqwest::StatusCode;
 pub use url::Url;
 
@@ -63,18 +67,12 @@ impl std::fmt::Debug for HttpTransport {
 }
 
 impl HttpTransport {
-    pub fn new(url: Url) -> Self {
-        let client = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        HttpTransport {
-            client,
+    pub fn new(url: Url, options: &ClientOptions) -> Result<Self, ClientError> {
+        Ok(HttpTransport {
+            client: options.client()?,
             url,
             headers: HeaderMap::new(),
-        }
+        })
     }
 
     pub fn url(&self) -> &Url {
@@ -157,7 +155,7 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
 fn transport_error(e: reqwest::Error) -> SendError {
     // Without the URL the message names no endpoint detail, and reqwest never prints headers.
     let (timeout, connect, builder) = (e.is_timeout(), e.is_connect(), e.is_builder());
-    let message = e.without_url().to_string();
+    let message = error_chain(&e.without_url());
     if timeout {
         SendError::Timeout
     } else if connect {
@@ -168,6 +166,23 @@ fn transport_error(e: reqwest::Error) -> SendError {
             message,
         }
     }
+}
+
+/// The error and its causes, `outer: inner: …`: reqwest's own message ("error sending
+/// request") hides why, such as which certificate check failed. None of them holds headers.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        // Some layers repeat their cause in their own message.
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = c.source();
+    }
+    message
 }
 
 #[cfg(test)]
@@ -197,9 +212,13 @@ mod tests {
 
     #[test]
     fn debug_hides_headers() {
-        let t = HttpTransport::new(Url::parse("http://127.0.0.1:1/x").unwrap())
-            .secret_header("authorization", "Splunk ", &Secret::new("s3cr3t-token"))
-            .unwrap();
+        let t = HttpTransport::new(
+            Url::parse("http://127.0.0.1:1/x").unwrap(),
+            &ClientOptions::default(),
+        )
+        .unwrap()
+        .secret_header("authorization", "Splunk ", &Secret::new("s3cr3t-token"))
+        .unwrap();
         assert!(!format!("{t:?}").contains("s3cr3t"));
     }
 }

@@ -12,10 +12,12 @@
 pub mod client;
 mod context;
 pub mod letters;
+mod options;
 mod source;
 
 pub use context::Status;
 pub use letters::{LetterProducer, Purpose};
+pub use options::{KafkaOptions, is_sensitive};
 pub use rdkafka::error::KafkaError;
 pub use source::{OVERLOAD_WAIT, Source, SourceConfig, SourceError, SourceExit, StatusHandle};
 pub use switchyard_core::{Acker, Dispatcher};

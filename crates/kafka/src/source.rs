@@ -7,7 +7,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -22,7 +22,7 @@ pub struct SourceConfig {
     pub topics: Vec<String>,
     pub group_id: String,
     /// Raw librdkafka properties; they override switchyard's defaults.
-    pub options: BTreeMap<String, String>,
+    pub options: crate::KafkaOptions,
     pub commit_interval: Duration,
     /// Pause a partition once this many of its offsets are unfinished.
     pub max_inflight_per_partition: usize,

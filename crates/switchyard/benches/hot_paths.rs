@@ -108,12 +108,12 @@ fn main() {
             Kind::SplunkHec(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.compression = compress::Compression::None;
-                let plain = SplunkHec::new(&cfg).unwrap();
+                let plain = SplunkHec::new(&cfg, &Default::default()).unwrap();
                 bench("splunk_hec encode", BATCH, batch_bytes, || {
                     black_box(plain.encode(black_box(&events), None).unwrap());
                 });
                 cfg.compression = compress::Compression::Gzip;
-                let gz = SplunkHec::new(&cfg).unwrap();
+                let gz = SplunkHec::new(&cfg, &Default::default()).unwrap();
                 bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
                     black_box(gz.encode(black_box(&events), None).unwrap());
                 });
@@ -121,12 +121,12 @@ fn main() {
             Kind::DatadogLogs(cfg) => {
                 let mut cfg = cfg.clone();
                 cfg.compression = compress::Compression::None;
-                let plain = DatadogLogs::new(&cfg).unwrap();
+                let plain = DatadogLogs::new(&cfg, &Default::default()).unwrap();
                 bench("datadog_logs encode", BATCH, batch_bytes, || {
                     black_box(plain.encode(black_box(&events), None).unwrap());
                 });
                 cfg.compression = compress::Compression::Gzip;
-                let gz = DatadogLogs::new(&cfg).unwrap();
+                let gz = DatadogLogs::new(&cfg, &Default::default()).unwrap();
                 bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
                     black_box(gz.encode(black_box(&events), None).unwrap());
                 });
@@ -145,7 +145,7 @@ fn main() {
                     black_box(flattener.encode(black_box(&events), None, &mut out));
                 });
                 // New Relic always compresses (and limits the compressed body to 10^6 bytes).
-                let nr = NewRelicEvents::new(cfg).unwrap();
+                let nr = NewRelicEvents::new(cfg, &Default::default()).unwrap();
                 bench(
                     "newrelic_events flatten + gzip",
                     200,

@@ -506,19 +506,21 @@ async fn spawn_connector(
     };
     Ok(match &c.kind {
         Kind::SplunkHec(cfg) => {
-            let connector = SplunkHec::new(cfg).map_err(|e| failed(&e))?;
+            let connector = SplunkHec::new(cfg, &c.client).map_err(|e| failed(&e))?;
             Engine::spawn(connector, &c.id, index, c.engine, wiring)
         }
         Kind::DatadogLogs(cfg) => {
-            let connector = DatadogLogs::new(cfg).map_err(|e| failed(&e))?;
+            let connector = DatadogLogs::new(cfg, &c.client).map_err(|e| failed(&e))?;
             Engine::spawn(connector, &c.id, index, c.engine, wiring)
         }
         Kind::NewRelicEvents(cfg) => {
-            let connector = NewRelicEvents::new(cfg).map_err(|e| failed(&e))?;
+            let connector = NewRelicEvents::new(cfg, &c.client).map_err(|e| failed(&e))?;
             Engine::spawn(connector, &c.id, index, c.engine, wiring)
         }
         Kind::KinesisFirehose(cfg) => {
-            let connector = KinesisFirehose::new(cfg).await;
+            let connector = KinesisFirehose::new(cfg, &c.client)
+                .await
+                .map_err(|e| failed(&e))?;
             Engine::spawn(connector, &c.id, index, c.engine, wiring)
         }
     })

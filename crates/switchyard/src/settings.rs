@@ -1,5 +1,5 @@
-//! `connectors.toml`: loading (file, `${VAR}` references, `SWITCHYARD__…` overrides) and
-//! validation that reports every problem at once, each with its key path.
+//! `connectors.toml`: loading (file, `${VAR}` and `${file:PATH}` references, `SWITCHYARD__…`
+//! overrides) and validation that reports every problem at once, each with its key path.
 
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
@@ -7,12 +7,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 use switchyard_core::{
     BatchLimits, EngineSettings, Filter, HealthCheck, IsolationSettings, OnExhausted, RetryPolicy,
 };
 use switchyard_datadog_logs::DatadogConfig;
-use switchyard_kafka::SourceConfig;
+use switchyard_http::{ClientOptions, Proxy, Tls, TlsFiles};
+use switchyard_kafka::{KafkaOptions, SourceConfig};
 use switchyard_kinesis_firehose::FirehoseConfig;
 use switchyard_newrelic_events::NewRelicConfig;
 use switchyard_splunk_hec::HecConfig;
@@ -65,7 +67,7 @@ pub struct DeadLetterSettings {
     /// None: rejected and malformed records are logged and counted only.
     pub topic: Option<String>,
     /// Raw librdkafka producer properties.
-    pub options: BTreeMap<String, String>,
+    pub options: KafkaOptions,
 }
 
 /// The parking topic of detached destinations, on the same cluster as `[kafka]` (see
@@ -76,7 +78,7 @@ pub struct ParkingSettings {
     pub enabled: bool,
     pub topic: String,
     /// Raw librdkafka producer properties.
-    pub options: BTreeMap<String, String>,
+    pub options: KafkaOptions,
 }
 
 impl ParkingSettings {
@@ -122,8 +124,11 @@ pub struct ConnectorSettings {
     pub engine: EngineSettings,
     pub isolation: IsolationSettings,
     pub kind: Kind,
-    /// Its `${NAME}` references whose variable is not set. Only a disabled connector can load
-    /// with any, since it does not run; whatever enables it later must check them first.
+    /// Its HTTP client's trusted CAs, client certificate and proxy.
+    pub client: ClientOptions,
+    /// Its `${NAME}` references whose variable is not set, and the files it names that cannot
+    /// be read. Only a disabled connector can load with any, since it does not run; whatever
+    /// enables it later must check them first.
     pub unset_variables: Vec<Problem>,
 }
 
@@ -359,10 +364,20 @@ fn secret_keys(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Whether `written`, a value in the file, is a secret itself rather than a reference to one.
+fn is_literal(written: &Value) -> bool {
+    match written {
+        Value::String(s) => !s.contains("${") && !s.trim().is_empty(),
+        Value::Number(_) => true,
+        _ => false,
+    }
+}
+
 /// A warning for each secret written in the file itself rather than taken from a `${NAME}`
-/// reference or an override: files get committed and copied around. Never includes the value.
+/// or `${file:PATH}` reference or an override: files get committed and copied around. Never
+/// includes the value.
 fn literal_secrets(file: &Value, merged: &Value) -> Vec<Problem> {
-    let mut out = Vec::new();
+    let mut out = literal_kafka_secrets(file);
     let Some(Value::Object(connectors)) = merged.get("connectors") else {
         return out;
     };
@@ -376,22 +391,38 @@ fn literal_secrets(file: &Value, merged: &Value) -> Vec<Problem> {
             else {
                 continue;
             };
-            let literal = match written {
-                Value::String(s) => !s.contains("${") && !s.trim().is_empty(),
-                Value::Number(_) => true,
-                _ => false,
-            };
             // An override replaces the file's value, which is then never used.
-            if literal && connector.get(key) == Some(written) {
+            if is_literal(written) && connector.get(key) == Some(written) {
                 out.push(Problem {
                     path: format!("connectors.{id}.{key}"),
                     message: format!(
-                        "is a secret written in the file; use a ${{NAME}} reference or set \
-                         SWITCHYARD__CONNECTORS__{}__{} instead",
+                        "is a secret written in the file; use a ${{NAME}} or ${{file:PATH}} \
+                         reference or set SWITCHYARD__CONNECTORS__{}__{} instead",
                         id.to_uppercase(),
                         key.to_uppercase()
                     ),
                 });
+            }
+        }
+    }
+    out
+}
+
+/// The same warning for librdkafka credentials (`sasl.password` and the like) written in
+/// `[kafka.options]`, `[dead_letter.options]` or `[parking.options]`.
+fn literal_kafka_secrets(file: &Value) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for section in ["kafka", "dead_letter", "parking"] {
+        let Some(Value::Object(options)) = file.get(section).and_then(|s| s.get("options")) else {
+            continue;
+        };
+        for (key, written) in options {
+            if switchyard_kafka::is_sensitive(key) && is_literal(written) {
+                out.push(problem(
+                    &format!("{section}.options.{key}"),
+                    "is a secret written in the file; use a ${NAME} or ${file:PATH} reference \
+                     instead",
+                ));
             }
         }
     }
@@ -436,9 +467,9 @@ fn typed<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<Probl
     }
 }
 
-/// Replaces `${NAME}` in every string with the variable's value. A malformed reference is a
-/// problem; an unset name goes to `unset` (it is a problem only where the value is needed)
-/// and leaves an empty string.
+/// Replaces `${NAME}` in every string with the variable's value and `${file:PATH}` with the
+/// file's content. A malformed reference is a problem; an unset name or unreadable file goes
+/// to `unset` (it is a problem only where the value is needed) and leaves an empty string.
 fn interpolate(
     v: Value,
     path: &str,
@@ -495,17 +526,32 @@ fn substitute(
             return s.to_string();
         };
         let name = &after[..end];
-        match lookup(name) {
-            Some(value) => out.push_str(&value),
-            None => unset.push(problem(
-                path,
-                &format!("environment variable {name} is not set"),
-            )),
+        let value = match name.strip_prefix("file:") {
+            Some(file) => read_secret_file(file),
+            None => lookup(name).ok_or_else(|| format!("environment variable {name} is not set")),
+        };
+        match value {
+            Ok(value) => out.push_str(&value),
+            Err(message) => unset.push(problem(path, &message)),
         }
         rest = &after[end + 1..];
     }
     out.push_str(rest);
     out
+}
+
+/// A mounted secret's content without the one trailing newline that `echo` and most editors
+/// leave, which no token or password means. The error names the file, never its content.
+fn read_secret_file(path: &str) -> Result<String, String> {
+    let mut text =
+        std::fs::read_to_string(path).map_err(|e| format!("file {path} cannot be read: {e}"))?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
 }
 
 #[derive(Debug, Deserialize)]
@@ -746,6 +792,12 @@ struct CommonSection {
     probe_max_interval_secs: u64,
     #[serde(default)]
     health_check: HealthCheckSection,
+    /// Trusted CAs and the client certificate (docs/security.md).
+    #[serde(default)]
+    tls: Option<TlsSection>,
+    /// An `http://` proxy URL, or `"none"`; absent, `HTTPS_PROXY` and the rest apply.
+    #[serde(default)]
+    proxy: Option<String>,
 }
 
 /// `[connectors.<id>.health_check]` (docs/health.md).
@@ -766,6 +818,31 @@ impl Default for HealthCheckSection {
     }
 }
 
+/// `[connectors.<id>.tls]`: paths of PEM files, read once at startup.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default = "d_true")]
+    trust_system_roots: bool,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+}
+
+impl TlsSection {
+    fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.ca_file.clone(),
+            trust_system_roots: self.trust_system_roots,
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+        }
+    }
+}
+
 fn d_detach_after() -> u64 {
     IsolationSettings::default().detach_after.as_secs()
 }
@@ -773,8 +850,10 @@ fn d_probe_max() -> u64 {
     IsolationSettings::default().probe_max.as_secs()
 }
 
-const COMMON_KEYS: [&str; 11] = [
+const COMMON_KEYS: [&str; 13] = [
     "health_check",
+    "tls",
+    "proxy",
     "detach_after_secs",
     "probe_max_interval_secs",
     "kind",
@@ -875,7 +954,7 @@ fn connectors(
             .and_then(Value::as_bool)
             .unwrap_or(true);
         let mut found = Vec::new();
-        let connector = connector(id, &path, fields, &mut found, warnings);
+        let connector = connector(id, &path, fields, &mut found, &mut unset, warnings);
         if enabled {
             problems.extend(unset.iter().cloned());
         } else {
@@ -891,12 +970,14 @@ fn connectors(
     out
 }
 
-/// One connector's table (already interpolated) as settings; problems go to `problems`.
+/// One connector's table (already interpolated) as settings; problems go to `problems`, files
+/// it names that cannot be read to `unset`.
 fn connector(
     id: String,
     path: &str,
     mut fields: Map<String, Value>,
     problems: &mut Vec<Problem>,
+    unset: &mut Vec<Problem>,
     warnings: &mut Vec<Problem>,
 ) -> Option<ConnectorSettings> {
     let mut common_fields = Map::new();
@@ -959,6 +1040,18 @@ fn connector(
             return None;
         }
     };
+    let identity = common
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.cert_file.is_some() || t.key_file.is_some());
+    if matches!(kind, Kind::KinesisFirehose(_)) && identity {
+        problems.push(problem(
+            &format!("{path}.tls.cert_file"),
+            "a client certificate is not supported for kinesis_firehose: the AWS SDK's \
+             client cannot present one",
+        ));
+    }
+    let client = client_options(&common, path, problems, unset)?;
     let engine = engine_settings(&common, defaults, path, problems)?;
     let isolation = isolation_settings(&common, path, problems)?;
     Some(ConnectorSettings {
@@ -968,8 +1061,58 @@ fn connector(
         engine,
         isolation,
         kind,
+        client,
         unset_variables: Vec::new(),
     })
+}
+
+/// The connector's HTTP client options, its files read and checked now so that a missing or
+/// wrong one stops startup with its key path rather than failing every delivery. A file that
+/// cannot be read goes to `unset`, as an unset variable does: a disabled connector may name
+/// files this environment does not mount.
+fn client_options(
+    common: &CommonSection,
+    path: &str,
+    problems: &mut Vec<Problem>,
+    unset: &mut Vec<Problem>,
+) -> Option<ClientOptions> {
+    let before = problems.len();
+    let proxy = match common.proxy.as_deref().map(Proxy::parse) {
+        None => Proxy::default(),
+        Some(Ok(p)) => p,
+        Some(Err(message)) => {
+            problems.push(problem(&format!("{path}.proxy"), &message));
+            Proxy::default()
+        }
+    };
+    let tls = match common.tls.as_ref().map(|t| Tls::load(&t.files())) {
+        None => Tls::default(),
+        Some(Ok(tls)) => tls,
+        Some(Err(errors)) => {
+            for e in errors {
+                let p = problem(&format!("{path}.tls.{}", e.key()), &e.to_string());
+                match e {
+                    switchyard_http::TlsError::Read { .. } => unset.push(p),
+                    _ => problems.push(p),
+                }
+            }
+            // Only reached with a file missing, and then the connector cannot run.
+            Tls::default()
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    let options = ClientOptions { tls, proxy };
+    // Building a client parses the certificates and pairs the key with its certificate;
+    // without TLS or proxy settings there is nothing it could find wrong.
+    if (common.tls.is_some() || common.proxy.is_some())
+        && let Err(e) = options.check()
+    {
+        problems.push(problem(&format!("{path}.tls"), &e.to_string()));
+        return None;
+    }
+    Some(options)
 }
 
 /// Takes `old` as the deprecated name of `new`, with a warning, so files written for it keep
@@ -1113,6 +1256,7 @@ mod tests {
             "SPLUNK_HEC_TOKEN" => Some("11111111-2222-3333-4444-555555555555".into()),
             "DD_API_KEY" | "NEW_RELIC_LICENSE_KEY" => Some(format!("{name}-value")),
             "NEW_RELIC_ACCOUNT_ID" => Some("1234567".into()),
+            "KAFKA_PASSWORD" => Some("env-kafka-p4ss".into()),
             _ => None,
         }
     }
@@ -1673,6 +1817,244 @@ secret_access_key = "literal-fh-secret"
         assert!(
             !shown.contains("literal-") && !shown.contains("4242424242"),
             "{shown}"
+        );
+    }
+
+    /// A directory of this test's own for secret files, removed when dropped.
+    struct SecretDir(std::path::PathBuf);
+
+    impl SecretDir {
+        fn new(test: &str) -> SecretDir {
+            let dir = std::env::temp_dir()
+                .join(format!("switchyard-settings-{test}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            SecretDir(dir)
+        }
+
+        /// Writes `text` to `name`; the path, as a `${file:…}` reference would give it.
+        fn file(&self, name: &str, text: &str) -> String {
+            let path = self.0.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        }
+    }
+
+    impl Drop for SecretDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn any_value_can_come_from_a_file_without_its_trailing_newline() {
+        let dir = SecretDir::new("from-file");
+        let token = dir.file("hec-token", "file-hec-token\n");
+        let sasl = dir.file("sasl-password", "file-kafka-p4ss\r\n");
+        let key_password = dir.file("key-password", "two-lines\n\n");
+        let text = format!(
+            r#"{KAFKA}
+[kafka.options]
+"security.protocol" = "SASL_SSL"
+"sasl.password" = "${{file:{sasl}}}"
+[dead_letter]
+topic = "dead"
+[dead_letter.options]
+"sasl.password" = "${{KAFKA_PASSWORD}}"
+[parking.options]
+"ssl.key.password" = "${{file:{key_password}}}"
+[connectors.hec]
+kind = "splunk_hec"
+endpoint = "https://hec:8088"
+token = "${{file:{token}}}"
+"#
+        );
+        let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let Kind::SplunkHec(hec) = &s.connectors[0].kind else {
+            panic!("HEC")
+        };
+        assert_eq!(hec.token.as_ref().unwrap().expose(), "file-hec-token");
+        assert_eq!(s.kafka.options["sasl.password"], "file-kafka-p4ss");
+        assert_eq!(s.dead_letter.options["sasl.password"], "env-kafka-p4ss");
+        // Only the one newline a file ends with is not part of the secret.
+        assert_eq!(s.parking.options["ssl.key.password"], "two-lines\n");
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let debug = format!("{s:?}");
+        for secret in [
+            "file-hec-token",
+            "file-kafka-p4ss",
+            "env-kafka-p4ss",
+            "two-lines",
+        ] {
+            assert!(!debug.contains(secret), "{secret} in {debug}");
+        }
+        assert!(debug.contains("SASL_SSL"), "{debug}");
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_is_a_problem_of_its_key_unless_the_connector_is_disabled() {
+        let missing = "/nonexistent/switchyard/secret";
+        let text = |enabled: bool| {
+            format!(
+                r#"{KAFKA}
+[kafka.options]
+"sasl.password" = "${{file:{missing}}}"
+[connectors.hec]
+kind = "splunk_hec"
+enabled = {enabled}
+endpoint = "https://hec:8088"
+token = "${{file:{missing}}}"
+"#
+            )
+        };
+        let problems = load(&text(true)).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["kafka.options.sasl.password", "connectors.hec.token"],
+            "{problems:?}"
+        );
+        assert!(
+            problems[1]
+                .message
+                .starts_with(&format!("file {missing} cannot be read: ")),
+            "{problems:?}"
+        );
+
+        let disabled = text(false).replace(&format!("${{file:{missing}}}\"\n["), "x\"\n[");
+        let s = load(&disabled).unwrap_or_else(|e| panic!("{e}"));
+        let err = s.connectors[0].runnable().unwrap_err().to_string();
+        assert!(
+            err.contains("connectors.hec.token: file /nonexistent/switchyard/secret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_kafka_credential_written_in_the_file_is_a_warning_without_its_value() {
+        let text = format!(
+            r#"{KAFKA}
+[kafka.options]
+"sasl.username" = "router"
+"sasl.password" = "literal-kafka-p4ss"
+"session.timeout.ms" = "6000"
+[dead_letter.options]
+"ssl.key.password" = "literal-key-p4ss"
+[parking.options]
+"sasl.password" = "${{KAFKA_PASSWORD}}"
+"#
+        );
+        let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let paths: Vec<&str> = s.warnings.iter().map(|w| w.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "kafka.options.sasl.password",
+                "dead_letter.options.ssl.key.password"
+            ]
+        );
+        let shown = format!("{:?} {s:?}", s.warnings);
+        assert!(
+            !shown.contains("literal-") && !shown.contains("env-kafka"),
+            "{shown}"
+        );
+    }
+
+    fn hec_with(id: &str, extra: &str) -> String {
+        format!(
+            "[connectors.{id}]\nkind = \"splunk_hec\"\nendpoint = \"https://127.0.0.1:8088\"\ntoken = \"t\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn tls_files_and_proxy_are_read_and_checked_at_load() {
+        let pki = switchyard_testkit::tls::Pki::generate();
+        let (ca, cert, key) = (
+            pki.ca_file().display().to_string(),
+            pki.client_cert_file().display().to_string(),
+            pki.client_key_file().display().to_string(),
+        );
+        let good = format!(
+            "{KAFKA}{}",
+            hec_with(
+                "hec",
+                &format!(
+                    "proxy = \"http://user:proxy-p4ss@127.0.0.1:3128\"\n[connectors.hec.tls]\nca_file = \"{ca}\"\ntrust_system_roots = false\ncert_file = \"{cert}\"\nkey_file = \"{key}\""
+                )
+            )
+        );
+        let s = load(&good).unwrap_or_else(|e| panic!("{e}"));
+        let client = format!("{:?}", s.connectors[0].client);
+        assert!(
+            client.contains("ca: true")
+                && client.contains("system_roots: false")
+                && client.contains("client_certificate: true")
+                && client.contains("Url(http://127.0.0.1:3128)"),
+            "{client}"
+        );
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("PRIVATE KEY") && !debug.contains("proxy-p4ss"),
+            "{debug}"
+        );
+
+        let tables = [
+            hec_with(
+                "missing",
+                "[connectors.missing.tls]\nca_file = \"/nonexistent/ca.pem\"",
+            ),
+            hec_with(
+                "unpaired",
+                &format!("[connectors.unpaired.tls]\ncert_file = \"{cert}\""),
+            ),
+            hec_with(
+                "mismatched",
+                &format!("[connectors.mismatched.tls]\ncert_file = \"{ca}\"\nkey_file = \"{key}\""),
+            ),
+            hec_with(
+                "not-a-ca",
+                &format!("[connectors.not-a-ca.tls]\nca_file = \"{key}\""),
+            ),
+            hec_with(
+                "no-roots",
+                "[connectors.no-roots.tls]\ntrust_system_roots = false",
+            ),
+            hec_with("insecure", "[connectors.insecure.tls]\nverify = false"),
+            hec_with("bad-proxy", "proxy = \"proxy:3128\""),
+            format!(
+                "[connectors.fh]\nkind = \"kinesis_firehose\"\ndelivery_stream = \"s\"\nproxy = \"none\"\n[connectors.fh.tls]\nca_file = \"{ca}\"\ncert_file = \"{cert}\"\nkey_file = \"{key}\"\n"
+            ),
+        ];
+        let problems = load(&format!("{KAFKA}{}", tables.concat())).unwrap_err().0;
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "connectors.missing.tls.ca_file",
+            "connectors.unpaired.tls.cert_file",
+            "connectors.mismatched.tls",
+            "connectors.not-a-ca.tls.ca_file",
+            "connectors.no-roots.tls.trust_system_roots",
+            "connectors.insecure.tls.verify",
+            "connectors.bad-proxy.proxy",
+            "connectors.fh.tls.cert_file",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {problems:?}");
+        }
+        assert_eq!(problems.len(), 8, "{problems:?}");
+        let shown = format!("{problems:?}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+
+        // A disabled connector may name files this environment does not mount.
+        let disabled = format!(
+            "{KAFKA}{}",
+            hec_with(
+                "off",
+                "enabled = false\n[connectors.off.tls]\nca_file = \"/nonexistent/ca.pem\""
+            )
+        );
+        let s = load(&disabled).unwrap_or_else(|e| panic!("{e}"));
+        let err = s.connectors[0].runnable().unwrap_err().to_string();
+        assert!(
+            err.contains("connectors.off.tls.ca_file: cannot read /nonexistent/ca.pem"),
+            "{err}"
         );
     }
 }

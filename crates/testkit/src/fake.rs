@@ -19,6 +19,9 @@ use tokio::sync::{Notify, oneshot};
 pub struct Server {
     pub addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    scheme: &'static str,
+    /// Connections whose TLS handshake failed.
+    refused: std::sync::Arc<AtomicU64>,
 }
 
 impl Server {
@@ -26,6 +29,36 @@ impl Server {
     pub async fn start(app: Router) -> std::io::Result<Server> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
+        Ok(Self::run(listener, app, addr, "http", Default::default()))
+    }
+
+    /// Serves `app` over TLS with `config` (see [`crate::tls::Pki::server_config`]).
+    #[cfg(feature = "tls")]
+    pub async fn start_tls(
+        app: Router,
+        config: std::sync::Arc<crate::tls::TlsServerConfig>,
+    ) -> std::io::Result<Server> {
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = tcp.local_addr()?;
+        let refused = std::sync::Arc::new(AtomicU64::new(0));
+        let listener = crate::tls::TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(config),
+            refused: refused.clone(),
+        };
+        Ok(Self::run(listener, app, addr, "https", refused))
+    }
+
+    fn run<L>(
+        listener: L,
+        app: Router,
+        addr: SocketAddr,
+        scheme: &'static str,
+        refused: std::sync::Arc<AtomicU64>,
+    ) -> Server
+    where
+        L: axum::serve::Listener<Addr = SocketAddr>,
+    {
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -34,14 +67,21 @@ impl Server {
                 })
                 .await;
         });
-        Ok(Server {
+        Server {
             addr,
             stop: Some(stop),
-        })
+            scheme,
+            refused,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// Connections refused during the TLS handshake (always 0 without TLS).
+    pub fn tls_refused(&self) -> u64 {
+        self.refused.load(Relaxed)
     }
 }
 
@@ -58,12 +98,23 @@ pub async fn serve<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     state: S,
 ) -> std::io::Result<Server> {
-    Server::start(
-        router
-            .layer(axum::extract::DefaultBodyLimit::disable())
-            .with_state(state),
-    )
-    .await
+    Server::start(unlimited(router, state)).await
+}
+
+/// As [`serve`], over TLS.
+#[cfg(feature = "tls")]
+pub async fn serve_tls<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    state: S,
+    config: std::sync::Arc<crate::tls::TlsServerConfig>,
+) -> std::io::Result<Server> {
+    Server::start_tls(unlimited(router, state), config).await
+}
+
+fn unlimited<S: Clone + Send + Sync + 'static>(router: Router<S>, state: S) -> Router {
+    router
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(state)
 }
 
 /// A request body decoded by its `Content-Encoding`, or why it could not be.

@@ -62,18 +62,31 @@ impl FakeFirehose {
         access_key: &str,
         retain: bool,
     ) -> std::io::Result<FakeFirehose> {
-        let state = Arc::new(Fh {
-            stream: stream.into(),
-            access_key: access_key.into(),
-            record_failures: Mutex::default(),
-            deny_describe: Default::default(),
-            describes_denied: Default::default(),
-            rec: Recorder::new(retain, Duration::ZERO),
-        });
+        let state = Fh::new(stream, access_key, retain);
         Ok(FakeFirehose {
             server: serve(Router::new().fallback(handle), state.clone()).await?,
             state,
         })
+    }
+
+    /// As [`FakeFirehose::start`], serving HTTPS with `config`.
+    #[cfg(feature = "tls")]
+    pub async fn start_tls(
+        stream: &str,
+        access_key: &str,
+        config: Arc<crate::tls::TlsServerConfig>,
+    ) -> std::io::Result<FakeFirehose> {
+        let state = Fh::new(stream, access_key, true);
+        let router = Router::new().fallback(handle);
+        Ok(FakeFirehose {
+            server: crate::fake::serve_tls(router, state.clone(), config).await?,
+            state,
+        })
+    }
+
+    /// Connections refused during the TLS handshake.
+    pub fn tls_refused(&self) -> u64 {
+        self.server.tls_refused()
     }
 
     pub fn url(&self) -> String {
@@ -159,6 +172,17 @@ fn fail(status: u16, code: &str, message: &str) -> (u16, usize, Response) {
 }
 
 impl Fh {
+    fn new(stream: &str, access_key: &str, retain: bool) -> Arc<Fh> {
+        Arc::new(Fh {
+            stream: stream.into(),
+            access_key: access_key.into(),
+            record_failures: Mutex::default(),
+            deny_describe: Default::default(),
+            describes_denied: Default::default(),
+            rec: Recorder::new(retain, Duration::ZERO),
+        })
+    }
+
     fn call(&self, headers: &HeaderMap, body: &[u8]) -> (u16, usize, Response) {
         let signed = header(headers, "authorization").is_some_and(|a| {
             a.starts_with("AWS4-HMAC-SHA256")

@@ -64,9 +64,17 @@ pub struct Builder {
     indexes: Option<HashSet<String>>,
     retain: bool,
     delay: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<Arc<crate::tls::TlsServerConfig>>,
 }
 
 impl Builder {
+    /// Serves HTTPS with `config` (see [`crate::tls::Pki::server_config`]).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: Arc<crate::tls::TlsServerConfig>) -> Self {
+        self.tls = Some(config);
+        self
+    }
     /// Requests whose body is over `bytes` get 413.
     pub fn max_content_length(mut self, bytes: usize) -> Self {
         self.max_content_length = bytes;
@@ -98,8 +106,16 @@ impl Builder {
             health_requests: Default::default(),
             rec: Recorder::new(self.retain, self.delay),
         });
+        let router = Router::new().fallback(handle);
+        #[cfg(feature = "tls")]
+        if let Some(config) = self.tls {
+            return Ok(FakeHec {
+                server: crate::fake::serve_tls(router, state.clone(), config).await?,
+                state,
+            });
+        }
         Ok(FakeHec {
-            server: serve(Router::new().fallback(handle), state.clone()).await?,
+            server: serve(router, state.clone()).await?,
             state,
         })
     }
@@ -114,6 +130,8 @@ impl FakeHec {
             indexes: None,
             retain: true,
             delay: Duration::ZERO,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -124,6 +142,11 @@ impl FakeHec {
 
     pub fn addr(&self) -> std::net::SocketAddr {
         self.server.addr
+    }
+
+    /// Connections refused during the TLS handshake.
+    pub fn tls_refused(&self) -> u64 {
+        self.server.tls_refused()
     }
 
     fn rec(&self) -> &Recorder {

@@ -10,6 +10,9 @@ pub mod generate;
 pub mod hec;
 pub mod newrelic;
 pub mod probe;
+pub mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use broker::Broker;
 pub use datadog::FakeDatadog;
@@ -17,6 +20,7 @@ pub use firehose::{FakeFirehose, Moto};
 pub use generate::Generator;
 pub use hec::FakeHec;
 pub use newrelic::FakeNewRelic;
+pub use proxy::ConnectProxy;
 
 /// An event parsed from `json` as if read at offset 0 of partition 0 of topic `qoe`.
 /// Panics on bad JSON: for tests only.

@@ -32,13 +32,18 @@ pub enum BuildError {
     MissingKey,
     #[error("api_key: {0}")]
     Header(#[from] switchyard_http::HeaderError),
+    #[error(transparent)]
+    Client(#[from] switchyard_http::ClientError),
 }
 
 impl DatadogLogs {
-    pub fn new(cfg: &DatadogConfig) -> Result<Self, BuildError> {
+    pub fn new(
+        cfg: &DatadogConfig,
+        client: &switchyard_http::ClientOptions,
+    ) -> Result<Self, BuildError> {
         let url = cfg.intake_url().map_err(BuildError::Url)?;
         let key = cfg.api_key.as_ref().ok_or(BuildError::MissingKey)?;
-        let transport = HttpTransport::new(url).secret_header("dd-api-key", "", key)?;
+        let transport = HttpTransport::new(url, client)?.secret_header("dd-api-key", "", key)?;
         Ok(DatadogLogs {
             encoder: LogEncoder::new(cfg),
             compression: cfg.compression,

@@ -11,13 +11,17 @@ pub mod encode;
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::sts::AssumeRoleProvider;
+use aws_sdk_firehose::config::SharedHttpClient;
 use aws_sdk_firehose::config::http::HttpResponse;
 use aws_sdk_firehose::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_firehose::primitives::Blob;
 use aws_sdk_firehose::types::Record;
 use aws_sdk_firehose::{Client, config::Credentials, config::Region};
+use aws_smithy_http_client::proxy::ProxyConfig;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use classify::Answer;
 use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_http::{ClientOptions, Proxy};
 
 pub use config::FirehoseConfig;
 
@@ -36,6 +40,17 @@ impl std::fmt::Debug for KinesisFirehose {
     }
 }
 
+/// Client options the AWS SDK's client cannot follow.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("tls: a client certificate is not supported for kinesis_firehose")]
+    ClientCertificate,
+    #[error("tls: {0}")]
+    Tls(String),
+    #[error("proxy: {0}")]
+    Proxy(String),
+}
+
 /// A PutRecordBatch call, ready to send again on retry.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -46,8 +61,9 @@ pub struct Batch {
 
 impl KinesisFirehose {
     /// Resolves region and credentials (the standard AWS chain unless static keys are set,
-    /// then `role_arn` on top).
-    pub async fn new(cfg: &FirehoseConfig) -> Self {
+    /// then `role_arn` on top). `client`'s CA and proxy apply to Firehose's calls.
+    pub async fn new(cfg: &FirehoseConfig, client: &ClientOptions) -> Result<Self, BuildError> {
+        let http = http_client(client)?;
         // The engine owns retries: its backoff, Retry-After, per-record resends and the
         // collector_observability timings all count attempts. An SDK retry inside one engine
         // attempt would multiply attempts (3 × 10) and hide them, so the SDK makes one.
@@ -78,12 +94,15 @@ impl KinesisFirehose {
                 .await;
             conf = conf.credentials_provider(role);
         }
-        KinesisFirehose {
+        // Only Firehose's own calls: credential providers keep the SDK's client, since
+        // instance metadata (169.254.169.254) is never reached through a proxy.
+        conf = conf.http_client(http);
+        Ok(KinesisFirehose {
             client: Client::from_conf(conf.build()),
             stream: cfg.delivery_stream.clone(),
             delimiter: cfg.record_delimiter.as_bytes().to_vec(),
             packing: cfg.record_packing,
-        }
+        })
     }
 
     /// `DescribeDeliveryStream`: whether the stream exists and these credentials reach it.
@@ -96,6 +115,46 @@ impl KinesisFirehose {
             .map(|_| ())
             .map_err(|e| format!("DescribeDeliveryStream: {}", describe(&e)))
     }
+}
+
+/// The SDK's HTTPS client (rustls, as its default one) with the connector's trusted CAs and
+/// proxy. As for the HTTP connectors, no `proxy` means the standard variables apply.
+fn http_client(options: &ClientOptions) -> Result<SharedHttpClient, BuildError> {
+    if options.tls.has_identity() {
+        return Err(BuildError::ClientCertificate);
+    }
+    let mut trust = TrustStore::default().with_native_roots(options.tls.trusts_system_roots());
+    if let Some(ca) = options.tls.ca_pem() {
+        trust = trust.with_pem_certificate(ca);
+    }
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| BuildError::Tls(e.to_string()))?;
+    let proxy = match &options.proxy {
+        Proxy::FromEnvironment => ProxyConfig::from_env(),
+        Proxy::Direct => ProxyConfig::disabled(),
+        Proxy::Url(url) => {
+            ProxyConfig::all(url.as_str()).map_err(|e| BuildError::Proxy(e.to_string()))?
+        }
+    };
+    let provider = tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc);
+    Ok(
+        aws_smithy_http_client::Builder::new().build_with_connector_fn(
+            move |settings, components| {
+                let mut b = aws_smithy_http_client::Connector::builder();
+                b.set_connector_settings(settings.cloned());
+                // The sleep drives the connect and read timeouts of `settings`.
+                if let Some(components) = components {
+                    b.set_sleep_impl(components.sleep_impl());
+                }
+                b.proxy_config(proxy.clone())
+                    .tls_provider(provider.clone())
+                    .tls_context(context.clone())
+                    .build()
+            },
+        ),
+    )
 }
 
 /// A failed call in a few words: the status and AWS's error code and message. Never the

@@ -32,12 +32,17 @@ pub enum BuildError {
     Config(String),
     #[error("key: {0}")]
     Header(#[from] switchyard_http::HeaderError),
+    #[error(transparent)]
+    Client(#[from] switchyard_http::ClientError),
 }
 
 impl NewRelicEvents {
-    pub fn new(cfg: &NewRelicConfig) -> Result<Self, BuildError> {
+    pub fn new(
+        cfg: &NewRelicConfig,
+        client: &switchyard_http::ClientOptions,
+    ) -> Result<Self, BuildError> {
         let url = cfg.events_url().map_err(BuildError::Config)?;
-        let transport = HttpTransport::new(url);
+        let transport = HttpTransport::new(url, client)?;
         let transport = match (&cfg.license_key, &cfg.insert_key) {
             (Some(k), None) => transport.secret_header("api-key", "", k)?,
             (None, Some(k)) => transport.secret_header("x-insert-key", "", k)?,

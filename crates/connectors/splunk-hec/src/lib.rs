@@ -11,7 +11,7 @@ pub mod encode;
 
 use switchyard_core::compress::{BodyWriter, Compression};
 use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
-use switchyard_http::{HttpBody, HttpResponse, HttpTransport, Url};
+use switchyard_http::{ClientError, ClientOptions, HttpBody, HttpResponse, HttpTransport, Url};
 
 pub use config::HecConfig;
 use encode::Envelope;
@@ -33,13 +33,16 @@ pub enum BuildError {
     MissingToken,
     #[error("token: {0}")]
     Header(#[from] switchyard_http::HeaderError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 impl SplunkHec {
-    pub fn new(cfg: &HecConfig) -> Result<Self, BuildError> {
+    pub fn new(cfg: &HecConfig, client: &ClientOptions) -> Result<Self, BuildError> {
         let url = cfg.event_url().map_err(BuildError::Endpoint)?;
         let token = cfg.token.as_ref().ok_or(BuildError::MissingToken)?;
-        let transport = HttpTransport::new(url).secret_header("authorization", "Splunk ", token)?;
+        let transport =
+            HttpTransport::new(url, client)?.secret_header("authorization", "Splunk ", token)?;
         Ok(SplunkHec {
             envelope: Envelope::new(cfg),
             compression: cfg.compression,
