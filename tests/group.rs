@@ -43,7 +43,10 @@ async fn all_indexed(h: &Harness, ids: &HashSet<String>) -> bool {
 async fn second_member_joins(h: &Harness, settings: &Settings) -> switchyard_kafka::Status {
     let first = Pipeline::start(settings).await.unwrap();
     let mut ids = batch(h, "before", 600);
-    assert!(all_indexed(h, &ids).await, "the first member delivers alone");
+    assert!(
+        all_indexed(h, &ids).await,
+        "the first member delivers alone"
+    );
     tokio::task::block_in_place(|| {
         assert!(first.wait_for_source(PATIENCE, |s| s.assigned == PARTITIONS as usize))
     });
@@ -61,7 +64,10 @@ async fn second_member_joins(h: &Harness, settings: &Settings) -> switchyard_kaf
         assert!(second.wait_for_source(PATIENCE, |s| s.assigned > 0));
     });
     ids.extend(batch(h, "after", 600));
-    assert!(all_indexed(h, &ids).await, "nothing is lost to the rebalance");
+    assert!(
+        all_indexed(h, &ids).await,
+        "nothing is lost to the rebalance"
+    );
     let status = first.source_status();
     let second_status = second.source_status();
     assert_eq!(

@@ -1117,13 +1117,19 @@ token = "${SPLUNK_HEC_TOKEN}"
     #[test]
     fn group_instance_id_is_optional_and_maps_to_static_membership() {
         assert_eq!(load(BASE).unwrap().kafka.group_instance_id, None);
-        let with = BASE.replace("group_id = \"g\"", "group_id = \"g\"\ngroup_instance_id = 7");
+        let with = BASE.replace(
+            "group_id = \"g\"",
+            "group_id = \"g\"\ngroup_instance_id = 7",
+        );
         assert_eq!(
             load(&with).unwrap().kafka.group_instance_id.as_deref(),
             Some("7"),
             "a pod name that looks like a number is still a name"
         );
-        let empty = BASE.replace("group_id = \"g\"", "group_id = \"g\"\ngroup_instance_id = \" \"");
+        let empty = BASE.replace(
+            "group_id = \"g\"",
+            "group_id = \"g\"\ngroup_instance_id = \" \"",
+        );
         let keys: Vec<String> = load(&empty)
             .unwrap_err()
             .0
