@@ -66,6 +66,11 @@ pub struct Status {
     pub assigned: usize,
     /// Rebalances seen (assignments and revocations).
     pub rebalances: u64,
+    /// Partitions taken away from this member, summed over every revocation. Under the
+    /// cooperative protocol only those that change owner; under the eager one, all of them.
+    pub partitions_revoked: u64,
+    /// Partitions given to this member, summed over every assignment.
+    pub partitions_assigned: u64,
     /// Last committed offset per (topic, partition).
     pub committed: HashMap<(String, i32), i64>,
     /// Revocations whose deliveries all finished within `revoke_drain_timeout`.
@@ -241,9 +246,11 @@ impl ConsumerContext for Context {
             }
             assigned.len()
         };
+        let revoked = tpl.count() as u64;
         self.shared.update_status(|s| {
             s.assigned = owned;
             s.rebalances += 1;
+            s.partitions_revoked += revoked;
             s.at_end.clear();
             if drained {
                 s.revokes_drained += 1;
@@ -254,9 +261,10 @@ impl ConsumerContext for Context {
         tracing::info!(partitions = tpl.count(), drained, "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                let mut added = TopicPartitionList::new();
                 let owned = {
                     let mut assigned = self.shared.assigned();
                     let mut acker = self.shared.acker.lock();
@@ -264,13 +272,17 @@ impl ConsumerContext for Context {
                         if assigned.id(e.topic(), e.partition()).is_none() {
                             let id = assigned.add(e.topic(), e.partition());
                             acker.assign(id);
+                            added.add_partition(e.topic(), e.partition());
                         }
                     }
                     assigned.len()
                 };
+                resume_fresh(consumer, &added);
+                let count = added.count() as u64;
                 self.shared.update_status(|s| {
                     s.assigned = owned;
                     s.rebalances += 1;
+                    s.partitions_assigned += count;
                     s.at_end.clear();
                 });
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
@@ -284,5 +296,20 @@ impl ConsumerContext for Context {
         if let Err(e) = result {
             tracing::debug!(error = %e, "commit callback reported an error");
         }
+    }
+}
+
+/// Unpauses partitions that have just become this member's. librdkafka keeps a partition's
+/// pause across its revocation and a later re-assignment, while the source forgot it at the
+/// revocation (a fresh assignment gets a fresh [`PartitionId`], never paused): without this
+/// a partition paused under back-pressure and then moved away and back would stay paused
+/// for good. Partitions the cooperative protocol lets this member keep are not in the list
+/// and keep their pause and their id.
+fn resume_fresh(consumer: &BaseConsumer<Context>, added: &TopicPartitionList) {
+    if added.count() == 0 {
+        return;
+    }
+    if let Err(e) = consumer.resume(added) {
+        tracing::warn!(error = %e, partitions = added.count(), "could not clear the pause of newly assigned partitions");
     }
 }

@@ -21,6 +21,10 @@ pub struct SourceConfig {
     pub brokers: String,
     pub topics: Vec<String>,
     pub group_id: String,
+    /// Static membership (KIP-345): a member that restarts under the same id within
+    /// `session.timeout.ms` gets its partitions back at once, without a rebalance. Unique per
+    /// member of a group (in Kubernetes, the pod name).
+    pub group_instance_id: Option<String>,
     /// Raw librdkafka properties; they override switchyard's defaults.
     pub options: crate::KafkaOptions,
     pub commit_interval: Duration,
@@ -47,7 +51,7 @@ pub enum SourceError {
 }
 
 /// librdkafka settings switchyard chooses unless `[kafka.options]` says otherwise.
-fn defaults() -> [(&'static str, &'static str); 8] {
+fn defaults() -> [(&'static str, &'static str); 11] {
     [
         // Offsets are stored and committed by the watermark, never automatically.
         ("enable.auto.commit", "false"),
@@ -64,6 +68,17 @@ fn defaults() -> [(&'static str, &'static str); 8] {
         ("enable.partition.eof", "false"),
         // Consumer lag per partition for the metrics.
         ("statistics.interval.ms", "10000"),
+        // A member joining or leaving moves only the partitions that change owner; the
+        // others keep flowing instead of all being revoked and re-fetched (KIP-429). Every
+        // member of a group must use it, so a rolling upgrade from the eager default needs
+        // one step with both strategies listed (docs/kafka-group.md).
+        ("partition.assignment.strategy", "cooperative-sticky"),
+        // Long enough that a static member's container restart (a crash, OOM kill or failed
+        // liveness probe; kubelet's first back-off is 10 s) comes back before the group gives
+        // its partitions away; short enough that a member that never comes back stalls its
+        // partitions for under a minute. A graceful stop leaves the group at once instead.
+        ("session.timeout.ms", "45000"),
+        ("heartbeat.interval.ms", "3000"),
     ]
 }
 
@@ -90,9 +105,14 @@ pub struct SourceExit {
 impl Source {
     /// Joins the group and starts consuming into `dispatcher`.
     pub fn start(cfg: SourceConfig, dispatcher: Dispatcher) -> Result<Source, SourceError> {
+        let member = cfg
+            .group_instance_id
+            .as_deref()
+            .map(|id| ("group.instance.id", id));
         let ours = defaults()
             .into_iter()
-            .chain([("group.id", cfg.group_id.as_str())]);
+            .chain([("group.id", cfg.group_id.as_str())])
+            .chain(member);
         let client = client_config(&cfg.brokers, ours, &[&cfg.options]);
         let shared = Arc::new(Shared {
             acker: dispatcher.acker().clone(),

@@ -563,6 +563,11 @@ struct KafkaSection {
     topics: Vec<String>,
     #[serde(default)]
     group_id: String,
+    /// librdkafka `group.instance.id` (static membership). In Kubernetes, the pod name through
+    /// `SWITCHYARD__KAFKA__GROUP_INSTANCE_ID`; a `Scalar` because an override that looks like a
+    /// number arrives as one.
+    #[serde(default)]
+    group_instance_id: Option<Scalar>,
     /// Raw librdkafka properties, passed through.
     #[serde(default)]
     options: BTreeMap<String, Scalar>,
@@ -627,6 +632,14 @@ impl KafkaSection {
         if self.group_id.trim().is_empty() {
             problems.push(problem("kafka.group_id", "is missing"));
         }
+        if let Some(Scalar::S(id)) = &self.group_instance_id
+            && id.trim().is_empty()
+        {
+            problems.push(problem(
+                "kafka.group_instance_id",
+                "is empty (leave it out for dynamic membership)",
+            ));
+        }
         for (key, v) in [
             ("kafka.commit_interval_ms", self.commit_interval_ms as usize),
             (
@@ -646,6 +659,7 @@ impl KafkaSection {
             brokers: self.brokers,
             topics: self.topics,
             group_id: self.group_id,
+            group_instance_id: self.group_instance_id.map(Scalar::into_string),
             options: self
                 .options
                 .into_iter()
@@ -1318,6 +1332,31 @@ kind = "splunk_hec"
 endpoint = "https://hec:8088"
 token = "${SPLUNK_HEC_TOKEN}"
 "#;
+
+    #[test]
+    fn group_instance_id_is_optional_and_maps_to_static_membership() {
+        assert_eq!(load(BASE).unwrap().kafka.group_instance_id, None);
+        let with = BASE.replace(
+            "group_id = \"g\"",
+            "group_id = \"g\"\ngroup_instance_id = 7",
+        );
+        assert_eq!(
+            load(&with).unwrap().kafka.group_instance_id.as_deref(),
+            Some("7"),
+            "a pod name that looks like a number is still a name"
+        );
+        let empty = BASE.replace(
+            "group_id = \"g\"",
+            "group_id = \"g\"\ngroup_instance_id = \" \"",
+        );
+        let keys: Vec<String> = load(&empty)
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert_eq!(keys, ["kafka.group_instance_id"]);
+    }
 
     #[test]
     fn isolation_is_on_by_default_with_a_parking_topic_named_after_the_group() {

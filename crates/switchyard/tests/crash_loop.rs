@@ -1,7 +1,8 @@
 //! The crash loop: the real binary is SIGKILLed at random moments K times while the fake
 //! destinations randomly fail, and restarted each time. At the end every event must have
-//! reached every destination of its connector_list at least once; the duplicate rate (which
-//! only the uncommitted tails at the kills can cause) is reported.
+//! reached every destination of its connector_list at least once, and every duplicate must be
+//! an event that had been delivered past the group's committed offset at a kill (read from the
+//! broker while the router is frozen just before it is killed).
 //!
 //! `make test` runs it small; `make soak` sets SWITCHYARD_SOAK_EVENTS and
 //! SWITCHYARD_SOAK_KILLS higher.
@@ -21,6 +22,7 @@ const DD_KEY: &str = "crash-loop-dd-key";
 const HEC: &str = "dz-connector-splunk";
 const DD: &str = "dz-connector-datadog";
 const PATIENCE: Duration = Duration::from_secs(300);
+const COMMIT_INTERVAL_MS: u64 = 200;
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -33,15 +35,16 @@ fn env_or(name: &str, default: u64) -> u64 {
 struct Router(Child);
 
 impl Router {
-    fn start(config: &std::path::Path) -> Router {
-        let child = Command::new(BIN)
-            .args(["run", "--config", config.to_str().unwrap()])
+    fn start(config: &std::path::Path, instance: Option<&str>) -> Router {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["run", "--config", config.to_str().unwrap()])
             .env("SWITCHYARD_LOG", "error")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Router(child)
+            .stderr(Stdio::null());
+        if let Some(id) = instance {
+            cmd.env("SWITCHYARD__KAFKA__GROUP_INSTANCE_ID", id);
+        }
+        Router(cmd.spawn().unwrap())
     }
 }
 
@@ -63,13 +66,109 @@ fn counts(items: Vec<serde_json::Value>, path: &str) -> HashMap<String, usize> {
     m
 }
 
+/// Where each event of a connector sits in the topic, by event id.
+type Placed = HashMap<String, (i32, i64)>;
+
+/// The group's committed offsets, read with a client that does not join the group.
+fn committed_offsets(broker: &Broker, group: &str, partitions: i32) -> HashMap<i32, i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition("qoe", p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let out = committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect();
+    // Dropped before the consumer: a live list would make the consumer's drop hang.
+    drop(committed);
+    out
+}
+
+/// Freezes the router (SIGSTOP) so that nothing more is delivered or committed while the
+/// test reads what it delivered and what it committed, then waits for requests it had
+/// already sent to be taken in by the fakes.
+async fn freeze(router: &Router, hec: &FakeHec, dd: &FakeDatadog) {
+    // SAFETY: kill(2) on a child this test started and has not yet reaped.
+    assert_eq!(
+        unsafe { libc::kill(router.0.id() as i32, libc::SIGSTOP) },
+        0
+    );
+    let mut seen = (hec.received_count(), dd.received_count());
+    loop {
+        let _ = hec
+            .wait_for_received(seen.0 + 1, Duration::from_millis(300))
+            .await;
+        let now = (hec.received_count(), dd.received_count());
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// At one kill: the events each fake had received whose offsets the group had not yet
+/// committed. These, and only these, the next run may deliver again.
+struct Tail {
+    hec: HashSet<String>,
+    dd: HashSet<String>,
+}
+
+impl Tail {
+    fn len(&self) -> usize {
+        self.hec.len() + self.dd.len()
+    }
+}
+
+fn uncommitted(
+    got: &HashMap<String, usize>,
+    placed: &Placed,
+    committed: &HashMap<i32, i64>,
+) -> HashSet<String> {
+    got.keys()
+        .filter(|id| {
+            placed
+                .get(*id)
+                .is_some_and(|(p, o)| *o >= committed.get(p).copied().unwrap_or(0))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Copies of an event beyond the first that no kill explains: more than one plus the
+/// number of tails it was in.
+fn unexplained(
+    got: &HashMap<String, usize>,
+    tails: &[&HashSet<String>],
+) -> Vec<(String, usize, usize)> {
+    got.iter()
+        .filter_map(|(id, n)| {
+            let allowed = 1 + tails.iter().filter(|t| t.contains(id)).count();
+            (*n > allowed).then(|| (id.clone(), *n, allowed))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_restarts_lose_nothing() {
     let n = env_or("SWITCHYARD_SOAK_EVENTS", 2000);
     let kills = env_or("SWITCHYARD_SOAK_KILLS", 3);
     // The mock keeps 5 MiB per partition: about 1,400 sample-size events.
     let partitions = (n / 1000 + 2) as i32;
-    let broker = Broker::mock().unwrap();
+    let broker = Broker::from_env().unwrap();
     broker.create_topic("qoe", partitions).unwrap();
     let hec = FakeHec::builder(TOKEN).start().await.unwrap();
     let dd = FakeDatadog::start(DD_KEY).await.unwrap();
@@ -78,20 +177,22 @@ async fn kill_nine_restarts_lose_nothing() {
 
     let lists = [HEC, DD, "dz-connector-splunk,dz-connector-datadog"];
     let mut g = Generator::new("crash", 11).connector_lists(&lists);
-    let mut want_hec = HashSet::new();
-    let mut want_dd = HashSet::new();
+    let mut want_hec = Placed::new();
+    let mut want_dd = Placed::new();
     let mut records = Vec::new();
     for i in 0..n {
         let (id, bytes) = g.next_event();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let list = v["connector_list"].as_str().unwrap();
+        // A fresh topic written in order, round robin: the offset follows from the index.
+        let place = ((i as i32) % partitions, (i / partitions as u64) as i64);
         if list.contains(HEC) {
-            want_hec.insert(id.clone());
+            want_hec.insert(id.clone(), place);
         }
         if list.contains(DD) {
-            want_dd.insert(id);
+            want_dd.insert(id, place);
         }
-        records.push(((i as i32) % partitions, bytes));
+        records.push((place.0, bytes));
     }
     broker.produce("qoe", records);
 
@@ -103,7 +204,7 @@ async fn kill_nine_restarts_lose_nothing() {
 brokers = "{brokers}"
 topics = ["qoe"]
 group_id = "crash-loop"
-commit_interval_ms = 200
+commit_interval_ms = {COMMIT_INTERVAL_MS}
 [kafka.options]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
@@ -136,30 +237,50 @@ max_backoff_ms = 200
         ),
     );
     let config = std::path::Path::new(file.path());
+    // With SWITCHYARD_TEST_KAFKA=tansu, the restarts are static members' (the mock cluster
+    // ignores group.instance.id): compare the restart times.
+    let instance = std::env::var("SWITCHYARD_CRASH_INSTANCE_ID").ok();
 
+    let mut tails = Vec::new();
+    let mut resumes = Vec::new();
     for kill in 0..kills {
-        let mut router = Router::start(config);
-        // A random moment, measured in deliveries rather than time.
-        let step = fastrand::u64(40..(n / (kills + 1)).max(41));
-        let target = hec.received_count() + step;
+        let before = hec.received_count();
+        let restarted = tokio::time::Instant::now();
+        let router = Router::start(config, instance.as_deref());
         assert!(
-            hec.wait_for_received(target, PATIENCE).await,
+            hec.wait_for_received(before + 1, PATIENCE).await,
             "router {kill} made no progress"
         );
-        router.0.kill().unwrap(); // SIGKILL: no flush, no commit
-        router.0.wait().unwrap();
+        resumes.push(restarted.elapsed());
+        // A random moment, measured in deliveries rather than time.
+        let step = fastrand::u64(40..(n / (kills + 1)).max(41));
+        assert!(
+            hec.wait_for_received(before + step, PATIENCE).await,
+            "router {kill} stalled"
+        );
+        freeze(&router, &hec, &dd).await;
+        let committed = committed_offsets(&broker, "crash-loop", partitions);
+        let (h, d) = (
+            counts(hec.received(), "/event/event_id"),
+            counts(dd.received(), "/event_id"),
+        );
+        tails.push(Tail {
+            hec: uncommitted(&h, &want_hec, &committed),
+            dd: uncommitted(&d, &want_dd, &committed),
+        });
+        drop(router); // SIGKILL: no flush, no commit
     }
 
     // The last run goes to the end, then stops gracefully.
-    let mut router = Router::start(config);
+    let mut router = Router::start(config, instance.as_deref());
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (h, d) = (
             counts(hec.received(), "/event/event_id"),
             counts(dd.received(), "/event_id"),
         );
-        if want_hec.iter().all(|id| h.contains_key(id))
-            && want_dd.iter().all(|id| d.contains_key(id))
+        if want_hec.keys().all(|id| h.contains_key(id))
+            && want_dd.keys().all(|id| d.contains_key(id))
         {
             break;
         }
@@ -196,13 +317,33 @@ max_backoff_ms = 200
     let delivered: usize = h.values().sum::<usize>() + d.values().sum::<usize>();
     let wanted = want_hec.len() + want_dd.len();
     let duplicates = delivered - wanted;
+    let tail_sum: usize = tails.iter().map(Tail::len).sum();
+    let secs = |d: &Duration| format!("{:.1}", d.as_secs_f64());
     eprintln!(
-        "crash loop: {n} events, {kills} SIGKILLs, 10% random 503s: {wanted} deliveries wanted, {delivered} made, duplicate rate {:.2}%",
-        100.0 * duplicates as f64 / wanted as f64
+        "crash loop: {n} events, {kills} SIGKILLs, 10% random 503s, commit every {COMMIT_INTERVAL_MS} ms: {wanted} deliveries wanted, {delivered} made, duplicate rate {:.2}%; duplicates per kill {:.0}; delivered but uncommitted at each kill {:?} (sum {tail_sum}); restart to resumed delivery (s) {:?}",
+        100.0 * duplicates as f64 / wanted as f64,
+        duplicates as f64 / kills.max(1) as f64,
+        tails.iter().map(Tail::len).collect::<Vec<_>>(),
+        resumes.iter().map(secs).collect::<Vec<_>>(),
     );
     assert!(
-        h.keys().all(|id| want_hec.contains(id)) && d.keys().all(|id| want_dd.contains(id)),
+        h.keys().all(|id| want_hec.contains_key(id)) && d.keys().all(|id| want_dd.contains_key(id)),
         "nothing sent where it was not routed"
+    );
+    // At-least-once costs only what was delivered past the commit point at a kill: every
+    // copy beyond the first is one such tail delivered again.
+    let hec_tails: Vec<&HashSet<String>> = tails.iter().map(|t| &t.hec).collect();
+    let dd_tails: Vec<&HashSet<String>> = tails.iter().map(|t| &t.dd).collect();
+    let (bad_hec, bad_dd) = (unexplained(&h, &hec_tails), unexplained(&d, &dd_tails));
+    assert!(
+        bad_hec.is_empty() && bad_dd.is_empty(),
+        "copies no kill explains (id, copies, allowed): Splunk {:?}, Datadog {:?}",
+        &bad_hec[..bad_hec.len().min(5)],
+        &bad_dd[..bad_dd.len().min(5)]
+    );
+    assert!(
+        duplicates <= tail_sum,
+        "{duplicates} duplicates, tails {tail_sum}"
     );
 }
 
@@ -270,7 +411,7 @@ max_linger_ms = 20
         ),
     );
     let config = std::path::Path::new(file.path());
-    let router = Router::start(config);
+    let router = Router::start(config, None);
 
     // Producers keep writing while Splunk is down: 8,000 events, every one for both.
     let bootstrap = broker.bootstrap_servers().to_string();
@@ -400,7 +541,7 @@ max_backoff_ms = 200
     );
     let config = std::path::Path::new(file.path());
     let kill_when = async |what: &str, done: &dyn Fn() -> bool| {
-        let mut router = Router::start(config);
+        let mut router = Router::start(config, None);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while !done() {
             assert!(
@@ -426,7 +567,7 @@ max_backoff_ms = 200
     kill_when("draining", &|| hec.received_count() >= third / 2).await;
 
     // The last run goes to the end, then stops gracefully.
-    let mut router = Router::start(config);
+    let mut router = Router::start(config, None);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (h, d) = (
@@ -520,7 +661,7 @@ max_linger_ms = 20
             dd = dd.url()
         ),
     );
-    let router = Router::start(std::path::Path::new(file.path()));
+    let router = Router::start(std::path::Path::new(file.path()), None);
     let mut g =
         Generator::new("dmem", 5).connector_lists(&["dz-connector-splunk,dz-connector-datadog"]);
     let records: Vec<(i32, Vec<u8>)> = (0..8000)
