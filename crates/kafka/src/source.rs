@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use switchyard_core::{Dispatcher, Envelope, Origin, PartitionId};
+use switchyard_core::{Dispatcher, Envelope, OffsetTracker, Origin, PartitionId};
 use tokio::task::JoinHandle as TaskHandle;
 
 /// `[kafka]` settings the source needs.
@@ -28,6 +28,8 @@ pub struct SourceConfig {
     pub max_inflight_per_partition: usize,
     /// Pause every partition that delivers more once this many offsets are unfinished.
     pub max_inflight_events: usize,
+    /// The same, once the payloads of the unfinished offsets add up to this many bytes.
+    pub max_inflight_bytes: usize,
     pub revoke_drain_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Only records carrying this header (name, value) are dispatched; the others finish at
@@ -310,10 +312,11 @@ impl Worker {
         }
         let raw = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
         dispatcher.accept(raw, envelope(msg), origin);
+        // Checked after the record is let in, so one record over the byte bound on its own
+        // still goes through (alone) rather than stalling its partition for good.
         let over = {
             let t = self.shared.acker.lock();
-            t.unfinished(id) >= self.cfg.max_inflight_per_partition
-                || t.total_unfinished() >= self.cfg.max_inflight_events
+            t.unfinished(id) >= self.cfg.max_inflight_per_partition || self.over_total(&t)
         };
         (over && !self.paused.contains(&id)).then_some((id, topic, partition))
     }
@@ -323,7 +326,6 @@ impl Worker {
     /// [`OVERLOAD_WAIT`]. If they do not, the router counts as overloaded until its backlog
     /// halves, and partitions pause as their records arrive.
     fn ride_out_overload(&mut self, id: PartitionId) -> bool {
-        let limit = self.cfg.max_inflight_events;
         if self.overloaded
             || self.shared.acker.lock().unfinished(id) >= self.cfg.max_inflight_per_partition
         {
@@ -332,12 +334,25 @@ impl Worker {
         if self
             .shared
             .acker
-            .wait_until(OVERLOAD_WAIT, |t| t.total_unfinished() < limit)
+            .wait_until(OVERLOAD_WAIT, |t| !self.over_total(t))
         {
             return true;
         }
         self.overloaded = true;
         false
+    }
+
+    /// Over the router-wide bound, in events or in bytes.
+    fn over_total(&self, t: &OffsetTracker) -> bool {
+        t.total_unfinished() >= self.cfg.max_inflight_events
+            || t.unfinished_bytes() >= self.cfg.max_inflight_bytes
+    }
+
+    /// Back to half the router-wide bound, in events and in bytes: paused partitions may
+    /// resume.
+    fn total_halved(&self, t: &OffsetTracker) -> bool {
+        t.total_unfinished() <= self.cfg.max_inflight_events / 2
+            && t.unfinished_bytes() <= self.cfg.max_inflight_bytes / 2
     }
 
     fn pause(&mut self, id: PartitionId, topic: &str, partition: i32) {
@@ -353,9 +368,7 @@ impl Worker {
 
     /// Resumes paused partitions once their backlog has halved.
     fn resume_drained(&mut self) {
-        if self.overloaded
-            && self.shared.acker.lock().total_unfinished() <= self.cfg.max_inflight_events / 2
-        {
+        if self.overloaded && self.total_halved(&self.shared.acker.lock()) {
             self.overloaded = false;
         }
         if self.paused.is_empty() {
@@ -363,7 +376,7 @@ impl Worker {
         }
         let ready: Vec<PartitionId> = {
             let t = self.shared.acker.lock();
-            let total_ok = t.total_unfinished() <= self.cfg.max_inflight_events / 2;
+            let total_ok = self.total_halved(&t);
             self.paused
                 .iter()
                 .filter(|p| {
