@@ -16,5 +16,5 @@ mod source;
 pub use context::Status;
 pub use letters::{LetterProducer, Purpose};
 pub use rdkafka::error::KafkaError;
-pub use source::{Source, SourceConfig, SourceError, SourceExit, StatusHandle};
+pub use source::{Source, SourceConfig, SourceError, SourceExit, StatusHandle, shutdown_reserve};
 pub use switchyard_core::{Acker, Dispatcher};

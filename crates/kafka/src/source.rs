@@ -106,6 +106,7 @@ impl Source {
             status_changed: Condvar::new(),
             revoke_drain_timeout: cfg.revoke_drain_timeout,
             crashed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         });
         let consumer: BaseConsumer<Context> = client.create_with_context(Context {
             shared: shared.clone(),
@@ -133,8 +134,10 @@ impl Source {
         })
     }
 
-    /// Graceful stop: no more fetching, open batches flushed, in-flight deliveries awaited up
-    /// to `shutdown_timeout`, finished offsets committed, group left.
+    /// Graceful stop within `shutdown_timeout` in all: no more fetching, open batches
+    /// flushed, finished offsets committed at once, in-flight deliveries awaited (and
+    /// committed as they finish) until [`shutdown_reserve`] before the end, a final commit,
+    /// group left. Events still unfinished then are redelivered to the next owner.
     pub fn stop(mut self) -> SourceExit {
         self.state.store(STOP, Ordering::SeqCst);
         self.join()
@@ -420,24 +423,55 @@ impl Worker {
     }
 
     fn shutdown(mut self) -> SourceExit {
+        let deadline = Instant::now() + self.cfg.shutdown_timeout
+            - shutdown_reserve(self.cfg.shutdown_timeout);
         tracing::info!("stopping: no more fetching; flushing batches and waiting for deliveries");
+        // The wait below is this shutdown's wait: leaving the group must not wait again.
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let engines = self
             .dispatcher
             .take()
             .map(Dispatcher::close)
             .unwrap_or_default();
-        let drained = self
-            .shared
-            .acker
-            .wait_until(self.cfg.shutdown_timeout, |t| t.total_unfinished() == 0);
+        // Finished work first: if the pod is killed during the wait, it is not redelivered.
+        self.commit();
+        let drained = self.wait_committing(deadline);
         if !drained {
             tracing::warn!(timeout = ?self.cfg.shutdown_timeout, "deliveries still in flight at the shutdown timeout; their events will be redelivered");
         }
         self.commit();
-        // Leaving the group here runs the revoke callback, which has nothing left to wait for.
+        // Leaving the group runs the revoke callback, and the revocation cancels what the
+        // engines still retry.
         self.consumer.unsubscribe();
         SourceExit { engines, drained }
     }
+
+    /// Waits until every dispatched event is finished or `deadline` passes, committing every
+    /// `commit_interval` meanwhile; returns whether all finished.
+    fn wait_committing(&self, deadline: Instant) -> bool {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let step = left.min(self.cfg.commit_interval);
+            if self
+                .shared
+                .acker
+                .wait_until(step, |t| t.total_unfinished() == 0)
+            {
+                return true;
+            }
+            if step == left {
+                return false;
+            }
+            self.commit();
+        }
+    }
+}
+
+/// The part of `shutdown_timeout` kept, after the wait for deliveries, for the final commit,
+/// leaving the group, the engines cancelling what they still hold and the process exiting:
+/// a third of it, at most 5 s (25 s of waiting at the default 30).
+pub fn shutdown_reserve(shutdown_timeout: Duration) -> Duration {
+    (shutdown_timeout / 3).min(Duration::from_secs(5))
 }
 
 /// The record's key and headers, copied (librdkafka's buffers do not outlive the poll); None
