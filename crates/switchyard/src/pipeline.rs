@@ -45,6 +45,8 @@ pub struct Monitor {
     connectors: Vec<(Arc<str>, Arc<ConnectorStats>)>,
     isolated: Vec<Isolated>,
     status: StatusHandle,
+    /// The main flow's offsets: what is unfinished, in events and payload bytes.
+    acker: Arc<Acker>,
 }
 
 /// A connector's isolation state and its drain's counters.
@@ -109,6 +111,13 @@ impl Monitor {
 
     pub fn source_status(&self) -> Status {
         self.status.status()
+    }
+
+    /// Unfinished offsets of the main flow and their payload bytes: what
+    /// `max_inflight_events` and `max_inflight_bytes` bound.
+    pub fn unfinished(&self) -> (usize, usize) {
+        let t = self.acker.lock();
+        (t.total_unfinished(), t.unfinished_bytes())
     }
 
     /// Ready when the consumer has joined its group and every enabled connector passed its
@@ -227,6 +236,7 @@ impl Pipeline {
                 connectors,
                 isolated,
                 status: main.source.status_handle(),
+                acker: main.acker.clone(),
             },
             main,
             drains,

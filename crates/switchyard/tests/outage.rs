@@ -255,12 +255,15 @@ fn peak_rss_mib(pid: u32) -> f64 {
     peak_rss_bytes(pid).map_or(0.0, |b| b as f64 / (1 << 20) as f64)
 }
 
-/// A sample event padded to about `size` bytes.
+/// A sample event padded to `size` bytes.
 fn large_event(g: &mut Generator, size: usize) -> Vec<u8> {
     let mut v: serde_json::Value = serde_json::from_slice(&g.next_event().1).unwrap();
     let have = serde_json::to_vec(&v).unwrap().len();
-    v["padding"] = serde_json::Value::String("p".repeat(size.saturating_sub(have + 14)));
-    serde_json::to_vec(&v).unwrap()
+    // `,"padding":""` is 13 bytes.
+    v["padding"] = serde_json::Value::String("p".repeat(size - have - 13));
+    let bytes = serde_json::to_vec(&v).unwrap();
+    assert_eq!(bytes.len(), size);
+    bytes
 }
 
 const EVENT_BYTES: usize = 256 << 10;
@@ -375,6 +378,13 @@ max_linger_ms = 20
     assert!(
         rss > 0.0 && rss < LARGE_EVENTS_BOUND_MIB,
         "peak RSS {rss} MiB"
+    );
+    let (_, text) = http_get(&admin, "/metrics").await;
+    let unfinished = metric(&text, "switchyard_unfinished_bytes").unwrap_or(0.0);
+    assert_eq!(
+        unfinished,
+        consumed * EVENT_BYTES as f64,
+        "every event read is held for Splunk, and counted"
     );
     drop(router);
 }
