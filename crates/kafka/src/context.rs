@@ -258,9 +258,16 @@ impl ConsumerContext for Context {
         tracing::info!(partitions = tpl.count(), drained, "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // librdkafka keeps a partition paused across revoke and assign, while the
+                // source forgets pauses of revoked partitions: a partition paused for
+                // backpressure before a rebalance would never be read again. A fresh
+                // assignment has nothing in flight, so it starts unpaused.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(error = %e, "could not resume newly assigned partitions");
+                }
                 let owned = {
                     let mut assigned = self.shared.assigned();
                     let mut acker = self.shared.acker.lock();

@@ -388,3 +388,109 @@ max_linger_ms = 20
     );
     drop(router);
 }
+
+/// A counter or gauge of the router at `admin`, 0 when absent.
+async fn read_metric(admin: &str, name: &str) -> f64 {
+    let (_, text) = http_get(admin, "/metrics").await;
+    metric(&text, name).unwrap_or(0.0)
+}
+
+fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebalance_during_an_outage_cancels_the_revoked_work_instead_of_letting_in_more() {
+    let partitions = 4;
+    let broker = Broker::mock().unwrap();
+    broker.create_topic("qoe", partitions).unwrap();
+    let hec = FakeHec::builder(TOKEN)
+        .counting_only()
+        .start()
+        .await
+        .unwrap();
+    hec.fail_randomly(1000); // Splunk is down for the whole test; on_exhausted = block holds
+    let mut g = Generator::new("rebalance", 21).connector_lists(&[HEC]);
+    let records: Vec<(i32, Vec<u8>)> = (0..partitions * 300)
+        .map(|i| (i % partitions, g.next_event().1))
+        .collect();
+    broker.produce("qoe", records);
+    let config = |admin: &str| {
+        format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+topics = ["qoe"]
+group_id = "rebalance-outage"
+max_inflight_per_partition = 50
+max_inflight_events = 100
+revoke_drain_timeout_secs = 1
+[kafka.options]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[parking]
+enabled = false
+[admin]
+bind = "{admin}"
+[connectors.{HEC}]
+kind = "splunk_hec"
+endpoint = "{hec}"
+token = "{TOKEN}"
+[connectors.{HEC}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 100
+"#,
+            brokers = broker.bootstrap_servers(),
+            hec = hec.url(),
+        )
+    };
+    let (admin_a, admin_b) = (free_addr(), free_addr());
+    let file_a = TempFile::new("rebalance-a", &config(&admin_a));
+    let file_b = TempFile::new("rebalance-b", &config(&admin_b));
+    let routed = format!("switchyard_events_routed_total{{connector=\"{HEC}\"}}");
+    let cancelled = format!("switchyard_events_cancelled_total{{connector=\"{HEC}\"}}");
+
+    let a = Router::start(file_a.path());
+    let deadline = Instant::now() + PATIENCE;
+    while std::net::TcpStream::connect(&admin_a).is_err()
+        || read_metric(&admin_a, "switchyard_paused_partitions").await < 1.0
+    {
+        assert!(Instant::now() < deadline, "the first router never paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A second member joins: the first one's partitions are revoked mid-retry (the eager
+    // protocol revokes all, then hands half back under new ids). Whatever its Splunk worker
+    // still held of them must be dropped, so that all it holds is what its bounds count:
+    // every event routed to Splunk is then either unfinished or cancelled. Before, the
+    // revoked events stayed in the retries, uncounted, and new ones came in beside them.
+    let b = Router::start(file_b.path());
+    let deadline = Instant::now() + PATIENCE;
+    let (held, unfinished, dropped) = loop {
+        let (_, text) = http_get(&admin_a, "/metrics").await;
+        let get = |name: &str| metric(&text, name).unwrap_or(0.0);
+        let (r, c) = (get(&routed), get(&cancelled));
+        let unfinished = get("switchyard_unfinished_events");
+        // After the revocation, and once it has read both partitions it got back up to
+        // their bound (50 each): partitions paused before the rebalance start unpaused.
+        if c > 0.0 && unfinished >= 100.0 && r - c == unfinished {
+            break (r - c, unfinished, c);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router A: {r} routed to Splunk, {c} cancelled, {unfinished} unfinished"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "rebalance with Splunk down: router A dropped {dropped} revoked events, holds {held} ({unfinished} unfinished)"
+    );
+    assert!(held <= 100.0 + partitions as f64, "held {held}");
+    assert_eq!(hec.received_count(), 0);
+    drop(b);
+    drop(a);
+}
