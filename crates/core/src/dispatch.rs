@@ -84,7 +84,12 @@ impl Dispatcher {
             }
         };
         let targets = self.router.route(&event);
-        if let Err(e) = self.acker.lock().register(partition, offset, targets) {
+        let bytes = event.raw().len();
+        if let Err(e) = self
+            .acker
+            .lock()
+            .register_sized(partition, offset, targets, bytes)
+        {
             tracing::debug!(partition = origin.kafka_partition, offset, error = %e, "record not tracked");
             return Accepted::Duplicate;
         }

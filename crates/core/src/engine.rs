@@ -15,7 +15,7 @@ use crate::timings::{CallTiming, DeliveryTimings, TimingRecorder};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
@@ -321,10 +321,22 @@ enum GroupEnd {
 impl<C: Connector> Shared<C> {
     /// `probe`: sent to a detached destination to see whether it answers again.
     async fn deliver(&self, batch: Batch, probe: bool) {
+        // Subscribed before the first check, so that no revocation after it goes unseen.
+        let mut revoked = self.acker.revocations();
         let mut groups = vec![batch.events];
         while let Some(events) = groups.pop() {
+            let events = self.cancel_revoked(events);
+            if events.is_empty() {
+                continue;
+            }
             if let GroupEnd::Split(mut left) = self
-                .deliver_group(events, batch.opened_at, batch.opened_wall_ms, probe)
+                .deliver_group(
+                    events,
+                    batch.opened_at,
+                    batch.opened_wall_ms,
+                    probe,
+                    &mut revoked,
+                )
                 .await
             {
                 let right = left.split_off(left.len() / 2);
@@ -334,13 +346,15 @@ impl<C: Connector> Shared<C> {
         }
     }
 
-    /// Sends `events` until each is delivered or rejected, retrying by the policy.
+    /// Sends `events` until each is delivered or rejected, retrying by the policy, or until
+    /// their partitions are revoked.
     async fn deliver_group(
         &self,
         events: Vec<Event>,
         opened_at: Instant,
         opened_ms: u64,
         probe: bool,
+        revoked: &mut watch::Receiver<u64>,
     ) -> GroupEnd {
         let count = events.len();
         let mut pending = events;
@@ -442,7 +456,10 @@ impl<C: Connector> Shared<C> {
                         tracing::warn!(connector = %self.id, attempt, reason = %crate::log::clip(&reason), "still failing; holding these events and their partitions until the destination recovers (on_exhausted = block)");
                     }
                     tracing::debug!(connector = %self.id, attempt, status, ?delay, %reason, "retrying");
-                    sleep(delay).await;
+                    pending = self.back_off(delay, pending, revoked).await;
+                    if pending.is_empty() {
+                        break;
+                    }
                 }
                 Err(exhausted) => {
                     self.stats.retried.fetch_sub(pending.len() as u64, Relaxed);
@@ -484,6 +501,46 @@ impl<C: Connector> Shared<C> {
         end
     }
 
+    /// Waits `delay` before the next attempt. Events whose partition is revoked meanwhile
+    /// are dropped at once, so that an outage does not hold them (and their memory) after
+    /// the source stopped counting them; returns the rest.
+    async fn back_off(
+        &self,
+        delay: Duration,
+        mut pending: Vec<Event>,
+        revoked: &mut watch::Receiver<u64>,
+    ) -> Vec<Event> {
+        let until = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = sleep_until(until) => return self.cancel_revoked(pending),
+                Ok(()) = revoked.changed() => {
+                    pending = self.cancel_revoked(pending);
+                    if pending.is_empty() {
+                        return pending;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops the events of partitions this member no longer owns: not delivered, not
+    /// acknowledged, not dead-lettered or parked. The partition's next owner reads them again
+    /// from its last committed offset.
+    fn cancel_revoked(&self, events: Vec<Event>) -> Vec<Event> {
+        self.cancel_revoked_by(events, |e| e)
+    }
+
+    /// [`Shared::cancel_revoked`] for items that hold an event.
+    fn cancel_revoked_by<T>(&self, items: Vec<T>, event: impl Fn(&T) -> &Event) -> Vec<T> {
+        let (kept, cancelled) = self.acker.retain_owned(items, event);
+        if cancelled > 0 {
+            self.stats.cancelled.fetch_add(cancelled as u64, Relaxed);
+            tracing::debug!(connector = %self.id, cancelled, "events of revoked partitions dropped");
+        }
+        kept
+    }
+
     /// The isolation state and the parking sink, for the main flow only.
     fn parking(&self) -> Option<(&Arc<Isolation>, &Arc<dyn DeadLetters>)> {
         match &self.role {
@@ -516,6 +573,7 @@ impl<C: Connector> Shared<C> {
         let Some((isolation, parking)) = self.parking() else {
             return;
         };
+        let events = self.cancel_revoked(events);
         if events.is_empty() {
             return;
         }
@@ -686,6 +744,11 @@ impl<C: Connector> Shared<C> {
     /// so its offset can move on.
     /// `status` and `attempts` describe the last answer, for the dead-letter headers.
     fn finish_rejected(&self, rejected: Vec<(Event, String)>, status: u16, attempts: u32) {
+        if rejected.is_empty() {
+            return;
+        }
+        // Nor dead-lettered: the partition's next owner delivers (or refuses) them again.
+        let rejected = self.cancel_revoked_by(rejected, |(e, _)| e);
         if rejected.is_empty() {
             return;
         }

@@ -4,17 +4,24 @@
 //! connector it was routed to has delivered or permanently rejected it. Per partition, the
 //! committable offset is one past the longest finished prefix, so a failed or slow event is
 //! never skipped, however many later events finish first.
+//!
+//! It also counts the payload bytes of unfinished offsets, which the source bounds, and says
+//! which partitions are still owned: the delivery engines drop the events of a revoked
+//! partition rather than deliver them for a member that no longer owns it.
 
 use crate::event::{Event, PartitionId};
 use crate::route::{ConnectorIndex, TargetSet};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 #[derive(Debug)]
 struct Entry {
     offset: i64,
     pending: TargetSet,
+    /// Payload bytes, released when the last connector finishes it.
+    bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -22,6 +29,7 @@ struct Track {
     /// Registered offsets not yet below the watermark, ascending.
     entries: VecDeque<Entry>,
     unfinished: usize,
+    unfinished_bytes: usize,
     /// One past the highest offset of the finished prefix: what Kafka should store.
     watermark: Option<i64>,
     committed: Option<i64>,
@@ -41,6 +49,10 @@ pub enum RegisterError {
 pub struct OffsetTracker {
     partitions: HashMap<PartitionId, Track>,
     total_unfinished: usize,
+    total_unfinished_bytes: usize,
+    /// Counts revocations; engines sleeping between retries wake on a change to drop the
+    /// events of the revoked partitions at once rather than at their next attempt.
+    revocations: Arc<watch::Sender<u64>>,
 }
 
 impl OffsetTracker {
@@ -49,18 +61,40 @@ impl OffsetTracker {
     }
 
     /// Forgets `p`; returns the offset to commit for it, if it moved since the last commit.
-    /// Unfinished offsets are abandoned: not committed, so Kafka redelivers them.
+    /// Unfinished offsets are abandoned: not committed, so Kafka redelivers them, and the
+    /// engines cancel what they still hold of them (see [`OffsetTracker::owns`]).
     pub fn revoke(&mut self, p: PartitionId) -> Option<i64> {
         let t = self.partitions.remove(&p)?;
         self.total_unfinished -= t.unfinished;
+        self.total_unfinished_bytes -= t.unfinished_bytes;
+        self.revocations.send_modify(|n| *n += 1);
         t.watermark.filter(|w| Some(*w) != t.committed)
     }
 
+    /// Whether `p` is still assigned. Every event reaches an engine only after its offset was
+    /// registered, which needs the partition assigned, so "not assigned" means "revoked since".
+    pub fn owns(&self, p: PartitionId) -> bool {
+        self.partitions.contains_key(&p)
+    }
+
+    /// [`OffsetTracker::register_sized`] for a record whose size is not counted.
     pub fn register(
         &mut self,
         p: PartitionId,
         offset: i64,
         targets: TargetSet,
+    ) -> Result<(), RegisterError> {
+        self.register_sized(p, offset, targets, 0)
+    }
+
+    /// Tracks `offset` until every connector of `targets` is done with it; its `bytes` of
+    /// payload count towards [`OffsetTracker::unfinished_bytes`] until then.
+    pub fn register_sized(
+        &mut self,
+        p: PartitionId,
+        offset: i64,
+        targets: TargetSet,
+        bytes: usize,
     ) -> Result<(), RegisterError> {
         let t = self
             .partitions
@@ -79,13 +113,17 @@ impl OffsetTracker {
             t.watermark = Some(offset + 1);
             return Ok(());
         }
+        let bytes = if targets.is_empty() { 0 } else { bytes };
         if !targets.is_empty() {
             t.unfinished += 1;
+            t.unfinished_bytes += bytes;
             self.total_unfinished += 1;
+            self.total_unfinished_bytes += bytes;
         }
         t.entries.push_back(Entry {
             offset,
             pending: targets,
+            bytes,
         });
         Ok(())
     }
@@ -102,7 +140,9 @@ impl OffsetTracker {
         let e = &mut t.entries[i];
         if e.pending.remove(connector) && e.pending.is_empty() {
             t.unfinished -= 1;
+            t.unfinished_bytes -= e.bytes;
             self.total_unfinished -= 1;
+            self.total_unfinished_bytes -= e.bytes;
         }
         while t.entries.front().is_some_and(|e| e.pending.is_empty()) {
             let done = t.entries.pop_front().map(|e| e.offset);
@@ -144,20 +184,74 @@ impl OffsetTracker {
     pub fn total_unfinished(&self) -> usize {
         self.total_unfinished
     }
+
+    /// Payload bytes of every unfinished offset: what the events still to deliver hold.
+    pub fn unfinished_bytes(&self) -> usize {
+        self.total_unfinished_bytes
+    }
 }
 
 /// The tracker shared by the Kafka source (which registers and commits) and the delivery
 /// engines (which complete). Waiters are woken on every completion, so draining on revoke or
 /// shutdown needs no polling.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Acker {
     tracker: Mutex<OffsetTracker>,
     changed: Condvar,
+    revocations: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Acker {
+    fn default() -> Self {
+        let revocations = Arc::new(watch::Sender::new(0));
+        Acker {
+            tracker: Mutex::new(OffsetTracker {
+                revocations: revocations.clone(),
+                ..OffsetTracker::default()
+            }),
+            changed: Condvar::new(),
+            revocations,
+        }
+    }
 }
 
 impl Acker {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Changes whenever a partition is revoked (for waits that should end then).
+    pub fn revocations(&self) -> watch::Receiver<u64> {
+        self.revocations.subscribe()
+    }
+
+    /// Splits `events` into those of partitions still owned, in order, and the number of
+    /// the others, which nobody should deliver any more: the next owner of their partition
+    /// reads them again from the last commit. One lock, and one lookup per run of events of
+    /// the same partition (a batch is usually a few such runs).
+    pub fn retain_owned<T>(
+        &self,
+        mut events: Vec<T>,
+        event: impl Fn(&T) -> &Event,
+    ) -> (Vec<T>, usize) {
+        let before = events.len();
+        {
+            let t = self.lock();
+            let mut last: Option<(PartitionId, bool)> = None;
+            events.retain(|e| {
+                let p = event(e).origin().partition;
+                match last {
+                    Some((q, owned)) if q == p => owned,
+                    _ => {
+                        let owned = t.owns(p);
+                        last = Some((p, owned));
+                        owned
+                    }
+                }
+            });
+        }
+        let cancelled = before - events.len();
+        (events, cancelled)
     }
 
     /// The tracker, locked. Held briefly: the engines complete through the same lock.
@@ -303,6 +397,59 @@ mod tests {
             t.register(P, 2, set(&[HEC])),
             Err(RegisterError::NotAssigned)
         );
+    }
+
+    #[test]
+    fn bytes_are_held_until_the_last_connector_finishes_or_the_partition_is_revoked() {
+        let mut t = OffsetTracker::default();
+        let q = PartitionId(4);
+        t.assign(P);
+        t.assign(q);
+        t.register_sized(P, 0, set(&[HEC, DD]), 1000).unwrap();
+        t.register_sized(P, 1, set(&[]), 500).unwrap();
+        t.register_sized(P, 2, set(&[HEC]), 300).unwrap();
+        t.register_sized(q, 0, set(&[HEC]), 70).unwrap();
+        assert_eq!(
+            t.unfinished_bytes(),
+            1370,
+            "an unrouted record holds nothing"
+        );
+        t.complete(P, 0, HEC);
+        assert_eq!(t.unfinished_bytes(), 1370, "still owed to dd");
+        t.complete(P, 0, DD);
+        t.complete(P, 0, DD);
+        assert_eq!(t.unfinished_bytes(), 370);
+        assert!(t.owns(P));
+        t.revoke(P);
+        assert!(!t.owns(P));
+        assert_eq!(t.unfinished_bytes(), 70);
+        t.complete(P, 2, HEC);
+        assert_eq!(
+            t.unfinished_bytes(),
+            70,
+            "a late ack of a revoked partition"
+        );
+    }
+
+    #[test]
+    fn retain_owned_drops_only_revoked_partitions_in_order() {
+        use crate::event::tests::event;
+        let acker = Acker::new();
+        let mine = event(r#"{"event":{"timestamp":1}}"#);
+        let p = mine.origin().partition;
+        let mut theirs_origin = mine.origin().clone();
+        theirs_origin.partition = PartitionId(p.0 + 1);
+        let theirs = Event::parse(mine.raw().clone(), theirs_origin, 1 << 20).unwrap();
+        acker.lock().assign(p);
+        acker.lock().assign(PartitionId(p.0 + 1));
+        let revoked = acker.revocations();
+        acker.lock().revoke(PartitionId(p.0 + 1));
+        assert!(revoked.has_changed().unwrap(), "waiters are told");
+        let events = vec![mine.clone(), theirs.clone(), mine.clone(), theirs];
+        let (kept, cancelled) = acker.retain_owned(events, |e| e);
+        assert_eq!(cancelled, 2);
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().all(|e| e.origin().partition == p));
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct ConnectorStats {
     pub dead_lettered: AtomicU64,
     /// Events of a detached destination durably written to the parking topic.
     pub parked: AtomicU64,
+    /// Events dropped undelivered because their partition was revoked: its next owner
+    /// delivers them.
+    pub cancelled: AtomicU64,
     /// Adjustments encoders made to fit the API, by reason (see `Encoded::fixes`).
     fixes: Mutex<BTreeMap<&'static str, u64>>,
     /// Rejected events by reason class (the reason's text up to its first colon).
@@ -57,6 +60,7 @@ pub struct ConnectorSnapshot {
     pub in_flight_requests: u64,
     pub dead_lettered: u64,
     pub parked: u64,
+    pub cancelled: u64,
 }
 
 impl ConnectorStats {
@@ -133,6 +137,7 @@ impl ConnectorStats {
             in_flight_requests: self.in_flight_requests.load(Relaxed),
             dead_lettered: self.dead_lettered.load(Relaxed),
             parked: self.parked.load(Relaxed),
+            cancelled: self.cancelled.load(Relaxed),
         }
     }
 }

@@ -828,3 +828,113 @@ async fn a_detached_destination_is_probed_at_a_growing_interval_then_drained() {
     assert_eq!(r.handle.stats.snapshot().delivered, 4, "flowing again");
     assert_eq!(r.parking.offsets().len(), parked + 2);
 }
+
+const Q: PartitionId = PartitionId(2);
+
+fn event_of(partition: PartitionId, offset: i64) -> Event {
+    let e = event(offset, 10);
+    let origin = Origin {
+        partition,
+        ..e.origin().clone()
+    };
+    Event::parse(e.raw().clone(), origin, 1 << 20).unwrap()
+}
+
+/// An engine whose destination is down, with a dead-letter sink, fed `offsets` of `p`.
+fn feed_down(
+    acker: &Acker,
+    handle: &ConnectorHandle,
+    p: PartitionId,
+    offsets: std::ops::Range<i64>,
+) {
+    for o in offsets {
+        let mut t = TargetSet::default();
+        t.insert(C);
+        acker.lock().register_sized(p, o, t, 100).unwrap();
+        assert!(handle.send(event_of(p, o)));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revoked_partitions_events_are_cancelled_not_delivered_nor_dead_lettered() {
+    // Each attempt takes a second: the revocation comes while both first attempts are out.
+    let connector = Arc::new(Scripted {
+        send_delay: Duration::from_secs(1),
+        ..Default::default()
+    });
+    connector.down.store(true, SeqCst);
+    let acker = Arc::new(Acker::new());
+    acker.lock().assign(P);
+    acker.lock().assign(Q);
+    let letters = Arc::new(MemParking::default());
+    let handle = Engine::spawn(
+        Mem(connector.clone()),
+        "mem",
+        C,
+        settings(4, 10),
+        Wiring {
+            acker: acker.clone(),
+            timings: TimingRecorder::new(10),
+            dead_letters: Some(letters.clone()),
+            isolation: None,
+        },
+    );
+    feed_down(&acker, &handle, P, 0..4);
+    feed_down(&acker, &handle, Q, 100..104);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(acker.lock().unfinished_bytes(), 800);
+    let before = connector.requests.lock().unwrap().len();
+    assert_eq!(before, 2, "both batches are being tried");
+    acker.lock().revoke(P);
+    assert_eq!(acker.lock().unfinished_bytes(), 400, "P's bytes released");
+
+    // Q's retries run out and it is dead-lettered; P's events are dropped instead.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let requests = connector.requests.lock().unwrap().clone();
+    assert!(
+        requests[before..].iter().flatten().all(|o| *o >= 100),
+        "P was sent after its revocation: {requests:?}"
+    );
+    assert_eq!(letters.offsets(), [100, 101, 102, 103]);
+    let snap = handle.stats.snapshot();
+    assert_eq!((snap.cancelled, snap.delivered, snap.rejected), (4, 0, 4));
+    assert_eq!(acker.lock().unfinished_bytes(), 0);
+    assert_eq!(acker.lock().total_unfinished(), 0);
+    handle.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_revocation_ends_a_retry_backoff_at_once() {
+    let connector = Arc::new(Scripted::default());
+    connector.down.store(true, SeqCst);
+    let acker = Arc::new(Acker::new());
+    acker.lock().assign(P);
+    let mut s = settings(3, 10);
+    // Held for an hour between attempts: only the revocation can end the wait early.
+    s.retry.on_exhausted = OnExhausted::Block;
+    s.retry.initial_backoff = Duration::from_secs(3600);
+    s.retry.max_backoff = Duration::from_secs(3600);
+    let handle = Engine::spawn(
+        Mem(connector.clone()),
+        "mem",
+        C,
+        s,
+        Wiring {
+            acker: acker.clone(),
+            timings: TimingRecorder::new(10),
+            dead_letters: None,
+            isolation: None,
+        },
+    );
+    feed_down(&acker, &handle, P, 0..3);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(connector.requests.lock().unwrap().len(), 1);
+    let stats = handle.stats.clone();
+    acker.lock().revoke(P);
+    // Virtual time jumps to the next timer when idle: without the wake, the hour-long
+    // backoff would outlast this second.
+    let closed = tokio::time::timeout(Duration::from_secs(1), handle.close()).await;
+    assert!(closed.is_ok(), "the worker still held the revoked batch");
+    assert_eq!(stats.snapshot().cancelled, 3);
+    assert_eq!(connector.requests.lock().unwrap().len(), 1);
+}

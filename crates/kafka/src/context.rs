@@ -101,6 +101,8 @@ pub struct Shared {
     pub revoke_drain_timeout: Duration,
     /// Set when simulating a crash: nothing more is committed, even on revoke.
     pub crashed: AtomicBool,
+    /// Set by a graceful stop, which has already waited for deliveries in its own budget.
+    pub stopping: AtomicBool,
 }
 
 impl Shared {
@@ -212,7 +214,9 @@ impl ConsumerContext for Context {
                 .collect()
         };
         let crashed = self.shared.crashed.load(Ordering::SeqCst);
+        let stopping = self.shared.stopping.load(Ordering::SeqCst);
         let drained = crashed
+            || stopping
             || self
                 .shared
                 .acker

@@ -19,5 +19,7 @@ pub use context::Status;
 pub use letters::{LetterProducer, Purpose};
 pub use options::{KafkaOptions, is_sensitive};
 pub use rdkafka::error::KafkaError;
-pub use source::{OVERLOAD_WAIT, Source, SourceConfig, SourceError, SourceExit, StatusHandle};
+pub use source::{
+    OVERLOAD_WAIT, Source, SourceConfig, SourceError, SourceExit, StatusHandle, shutdown_reserve,
+};
 pub use switchyard_core::{Acker, Dispatcher};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use switchyard_core::{Dispatcher, Envelope, Heartbeat, Origin, PartitionId};
+use switchyard_core::{Dispatcher, Envelope, Heartbeat, OffsetTracker, Origin, PartitionId};
 use tokio::task::JoinHandle as TaskHandle;
 
 /// `[kafka]` settings the source needs.
@@ -32,6 +32,8 @@ pub struct SourceConfig {
     pub max_inflight_per_partition: usize,
     /// Pause every partition that delivers more once this many offsets are unfinished.
     pub max_inflight_events: usize,
+    /// The same, once the payloads of the unfinished offsets add up to this many bytes.
+    pub max_inflight_bytes: usize,
     pub revoke_drain_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Only records carrying this header (name, value) are dispatched; the others finish at
@@ -122,6 +124,7 @@ impl Source {
             status_changed: Condvar::new(),
             revoke_drain_timeout: cfg.revoke_drain_timeout,
             crashed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
         });
         let consumer: BaseConsumer<Context> = client.create_with_context(Context {
             shared: shared.clone(),
@@ -152,8 +155,10 @@ impl Source {
         })
     }
 
-    /// Graceful stop: no more fetching, open batches flushed, in-flight deliveries awaited up
-    /// to `shutdown_timeout`, finished offsets committed, group left.
+    /// Graceful stop within `shutdown_timeout` in all: no more fetching, open batches
+    /// flushed, finished offsets committed at once, in-flight deliveries awaited (and
+    /// committed as they finish) until [`shutdown_reserve`] before the end, a final commit,
+    /// group left. Events still unfinished then are redelivered to the next owner.
     pub fn stop(mut self) -> SourceExit {
         self.state.store(STOP, Ordering::SeqCst);
         self.join()
@@ -340,10 +345,11 @@ impl Worker {
         }
         let raw = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
         dispatcher.accept(raw, envelope(msg), origin);
+        // Checked after the record is let in, so one record over the byte bound on its own
+        // still goes through (alone) rather than stalling its partition for good.
         let over = {
             let t = self.shared.acker.lock();
-            t.unfinished(id) >= self.cfg.max_inflight_per_partition
-                || t.total_unfinished() >= self.cfg.max_inflight_events
+            t.unfinished(id) >= self.cfg.max_inflight_per_partition || self.over_total(&t)
         };
         (over && !self.paused.contains(&id)).then_some((id, topic, partition))
     }
@@ -353,7 +359,6 @@ impl Worker {
     /// `overload_wait`. If they do not, the router counts as overloaded until its backlog
     /// halves, and partitions pause as their records arrive.
     fn ride_out_overload(&mut self, id: PartitionId) -> bool {
-        let limit = self.cfg.max_inflight_events;
         if self.overloaded
             || self.shared.acker.lock().unfinished(id) >= self.cfg.max_inflight_per_partition
         {
@@ -366,12 +371,25 @@ impl Worker {
         if self
             .shared
             .acker
-            .wait_until(self.cfg.overload_wait, |t| t.total_unfinished() < limit)
+            .wait_until(self.cfg.overload_wait, |t| !self.over_total(t))
         {
             return true;
         }
         self.overloaded = true;
         false
+    }
+
+    /// Over the router-wide bound, in events or in bytes.
+    fn over_total(&self, t: &OffsetTracker) -> bool {
+        t.total_unfinished() >= self.cfg.max_inflight_events
+            || t.unfinished_bytes() >= self.cfg.max_inflight_bytes
+    }
+
+    /// Back to half the router-wide bound, in events and in bytes: paused partitions may
+    /// resume.
+    fn total_halved(&self, t: &OffsetTracker) -> bool {
+        t.total_unfinished() <= self.cfg.max_inflight_events / 2
+            && t.unfinished_bytes() <= self.cfg.max_inflight_bytes / 2
     }
 
     fn pause(&mut self, id: PartitionId, topic: &str, partition: i32) {
@@ -387,9 +405,7 @@ impl Worker {
 
     /// Resumes paused partitions once their backlog has halved.
     fn resume_drained(&mut self) {
-        if self.overloaded
-            && self.shared.acker.lock().total_unfinished() <= self.cfg.max_inflight_events / 2
-        {
+        if self.overloaded && self.total_halved(&self.shared.acker.lock()) {
             self.overloaded = false;
         }
         if self.paused.is_empty() {
@@ -397,7 +413,7 @@ impl Worker {
         }
         let ready: Vec<PartitionId> = {
             let t = self.shared.acker.lock();
-            let total_ok = t.total_unfinished() <= self.cfg.max_inflight_events / 2;
+            let total_ok = self.total_halved(&t);
             self.paused
                 .iter()
                 .filter(|p| {
@@ -441,24 +457,55 @@ impl Worker {
     }
 
     fn shutdown(mut self) -> SourceExit {
+        let deadline = Instant::now() + self.cfg.shutdown_timeout
+            - shutdown_reserve(self.cfg.shutdown_timeout);
         tracing::info!("stopping: no more fetching; flushing batches and waiting for deliveries");
+        // The wait below is this shutdown's wait: leaving the group must not wait again.
+        self.shared.stopping.store(true, Ordering::SeqCst);
         let engines = self
             .dispatcher
             .take()
             .map(Dispatcher::close)
             .unwrap_or_default();
-        let drained = self
-            .shared
-            .acker
-            .wait_until(self.cfg.shutdown_timeout, |t| t.total_unfinished() == 0);
+        // Finished work first: if the pod is killed during the wait, it is not redelivered.
+        self.commit();
+        let drained = self.wait_committing(deadline);
         if !drained {
             tracing::warn!(timeout = ?self.cfg.shutdown_timeout, "deliveries still in flight at the shutdown timeout; their events will be redelivered");
         }
         self.commit();
-        // Leaving the group here runs the revoke callback, which has nothing left to wait for.
+        // Leaving the group runs the revoke callback, and the revocation cancels what the
+        // engines still retry.
         self.consumer.unsubscribe();
         SourceExit { engines, drained }
     }
+
+    /// Waits until every dispatched event is finished or `deadline` passes, committing every
+    /// `commit_interval` meanwhile; returns whether all finished.
+    fn wait_committing(&self, deadline: Instant) -> bool {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let step = left.min(self.cfg.commit_interval);
+            if self
+                .shared
+                .acker
+                .wait_until(step, |t| t.total_unfinished() == 0)
+            {
+                return true;
+            }
+            if step == left {
+                return false;
+            }
+            self.commit();
+        }
+    }
+}
+
+/// The part of `shutdown_timeout` kept, after the wait for deliveries, for the final commit,
+/// leaving the group, the engines cancelling what they still hold and the process exiting:
+/// a third of it, at most 5 s (25 s of waiting at the default 30).
+pub fn shutdown_reserve(shutdown_timeout: Duration) -> Duration {
+    (shutdown_timeout / 3).min(Duration::from_secs(5))
 }
 
 /// The record's key and headers, copied (librdkafka's buffers do not outlive the poll); None

@@ -101,6 +101,9 @@ fn refresh(m: &Monitor) {
     gauge!("switchyard_paused_partitions").set(src.paused_partitions.load(Relaxed) as f64);
     counter!("switchyard_partition_pauses_total").absolute(src.pauses.load(Relaxed));
     counter!("switchyard_overload_waits_total").absolute(src.overload_waits.load(Relaxed));
+    let (events, bytes) = m.unfinished();
+    gauge!("switchyard_unfinished_events").set(events as f64);
+    gauge!("switchyard_unfinished_bytes").set(bytes as f64);
     counter!("switchyard_malformed_dead_lettered_total")
         .absolute(src.malformed_dead_lettered.load(Relaxed));
     for reason in MalformedReason::ALL {
@@ -123,6 +126,8 @@ fn refresh(m: &Monitor) {
         counter!("switchyard_bytes_sent_total", "connector" => id.clone()).absolute(s.bytes_sent);
         counter!("switchyard_events_dead_lettered_total", "connector" => id.clone())
             .absolute(s.dead_lettered);
+        counter!("switchyard_events_cancelled_total", "connector" => id.clone())
+            .absolute(s.cancelled);
         gauge!("switchyard_in_flight_requests", "connector" => id.clone())
             .set(s.in_flight_requests as f64);
         let healthy = if stats.health() == Health::Healthy {

@@ -48,6 +48,8 @@ pub struct Monitor {
     /// Each consumer's poll loop, by the name liveness reports it under.
     loops: Vec<(String, Arc<Heartbeat>)>,
     stall_after: Duration,
+    /// The main flow's offsets: what is unfinished, in events and payload bytes.
+    acker: Arc<Acker>,
 }
 
 /// A connector's isolation state and its drain's counters.
@@ -140,6 +142,13 @@ impl Monitor {
         } else {
             Err(stalled)
         }
+    }
+
+    /// Unfinished offsets of the main flow and their payload bytes: what
+    /// `max_inflight_events` and `max_inflight_bytes` bound.
+    pub fn unfinished(&self) -> (usize, usize) {
+        let t = self.acker.lock();
+        (t.total_unfinished(), t.unfinished_bytes())
     }
 
     /// Ready when the consumer has joined its group and every enabled connector passed its
@@ -264,6 +273,7 @@ impl Pipeline {
                 status: main.source.status_handle(),
                 loops,
                 stall_after: settings.admin.stall_after,
+                acker: main.acker.clone(),
             },
             main,
             drains,
@@ -317,9 +327,10 @@ impl Pipeline {
         self.main.source.wait_for_status(timeout, done)
     }
 
-    /// Graceful stop (see [`Source::stop`]), the main flow first so that what it parks
-    /// while stopping is written before the drains stop. True if every delivery finished in
-    /// time.
+    /// Graceful stop (see [`Source::stop`]) of every flow at once, all within
+    /// `router.shutdown_timeout` (docs/memory.md has the budget). The drains only read the
+    /// parking topic; what the main flow parks while stopping is written by its own producer
+    /// whether they run or not. True if every delivery finished in time.
     pub async fn shutdown(self) -> bool {
         let Pipeline {
             main,
@@ -328,12 +339,17 @@ impl Pipeline {
             shutdown_timeout,
             ..
         } = self;
-        let mut finished = main.stop(shutdown_timeout).await;
-        for d in drains {
-            finished &= d.stop(shutdown_timeout).await;
-        }
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
         if let Some(w) = watcher {
             w.abort();
+        }
+        let stops: Vec<_> = std::iter::once(main)
+            .chain(drains)
+            .map(|flow| tokio::spawn(flow.stop(deadline)))
+            .collect();
+        let mut finished = true;
+        for stop in stops {
+            finished &= stop.await.unwrap_or(false);
         }
         finished
     }
@@ -480,16 +496,23 @@ impl Flow {
         Ok((flow, router, stats, connectors))
     }
 
-    /// Graceful stop; true if every delivery finished within `timeout`.
-    async fn stop(self, timeout: Duration) -> bool {
+    /// Graceful stop by `deadline`; true if every delivery finished.
+    async fn stop(self, deadline: tokio::time::Instant) -> bool {
         let source = self.source;
         let exit = tokio::task::spawn_blocking(move || source.stop()).await;
         let Ok(exit) = exit else {
             return false;
         };
-        let engines = futures_join(exit.engines);
-        // The drain wait already spent most of the budget; this only collects the workers.
-        let finished = tokio::time::timeout(timeout, engines).await.is_ok();
+        // Leaving the group revoked every partition, so the workers drop what they still
+        // retry and end; one stuck in a request is stopped at the deadline.
+        let aborts: Vec<_> = exit.engines.iter().map(|e| e.abort_handle()).collect();
+        let finished = tokio::time::timeout_at(deadline, futures_join(exit.engines))
+            .await
+            .is_ok();
+        if !finished {
+            tracing::warn!("connector workers still busy at the shutdown deadline: stopped");
+            aborts.iter().for_each(tokio::task::AbortHandle::abort);
+        }
         exit.drained && finished
     }
 }

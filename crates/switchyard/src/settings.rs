@@ -577,6 +577,8 @@ struct KafkaSection {
     max_inflight_per_partition: usize,
     #[serde(default = "d_inflight")]
     max_inflight_events: usize,
+    #[serde(default = "d_inflight_bytes")]
+    max_inflight_bytes: usize,
     #[serde(default = "d_revoke")]
     revoke_drain_timeout_secs: u64,
 }
@@ -614,6 +616,15 @@ fn d_per_partition() -> usize {
 fn d_inflight() -> usize {
     5_000
 }
+// Payload bytes of unfinished events: 5,000 events of 1 MiB would otherwise be 5 GiB. Sample
+// events (about 4.4 KB) reach the 5,000-event bound first, at 22 MiB, and peaked at 150 MiB
+// RSS healthy and 290 MiB with a destination down and isolating (docs/performance.md); those
+// figures include librdkafka's 8 MiB prefetch plus 8 MiB of fetch in flight, and the requests
+// in flight. Large events may hold 64 MiB, 42 MiB more than that: about 330 MiB at worst,
+// under the 384Mi limit in deploy/.
+fn d_inflight_bytes() -> usize {
+    64 << 20
+}
 fn d_revoke() -> u64 {
     10
 }
@@ -647,6 +658,7 @@ impl KafkaSection {
                 self.max_inflight_per_partition,
             ),
             ("kafka.max_inflight_events", self.max_inflight_events),
+            ("kafka.max_inflight_bytes", self.max_inflight_bytes),
         ] {
             if v == 0 {
                 problems.push(problem(key, "must be at least 1"));
@@ -668,6 +680,7 @@ impl KafkaSection {
             commit_interval: Duration::from_millis(self.commit_interval_ms),
             max_inflight_per_partition: self.max_inflight_per_partition,
             max_inflight_events: self.max_inflight_events,
+            max_inflight_bytes: self.max_inflight_bytes,
             revoke_drain_timeout: Duration::from_secs(self.revoke_drain_timeout_secs),
             shutdown_timeout,
             only_with_header: None,
