@@ -677,7 +677,10 @@ max_linger_ms = 20
             &text,
             "switchyard_events_parked_total{connector=\"dz-connector-splunk\"}",
         );
-        if parked == Some(8000.0) || std::time::Instant::now() > deadline {
+        // The partitions paused before the detach resume on the consumer's next turn after
+        // the last event is parked, so that is waited for too.
+        let resumed = metric(&text, "switchyard_paused_partitions") == Some(0.0);
+        if (parked == Some(8000.0) && resumed) || std::time::Instant::now() > deadline {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
