@@ -8,15 +8,13 @@
 //! SWITCHYARD_SOAK_KILLS higher.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use switchyard_testkit::probe::{http_get, metric, peak_rss_bytes};
+use switchyard_testkit::probe::{http_get, metric};
 use switchyard_testkit::{Broker, FakeDatadog, FakeHec, Generator};
 
 mod common;
-use common::TempFile;
+use common::{Router, TempFile, committed, counts, free_addr, peak_rss_mib};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "crash-loop-token";
 const DD_KEY: &str = "crash-loop-dd-key";
 const HEC: &str = "dz-connector-splunk";
@@ -31,71 +29,16 @@ fn env_or(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// The router process; SIGKILLed if the test ends early.
-struct Router(Child);
-
-impl Router {
-    fn start(config: &std::path::Path, instance: Option<&str>) -> Router {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--config", config.to_str().unwrap()])
-            .env("SWITCHYARD_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(id) = instance {
-            cmd.env("SWITCHYARD__KAFKA__GROUP_INSTANCE_ID", id);
-        }
-        Router(cmd.spawn().unwrap())
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Event ids each fake received, with how often.
-fn counts(items: Vec<serde_json::Value>, path: &str) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for v in items {
-        if let Some(id) = v.pointer(path).and_then(|x| x.as_str()) {
-            *m.entry(id.to_string()).or_default() += 1;
-        }
-    }
-    m
-}
-
 /// Where each event of a connector sits in the topic, by event id.
 type Placed = HashMap<String, (i32, i64)>;
 
-/// The group's committed offsets, read with a client that does not join the group.
+/// The group's committed offsets on "qoe", by partition; partitions without one left out.
 fn committed_offsets(broker: &Broker, group: &str, partitions: i32) -> HashMap<i32, i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap_servers())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition("qoe", p);
-    }
-    let committed = consumer
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let out = committed
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect();
-    // Dropped before the consumer: a live list would make the consumer's drop hang.
-    drop(committed);
-    out
+    committed(broker.bootstrap_servers(), group, "qoe", partitions)
+        .into_iter()
+        .zip(0..)
+        .filter_map(|(offset, p)| Some((p, offset?)))
+        .collect()
 }
 
 /// Freezes the router (SIGSTOP) so that nothing more is delivered or committed while the
@@ -236,7 +179,7 @@ max_backoff_ms = 200
             dd = dd.url()
         ),
     );
-    let config = std::path::Path::new(file.path());
+    let config = file.path();
     // With SWITCHYARD_TEST_KAFKA=tansu, the restarts are static members' (the mock cluster
     // ignores group.instance.id): compare the restart times.
     let instance = std::env::var("SWITCHYARD_CRASH_INSTANCE_ID").ok();
@@ -272,7 +215,7 @@ max_backoff_ms = 200
     }
 
     // The last run goes to the end, then stops gracefully.
-    let mut router = Router::start(config, instance.as_deref());
+    let router = Router::start(config, instance.as_deref());
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (h, d) = (
@@ -297,14 +240,8 @@ max_backoff_ms = 200
             .wait_for_received(seen + 1, Duration::from_millis(500))
             .await;
     }
-    Command::new("kill")
-        .args(["-TERM", &router.0.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || router.0.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    router.terminate();
+    let status = router.exited().await;
     assert!(
         status.success(),
         "graceful stop after the crash loop: {status:?}"
@@ -347,11 +284,6 @@ max_backoff_ms = 200
     );
 }
 
-/// Peak resident memory of `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    peak_rss_bytes(pid).map_or(0.0, |b| b as f64 / (1 << 20) as f64)
-}
-
 /// The bound this test holds the router to: the in-flight limits below (400 events of about
 /// 4 KB) plus librdkafka's 8 MiB prefetch, the runtime and a debug build's overhead.
 const MEMORY_BOUND_MIB: f64 = 128.0;
@@ -370,11 +302,7 @@ async fn a_destination_down_for_long_keeps_memory_bounded() {
         .await
         .unwrap();
     hec.fail_randomly(1000); // Splunk is down for the whole test; on_exhausted = block holds.
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let admin = free_addr();
 
     let file = TempFile::new(
         "memory",
@@ -410,8 +338,7 @@ max_linger_ms = 20
             dd = dd.url()
         ),
     );
-    let config = std::path::Path::new(file.path());
-    let router = Router::start(config, None);
+    let router = Router::start(file.path(), None);
 
     // Producers keep writing while Splunk is down: 8,000 events, every one for both.
     let bootstrap = broker.bootstrap_servers().to_string();
@@ -539,9 +466,9 @@ max_backoff_ms = 200
             dd = dd.url()
         ),
     );
-    let config = std::path::Path::new(file.path());
+    let config = file.path();
     let kill_when = async |what: &str, done: &dyn Fn() -> bool| {
-        let mut router = Router::start(config, None);
+        let router = Router::start(config, None);
         let deadline = tokio::time::Instant::now() + PATIENCE;
         while !done() {
             assert!(
@@ -550,8 +477,7 @@ max_backoff_ms = 200
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        router.0.kill().unwrap(); // SIGKILL: no flush, no commit
-        router.0.wait().unwrap();
+        router.kill_nine();
     };
     // While detached: Datadog progresses with Splunk down (more than the in-flight limit of
     // 400 could let through without isolation).
@@ -567,7 +493,7 @@ max_backoff_ms = 200
     kill_when("draining", &|| hec.received_count() >= third / 2).await;
 
     // The last run goes to the end, then stops gracefully.
-    let mut router = Router::start(config, None);
+    let router = Router::start(config, None);
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
         let (h, d) = (
@@ -585,14 +511,8 @@ max_backoff_ms = 200
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Command::new("kill")
-        .args(["-TERM", &router.0.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || router.0.wait())
-        .await
-        .unwrap()
-        .unwrap();
+    router.terminate();
+    let status = router.exited().await;
     assert!(status.success(), "graceful stop: {status:?}");
     let (h, d) = (
         counts(hec.received(), "/event/event_id"),
@@ -622,11 +542,7 @@ async fn a_destination_down_for_long_is_detached_and_memory_stays_bounded() {
         .await
         .unwrap();
     hec.fail_randomly(1000); // Splunk is down for the whole test
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let admin = free_addr();
     let file = TempFile::new(
         "detached-memory",
         &format!(
@@ -661,7 +577,7 @@ max_linger_ms = 20
             dd = dd.url()
         ),
     );
-    let router = Router::start(std::path::Path::new(file.path()), None);
+    let router = Router::start(file.path(), None);
     let mut g =
         Generator::new("dmem", 5).connector_lists(&["dz-connector-splunk,dz-connector-datadog"]);
     let records: Vec<(i32, Vec<u8>)> = (0..8000)

@@ -2,99 +2,25 @@
 //! committed first, the stop fits its budget, nothing unfinished is committed or lost), and
 //! large events held within `max_inflight_bytes`.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use switchyard_testkit::probe::{http_get, metric, peak_rss_bytes};
+use switchyard_testkit::probe::{http_get, metric};
 use switchyard_testkit::{Broker, FakeDatadog, FakeHec, Generator};
 
 mod common;
-use common::TempFile;
+use common::{Router, TempFile, committed, counts, free_addr, peak_rss_mib, read_metric};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "outage-token";
 const DD_KEY: &str = "outage-dd-key";
 const HEC: &str = "dz-connector-splunk";
 const DD: &str = "dz-connector-datadog";
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// The router process; SIGKILLed if the test ends early.
-struct Router(Child);
-
-impl Router {
-    fn start(config: &str) -> Router {
-        let child = Command::new(BIN)
-            .args(["run", "--config", config])
-            .env("SWITCHYARD_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Router(child)
-    }
-
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// What the broker has committed for `group` on partitions `0..partitions` of `topic`, read
-/// by a client outside the group (it does not join, so the router's member is undisturbed).
-fn committed(bootstrap: &str, group: &str, topic: &str, partitions: i32) -> Vec<Option<i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let offsets = {
-        let got = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .unwrap();
-        (0..partitions)
-            .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            })
-            .collect()
-        // The list is dropped before the consumer: the other order hangs (kafka-testing.md).
-    };
-    drop(consumer);
-    offsets
-}
-
+/// `committed` on "qoe", on a blocking thread rather than the runtime's.
 async fn committed_now(bootstrap: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
     let (b, g) = (bootstrap.to_string(), group.to_string());
     tokio::task::spawn_blocking(move || committed(&b, &g, "qoe", partitions))
         .await
         .unwrap()
-}
-
-/// How often each fake received each event id.
-fn counts(items: Vec<serde_json::Value>, path: &str) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for v in items {
-        if let Some(id) = v.pointer(path).and_then(|x| x.as_str()) {
-            *m.entry(id.to_string()).or_default() += 1;
-        }
-    }
-    m
 }
 
 /// `router.shutdown_timeout_secs` in the test below: the whole stop, SIGTERM to exit.
@@ -170,7 +96,7 @@ max_backoff_ms = 200
             dd = dd.url()
         ),
     );
-    let mut router = Router::start(file.path());
+    let mut router = Router::start(file.path(), None);
 
     // Everything reached Splunk, and Datadog is being retried: deliveries are in progress.
     assert!(hec.wait_for_received(400, PATIENCE).await);
@@ -233,7 +159,7 @@ max_backoff_ms = 200
     // Datadog is back: a new run delivers partition 1 (nothing lost) and not partition 0
     // again (its commit held).
     dd.fail_randomly(0);
-    let router = Router::start(file.path());
+    let router = Router::start(file.path(), None);
     let deadline = Instant::now() + PATIENCE;
     while counts(dd.received(), "/event_id").len() < p1.len() {
         assert!(Instant::now() < deadline, "partition 1 not redelivered");
@@ -248,11 +174,6 @@ max_backoff_ms = 200
     );
     router.terminate();
     drop(router);
-}
-
-/// Peak resident memory of `pid`, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    peak_rss_bytes(pid).map_or(0.0, |b| b as f64 / (1 << 20) as f64)
 }
 
 /// A sample event padded to `size` bytes.
@@ -294,11 +215,7 @@ async fn large_events_with_a_destination_down_stay_within_max_inflight_bytes() {
         .await
         .unwrap();
     hec.fail_randomly(1000); // Splunk is down for the whole test; on_exhausted = block holds
-    let admin = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    let admin = free_addr();
     let mut g = Generator::new("large", 9).connector_lists(&[&format!("{HEC},{DD}")]);
     let records: Vec<(i32, Vec<u8>)> = (0..PARTITIONS * PER_PARTITION)
         .map(|i| (i % PARTITIONS, large_event(&mut g, EVENT_BYTES)))
@@ -338,7 +255,7 @@ max_linger_ms = 20
             dd = dd.url()
         ),
     );
-    let router = Router::start(file.path());
+    let router = Router::start(file.path(), None);
     let deadline = Instant::now() + PATIENCE;
     while std::net::TcpStream::connect(&admin).is_err() {
         assert!(Instant::now() < deadline, "admin server did not start");
@@ -387,20 +304,6 @@ max_linger_ms = 20
         "every event read is held for Splunk, and counted"
     );
     drop(router);
-}
-
-/// A counter or gauge of the router at `admin`, 0 when absent.
-async fn read_metric(admin: &str, name: &str) -> f64 {
-    let (_, text) = http_get(admin, "/metrics").await;
-    metric(&text, name).unwrap_or(0.0)
-}
-
-fn free_addr() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +357,7 @@ max_backoff_ms = 100
     let routed = format!("switchyard_events_routed_total{{connector=\"{HEC}\"}}");
     let cancelled = format!("switchyard_events_cancelled_total{{connector=\"{HEC}\"}}");
 
-    let a = Router::start(file_a.path());
+    let a = Router::start(file_a.path(), None);
     let deadline = Instant::now() + PATIENCE;
     while std::net::TcpStream::connect(&admin_a).is_err()
         || read_metric(&admin_a, "switchyard_paused_partitions").await < 1.0
@@ -469,7 +372,7 @@ max_backoff_ms = 100
     // them must be dropped, so that all it holds is what its bounds count: every event routed
     // to Splunk is then either unfinished or cancelled. Before, the revoked events stayed in
     // the retries, uncounted, and new ones came in beside them.
-    let b = Router::start(file_b.path());
+    let b = Router::start(file_b.path(), None);
     let deadline = Instant::now() + PATIENCE;
     let (held, unfinished, dropped) = loop {
         let (_, text) = http_get(&admin_a, "/metrics").await;

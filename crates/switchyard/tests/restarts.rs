@@ -8,14 +8,12 @@
 //! dynamic case runs on both. docs/kafka-group.md has the measurements.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use switchyard_testkit::{Broker, FakeHec, Generator};
 
 mod common;
-use common::TempFile;
+use common::{Router, TempFile};
 
-const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
 const TOKEN: &str = "restarts-token";
 const HEC: &str = "dz-connector-splunk";
 const PARTITIONS: i32 = 4;
@@ -26,36 +24,6 @@ const SESSION: Duration = Duration::from_secs(45);
 /// and its session expire that much earlier.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 const PATIENCE: Duration = Duration::from_secs(180);
-
-/// The router process; SIGKILLed if the test ends early.
-struct Router(Child);
-
-impl Router {
-    fn start(config: &str, instance: Option<&str>) -> Router {
-        let mut cmd = Command::new(BIN);
-        cmd.args(["run", "--config", config])
-            .env("SWITCHYARD_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(id) = instance {
-            // As deploy/ sets it from the pod name.
-            cmd.env("SWITCHYARD__KAFKA__GROUP_INSTANCE_ID", id);
-        }
-        Router(cmd.spawn().unwrap())
-    }
-
-    fn kill_nine(mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for Router {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn produce(broker: &Broker, run: &str, n: usize) -> HashSet<String> {
     let mut g = Generator::new(run, 3).connector_lists(&[HEC]);
