@@ -52,6 +52,9 @@ impl Member {
         let consumer: BaseConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", group)
+            // The router's assignor: a group's members must share one (Kafka refuses a
+            // join that does not; librdkafka's mock cluster aborts).
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .set("enable.auto.commit", "false")
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "500")
