@@ -135,11 +135,15 @@ async fn busy_and_throttled_hec_is_retried_until_everything_is_delivered() {
         Reply::queue_full(None),
     ]);
     let produced = h.produce(events("b", 600));
-    let settings = h.settings(
+    let mut settings = h.settings(
         "g-b",
         "",
         "[connectors.dz-connector-splunk.batch]\nmax_events = 100\nmax_linger_ms = 20",
     );
+    // Retry-After is honoured up to max_backoff (200 ms in the harness); room for its 1 s.
+    for c in settings.connectors.iter_mut().filter(|c| c.id == SPLUNK) {
+        c.engine.retry.max_backoff = std::time::Duration::from_secs(2);
+    }
     let pipeline = Pipeline::start(&settings).await.unwrap();
 
     assert!(h.hec.wait_for_received(600, PATIENCE).await);
