@@ -154,6 +154,21 @@ fn settings(max_events: usize, linger_ms: u64) -> EngineSettings {
     }
 }
 
+/// A worker for `connector`, wired as [`wiring`] says.
+fn spawn(connector: &Arc<Scripted>, settings: EngineSettings, wiring: Wiring) -> ConnectorHandle {
+    Engine::spawn(Mem(connector.clone()), "mem", C, settings, wiring)
+}
+
+/// Plain wiring on `acker`: ten timings kept, no dead letters, no isolation.
+fn wiring(acker: &Arc<Acker>) -> Wiring {
+    Wiring {
+        acker: acker.clone(),
+        timings: TimingRecorder::new(10),
+        dead_letters: None,
+        isolation: None,
+    }
+}
+
 fn rig(answers: Vec<Answer>, settings: EngineSettings, send_delay: Duration) -> Rig {
     let connector = Arc::new(Scripted {
         answers: Mutex::new(answers.into()),
@@ -163,16 +178,12 @@ fn rig(answers: Vec<Answer>, settings: EngineSettings, send_delay: Duration) -> 
     let acker = Arc::new(Acker::new());
     acker.lock().assign(P);
     let timings = TimingRecorder::new(100);
-    let handle = Engine::spawn(
-        Mem(connector.clone()),
-        "mem",
-        C,
+    let handle = spawn(
+        &connector,
         settings,
         Wiring {
-            acker: acker.clone(),
             timings: timings.clone(),
-            dead_letters: None,
-            isolation: None,
+            ..wiring(&acker)
         },
     );
     Rig {
@@ -427,9 +438,40 @@ async fn events_an_encoder_leaves_out_are_rejected_and_the_rest_sent() {
 #[derive(Clone, Default)]
 struct Capture(Arc<Mutex<Vec<u8>>>);
 
-impl std::io::Write for Capture {
+thread_local! {
+    /// Where this thread's log lines go (the tests run on one-thread runtimes, so the
+    /// engine's tasks log on the test's own thread).
+    static CAPTURING: std::cell::RefCell<Option<Capture>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Captures this thread's log lines at INFO and above. One process-wide subscriber writes
+/// to the capture of the thread logging, if any: with per-test subscribers (`set_default`)
+/// tracing's per-callsite interest cache, shared by all threads, could be left disabled by
+/// another test's thread, and a warning then never reached the capture.
+fn capture_logs() -> Capture {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(|| ThreadCapture)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+    });
+    let logs = Capture::default();
+    CAPTURING.with(|c| *c.borrow_mut() = Some(logs.clone()));
+    logs
+}
+
+/// Writes to the logging thread's capture; discards on a thread that captures nothing.
+struct ThreadCapture;
+
+impl std::io::Write for ThreadCapture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        CAPTURING.with(|c| {
+            if let Some(logs) = c.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -439,13 +481,7 @@ impl std::io::Write for Capture {
 
 #[tokio::test(start_paused = true)]
 async fn changes_to_events_are_logged_with_the_event_id_once_a_minute_per_kind() {
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
     let r = rig(vec![], settings(4, 1000), Duration::ZERO);
     r.feed(0..4);
     let stats = r.handle.stats.clone();
@@ -469,13 +505,7 @@ async fn changes_to_events_are_logged_with_the_event_id_once_a_minute_per_kind()
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_health_check_warns_once_clipped_and_a_delivery_ends_it() {
-    let logs = Capture::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
     let body = format!("<html><body>{}</body></html>", "denied ".repeat(500));
     let connector = Arc::new(Scripted {
         health_error: Some(format!("HTTP 403: {body}")),
@@ -483,18 +513,7 @@ async fn a_failing_health_check_warns_once_clipped_and_a_delivery_ends_it() {
     });
     let acker = Arc::new(Acker::new());
     acker.lock().assign(P);
-    let handle = Engine::spawn(
-        Mem(connector.clone()),
-        "mem",
-        C,
-        settings(1, 10),
-        Wiring {
-            acker: acker.clone(),
-            timings: TimingRecorder::new(10),
-            dead_letters: None,
-            isolation: None,
-        },
-    );
+    let handle = spawn(&connector, settings(1, 10), wiring(&acker));
     // Ten checks, 10 s apart (virtual time).
     tokio::time::sleep(Duration::from_secs(95)).await;
     assert_eq!(connector.health_checks.load(SeqCst), 10);
@@ -528,20 +547,13 @@ async fn a_failing_health_check_warns_once_clipped_and_a_delivery_ends_it() {
 fn checked(connector: &Arc<Scripted>, health_check: HealthCheck) -> (ConnectorHandle, Arc<Acker>) {
     let acker = Arc::new(Acker::new());
     acker.lock().assign(P);
-    let handle = Engine::spawn(
-        Mem(connector.clone()),
-        "mem",
-        C,
+    let handle = spawn(
+        connector,
         EngineSettings {
             health_check,
             ..settings(1, 10)
         },
-        Wiring {
-            acker: acker.clone(),
-            timings: TimingRecorder::new(10),
-            dead_letters: None,
-            isolation: None,
-        },
+        wiring(&acker),
     );
     (handle, acker)
 }
@@ -618,18 +630,7 @@ async fn a_request_too_large_to_encode_is_split_before_sending() {
     });
     let acker = Arc::new(Acker::new());
     acker.lock().assign(P);
-    let handle = Engine::spawn(
-        Mem(connector.clone()),
-        "mem",
-        C,
-        settings(5, 1000),
-        Wiring {
-            acker: acker.clone(),
-            timings: TimingRecorder::new(10),
-            dead_letters: None,
-            isolation: None,
-        },
-    );
+    let handle = spawn(&connector, settings(5, 1000), wiring(&acker));
     let r = Rig {
         connector,
         acker,
@@ -713,19 +714,16 @@ fn isolated() -> Isolated {
     ));
     let mut s = settings(2, 10);
     s.retry.on_exhausted = OnExhausted::Block;
-    let handle = Engine::spawn(
-        Mem(connector.clone()),
-        "mem",
-        C,
+    let handle = spawn(
+        &connector,
         s,
         Wiring {
-            acker: acker.clone(),
             timings: TimingRecorder::new(100),
-            dead_letters: None,
             isolation: Some(Role::Main {
                 isolation: isolation.clone(),
                 parking: parking.clone(),
             }),
+            ..wiring(&acker)
         },
     );
     Isolated {
@@ -867,16 +865,12 @@ async fn a_revoked_partitions_events_are_cancelled_not_delivered_nor_dead_letter
     acker.lock().assign(P);
     acker.lock().assign(Q);
     let letters = Arc::new(MemParking::default());
-    let handle = Engine::spawn(
-        Mem(connector.clone()),
-        "mem",
-        C,
+    let handle = spawn(
+        &connector,
         settings(4, 10),
         Wiring {
-            acker: acker.clone(),
-            timings: TimingRecorder::new(10),
             dead_letters: Some(letters.clone()),
-            isolation: None,
+            ..wiring(&acker)
         },
     );
     feed_down(&acker, &handle, P, 0..4);
@@ -914,18 +908,7 @@ async fn a_revocation_ends_a_retry_backoff_at_once() {
     s.retry.on_exhausted = OnExhausted::Block;
     s.retry.initial_backoff = Duration::from_secs(3600);
     s.retry.max_backoff = Duration::from_secs(3600);
-    let handle = Engine::spawn(
-        Mem(connector.clone()),
-        "mem",
-        C,
-        s,
-        Wiring {
-            acker: acker.clone(),
-            timings: TimingRecorder::new(10),
-            dead_letters: None,
-            isolation: None,
-        },
-    );
+    let handle = spawn(&connector, s, wiring(&acker));
     feed_down(&acker, &handle, P, 0..3);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(connector.requests.lock().unwrap().len(), 1);
