@@ -140,6 +140,17 @@ pub struct Verdict {
     pub outcome: Outcome,
     /// The destination's `Retry-After`, which overrides the backoff schedule.
     pub retry_after: Option<Duration>,
+    /// Events of an accepted request that the destination says it dropped without saying
+    /// which (OTLP's partial success). They cannot be retried or dead-lettered one by one,
+    /// and the protocol forbids resending the request: the engine counts and logs them.
+    pub dropped: Option<Dropped>,
+}
+
+/// A count of events a destination accepted and then dropped, with its explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dropped {
+    pub count: u64,
+    pub reason: String,
 }
 
 impl Verdict {
@@ -148,7 +159,14 @@ impl Verdict {
             status_code,
             outcome,
             retry_after: None,
+            dropped: None,
         }
+    }
+
+    /// This verdict, with `count` of its events dropped by the destination for `reason`.
+    pub fn with_dropped(mut self, count: u64, reason: String) -> Self {
+        self.dropped = (count > 0).then_some(Dropped { count, reason });
+        self
     }
 }
 

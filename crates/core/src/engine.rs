@@ -643,6 +643,9 @@ impl<C: Connector> Shared<C> {
         if verdict.outcome != Outcome::Delivered {
             self.stats.failed_requests.fetch_add(1, Relaxed);
         }
+        if let Some(dropped) = &verdict.dropped {
+            self.report_dropped(dropped);
+        }
         calls.push(CallTiming {
             start_ms,
             duration_ms: ms(start.elapsed()),
@@ -650,6 +653,23 @@ impl<C: Connector> Shared<C> {
             status_code: verdict.status_code,
         });
         verdict
+    }
+
+    /// Counts events the destination dropped after accepting them, and logs its reason at
+    /// most once a minute: nothing else can be done, since it did not say which.
+    fn report_dropped(&self, dropped: &crate::connector::Dropped) {
+        self.stats
+            .dropped_by_destination
+            .fetch_add(dropped.count, Relaxed);
+        if let Some(held_back) = self.notices.allow("dropped_by_destination") {
+            tracing::warn!(
+                connector = %self.id,
+                dropped = dropped.count,
+                reason = %crate::log::clip(&dropped.reason),
+                held_back,
+                "destination accepted the request but dropped some of its events"
+            );
+        }
     }
 
     /// Counts the adjustments an encoder made, and logs each kind at most once a minute with

@@ -26,7 +26,7 @@ pub mod timings;
 
 pub use batch::BatchLimits;
 pub use connector::{
-    Connector, EncodeError, Encoded, EventVerdict, Fix, Outcome, SendError, Verdict,
+    Connector, Dropped, EncodeError, Encoded, EventVerdict, Fix, Outcome, SendError, Verdict,
 };
 pub use dead_letter::{DeadLetters, Letter};
 pub use dispatch::Dispatcher;

@@ -29,6 +29,9 @@ pub struct ConnectorStats {
     /// Events dropped undelivered because their partition was revoked: its next owner
     /// delivers them.
     pub cancelled: AtomicU64,
+    /// Events the destination accepted and then reported dropped, without saying which
+    /// (see `Verdict::dropped`).
+    pub dropped_by_destination: AtomicU64,
     /// Adjustments encoders made to fit the API, by reason (see `Encoded::fixes`).
     fixes: Mutex<BTreeMap<&'static str, u64>>,
     /// Rejected events by reason class (the reason's text up to its first colon).
@@ -61,6 +64,7 @@ pub struct ConnectorSnapshot {
     pub dead_lettered: u64,
     pub parked: u64,
     pub cancelled: u64,
+    pub dropped_by_destination: u64,
 }
 
 impl ConnectorStats {
@@ -138,6 +142,7 @@ impl ConnectorStats {
             dead_lettered: self.dead_lettered.load(Relaxed),
             parked: self.parked.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
+            dropped_by_destination: self.dropped_by_destination.load(Relaxed),
         }
     }
 }

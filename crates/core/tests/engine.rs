@@ -275,6 +275,32 @@ async fn partial_outcome_settles_each_event_and_resends_only_the_retries() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn events_a_destination_drops_after_accepting_are_counted_and_not_resent() {
+    let accepted = Verdict::new(200, Outcome::Delivered).with_dropped(2, "2 too old".into());
+    let r = rig(
+        vec![Answer::Verdict(accepted)],
+        settings(4, 1000),
+        Duration::ZERO,
+    );
+    r.feed(0..4);
+    let (c, acker, _, stats) = r.finish().await;
+    assert_eq!(
+        c.requests.lock().unwrap().len(),
+        1,
+        "the protocol forbids a resend"
+    );
+    assert_eq!((stats.delivered, stats.dropped_by_destination), (4, 2));
+    assert_eq!(acker.lock().watermark(P), Some(4));
+    assert_eq!(
+        Verdict::new(200, Outcome::Delivered)
+            .with_dropped(0, String::new())
+            .dropped,
+        None,
+        "nothing dropped is no drop"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn exhausted_retries_reject_with_the_last_reason() {
     let busy = Answer::Verdict(Verdict::new(
         503,

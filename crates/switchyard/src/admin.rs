@@ -128,6 +128,8 @@ fn refresh(m: &Monitor) {
             .absolute(s.dead_lettered);
         counter!("switchyard_events_cancelled_total", "connector" => id.clone())
             .absolute(s.cancelled);
+        counter!("switchyard_events_dropped_by_destination_total", "connector" => id.clone())
+            .absolute(s.dropped_by_destination);
         gauge!("switchyard_in_flight_requests", "connector" => id.clone())
             .set(s.in_flight_requests as f64);
         let healthy = if stats.health() == Health::Healthy {

@@ -32,9 +32,8 @@ pub fn classify(response: &HttpResponse) -> Verdict {
         _ => Outcome::Reject { reason: why() },
     };
     Verdict {
-        status_code: status,
-        outcome,
         retry_after: response.retry_after,
+        ..Verdict::new(status, outcome)
     }
 }
 

@@ -55,9 +55,8 @@ pub fn classify(response: &HttpResponse, sent: usize) -> Verdict {
         _ => Outcome::Reject { reason: why() },
     };
     Verdict {
-        status_code: status,
-        outcome,
         retry_after: response.retry_after,
+        ..Verdict::new(status, outcome)
     }
 }
 
