@@ -28,9 +28,8 @@ pub fn classify(response: &HttpResponse) -> Verdict {
         (_, given) => given,
     };
     Verdict {
-        status_code: status,
-        outcome,
         retry_after,
+        ..Verdict::new(status, outcome)
     }
 }
 
