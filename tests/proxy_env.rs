@@ -2,7 +2,7 @@
 //! one with `proxy = "none"` goes straight to its destination. The variables belong to the
 //! whole process, so this binary holds this one test alone.
 
-use switchyard::settings::{Kind, Settings};
+use switchyard::settings::Settings;
 use switchyard_core::Connector;
 use switchyard_splunk_hec::SplunkHec;
 use switchyard_testkit::tls::Pki;
@@ -29,7 +29,7 @@ ca_file = "{}"
     );
     let settings = Settings::from_toml(&text, &|_| None, false).unwrap_or_else(|e| panic!("{e}"));
     let c = &settings.connectors[0];
-    let Kind::SplunkHec(cfg) = &c.kind else {
+    let Some(cfg) = c.kind.downcast_ref::<switchyard_splunk_hec::HecConfig>() else {
         panic!("not HEC")
     };
     SplunkHec::new(cfg, &c.client).unwrap_or_else(|e| panic!("{e}"))

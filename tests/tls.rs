@@ -3,7 +3,7 @@
 //! generated for the test, and a CONNECT proxy that records its tunnels.
 
 use switchyard::Pipeline;
-use switchyard::settings::{Kind, Settings};
+use switchyard::settings::Settings;
 use switchyard_core::Connector;
 use switchyard_kinesis_firehose::KinesisFirehose;
 use switchyard_splunk_hec::SplunkHec;
@@ -62,7 +62,7 @@ fn settings(toml: &str) -> Settings {
 fn connector(toml: &str) -> SplunkHec {
     let settings = settings(toml);
     let c = &settings.connectors[0];
-    let Kind::SplunkHec(cfg) = &c.kind else {
+    let Some(cfg) = c.kind.downcast_ref::<switchyard_splunk_hec::HecConfig>() else {
         panic!("not HEC")
     };
     SplunkHec::new(cfg, &c.client).unwrap_or_else(|e| panic!("{e}"))
@@ -198,7 +198,10 @@ async fn firehose_trusts_the_ca_file_and_goes_through_the_proxy() {
 
     // The AWS SDK's client, without the CA: refused at the handshake.
     let untrusting = settings(&firehose_table(&fake.url(), ""));
-    let Kind::KinesisFirehose(cfg) = &untrusting.connectors[0].kind else {
+    let Some(cfg) = untrusting.connectors[0]
+        .kind
+        .downcast_ref::<switchyard_kinesis_firehose::FirehoseConfig>()
+    else {
         panic!("not Firehose")
     };
     let connector = KinesisFirehose::new(cfg, &untrusting.connectors[0].client)

@@ -9,6 +9,7 @@
 pub mod age;
 pub mod batch;
 pub mod compress;
+pub mod config;
 pub mod connector;
 pub mod dead_letter;
 pub mod dispatch;
@@ -25,6 +26,7 @@ pub mod stats;
 pub mod timings;
 
 pub use batch::BatchLimits;
+pub use config::Problem;
 pub use connector::{
     Connector, Dropped, EncodeError, Encoded, EventVerdict, Fix, Outcome, SendError, Verdict,
 };

@@ -9,13 +9,14 @@
 use bytes::Bytes;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use switchyard::settings::{Kind, Settings};
+use switchyard::settings::Settings;
 use switchyard_core::{Connector, Event, Origin, PartitionId, Router, compress};
-use switchyard_datadog_logs::DatadogLogs;
+use switchyard_datadog_logs::{DatadogConfig, DatadogLogs};
+use switchyard_kinesis_firehose::FirehoseConfig;
 use switchyard_kinesis_firehose::encode::encode as firehose_encode;
-use switchyard_newrelic_events::NewRelicEvents;
 use switchyard_newrelic_events::flatten::Flattener;
-use switchyard_splunk_hec::SplunkHec;
+use switchyard_newrelic_events::{NewRelicConfig, NewRelicEvents};
+use switchyard_splunk_hec::{HecConfig, SplunkHec};
 use switchyard_testkit::Generator;
 
 const BATCH: usize = 500;
@@ -104,57 +105,57 @@ fn main() {
     });
 
     for c in &settings.connectors {
-        match &c.kind {
-            Kind::SplunkHec(cfg) => {
-                let mut cfg = cfg.clone();
-                cfg.compression = compress::Compression::None;
-                let plain = SplunkHec::new(&cfg, &Default::default()).unwrap();
-                bench("splunk_hec encode", BATCH, batch_bytes, || {
-                    black_box(plain.encode(black_box(&events), None).unwrap());
-                });
-                cfg.compression = compress::Compression::Gzip;
-                let gz = SplunkHec::new(&cfg, &Default::default()).unwrap();
-                bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
-                    black_box(gz.encode(black_box(&events), None).unwrap());
-                });
-            }
-            Kind::DatadogLogs(cfg) => {
-                let mut cfg = cfg.clone();
-                cfg.compression = compress::Compression::None;
-                let plain = DatadogLogs::new(&cfg, &Default::default()).unwrap();
-                bench("datadog_logs encode", BATCH, batch_bytes, || {
-                    black_box(plain.encode(black_box(&events), None).unwrap());
-                });
-                cfg.compression = compress::Compression::Gzip;
-                let gz = DatadogLogs::new(&cfg, &Default::default()).unwrap();
-                bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
-                    black_box(gz.encode(black_box(&events), None).unwrap());
-                });
-            }
-            Kind::KinesisFirehose(cfg) => {
-                // The records only (the AWS SDK's JSON, base64 and SigV4 come on top).
-                let delimiter = cfg.record_delimiter.as_bytes();
-                bench("kinesis_firehose records", BATCH, batch_bytes, || {
-                    black_box(firehose_encode(black_box(&events), None, delimiter, false));
-                });
-            }
-            Kind::NewRelicEvents(cfg) => {
-                let flattener = Flattener::new(cfg).unwrap();
-                bench("newrelic_events flatten", BATCH, batch_bytes, || {
-                    let mut out = Vec::with_capacity(batch_bytes * 2);
-                    black_box(flattener.encode(black_box(&events), None, &mut out));
-                });
-                // New Relic always compresses (and limits the compressed body to 10^6 bytes).
-                let nr = NewRelicEvents::new(cfg, &Default::default()).unwrap();
-                bench(
-                    "newrelic_events flatten + gzip",
-                    200,
-                    batch_bytes / BATCH * 200,
-                    || {
-                        black_box(nr.encode(black_box(&events[..200]), None).unwrap());
-                    },
-                );
-            }
+        // The encoders of the kinds this bench knows, as the repo config sets them up.
+        let kind = &c.kind;
+        if let Some(cfg) = kind.downcast_ref::<HecConfig>() {
+            let mut cfg = cfg.clone();
+            cfg.compression = compress::Compression::None;
+            let plain = SplunkHec::new(&cfg, &Default::default()).unwrap();
+            bench("splunk_hec encode", BATCH, batch_bytes, || {
+                black_box(plain.encode(black_box(&events), None).unwrap());
+            });
+            cfg.compression = compress::Compression::Gzip;
+            let gz = SplunkHec::new(&cfg, &Default::default()).unwrap();
+            bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
+                black_box(gz.encode(black_box(&events), None).unwrap());
+            });
+        }
+        if let Some(cfg) = kind.downcast_ref::<DatadogConfig>() {
+            let mut cfg = cfg.clone();
+            cfg.compression = compress::Compression::None;
+            let plain = DatadogLogs::new(&cfg, &Default::default()).unwrap();
+            bench("datadog_logs encode", BATCH, batch_bytes, || {
+                black_box(plain.encode(black_box(&events), None).unwrap());
+            });
+            cfg.compression = compress::Compression::Gzip;
+            let gz = DatadogLogs::new(&cfg, &Default::default()).unwrap();
+            bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
+                black_box(gz.encode(black_box(&events), None).unwrap());
+            });
+        }
+        if let Some(cfg) = kind.downcast_ref::<FirehoseConfig>() {
+            // The records only (the AWS SDK's JSON, base64 and SigV4 come on top).
+            let delimiter = cfg.record_delimiter.as_bytes();
+            bench("kinesis_firehose records", BATCH, batch_bytes, || {
+                black_box(firehose_encode(black_box(&events), None, delimiter, false));
+            });
+        }
+        if let Some(cfg) = kind.downcast_ref::<NewRelicConfig>() {
+            let flattener = Flattener::new(cfg).unwrap();
+            bench("newrelic_events flatten", BATCH, batch_bytes, || {
+                let mut out = Vec::with_capacity(batch_bytes * 2);
+                black_box(flattener.encode(black_box(&events), None, &mut out));
+            });
+            // New Relic always compresses (and limits the compressed body to 10^6 bytes).
+            let nr = NewRelicEvents::new(cfg, &Default::default()).unwrap();
+            bench(
+                "newrelic_events flatten + gzip",
+                200,
+                batch_bytes / BATCH * 200,
+                || {
+                    black_box(nr.encode(black_box(&events[..200]), None).unwrap());
+                },
+            );
         }
     }
     let body: Vec<u8> = events

@@ -4,17 +4,15 @@
 
 use crate::pipeline::Pipeline;
 use crate::progress;
-use crate::settings::{Kind, Settings};
+use crate::settings::{ConnectorOverride, Settings};
 use anyhow::Context as _;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use switchyard_testkit::{
-    Broker, FakeDatadog, FakeFirehose, FakeHec, FakeNewRelic, Generator, datadog,
-};
+use std::time::Duration;
+use switchyard_destination::StandIn;
+use switchyard_testkit::{Broker, Generator};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -84,7 +82,8 @@ pub async fn run(
     opts: DemoOptions,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut settings = Settings::load(config, &demo_lookup)?;
+    let (standins, overrides) = start_stand_ins(&Settings::load(config, &demo_lookup)?).await?;
+    let mut settings = Settings::load_with(config, &demo_lookup, &overrides)?;
     let broker = Broker::mock()
         .map_err(anyhow::Error::msg)
         .context("starting the embedded broker")?;
@@ -115,69 +114,6 @@ pub async fn run(
     }
     settings.kafka.brokers = broker.bootstrap_servers().to_string();
 
-    // Each stand-in lives in the closures that report how many events it received and take
-    // it down (503 to everything) or up.
-    let mut standins: Vec<Standin> = Vec::new();
-    for c in settings.connectors.iter_mut().filter(|c| c.enabled) {
-        let (count, down): (Count, Switch) = match &mut c.kind {
-            Kind::SplunkHec(cfg) => {
-                let fake = Arc::new(
-                    FakeHec::builder(&exposed(&cfg.token))
-                        .counting_only()
-                        .start()
-                        .await?,
-                );
-                cfg.endpoint = fake.url();
-                let f = fake.clone();
-                (
-                    Box::new(move || fake.received_count()),
-                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
-                )
-            }
-            Kind::DatadogLogs(cfg) => {
-                let fake = Arc::new(
-                    FakeDatadog::start_with(&exposed(&cfg.api_key), datadog::MAX_PAYLOAD, false)
-                        .await?,
-                );
-                cfg.endpoint = Some(fake.url());
-                let f = fake.clone();
-                (
-                    Box::new(move || fake.received_count()),
-                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
-                )
-            }
-            Kind::KinesisFirehose(cfg) => {
-                let fake = Arc::new(
-                    FakeFirehose::start(&cfg.delivery_stream, "demo-access-key", false).await?,
-                );
-                cfg.endpoint = Some(fake.url());
-                cfg.region = Some("us-east-1".into());
-                cfg.role_arn = None;
-                cfg.access_key_id = Some(switchyard_core::Secret::new("demo-access-key"));
-                cfg.secret_access_key = Some(switchyard_core::Secret::new("demo-secret-key"));
-                let f = fake.clone();
-                (
-                    Box::new(move || fake.received_count()),
-                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
-                )
-            }
-            Kind::NewRelicEvents(cfg) => {
-                let key = exposed(&cfg.license_key.clone().or(cfg.insert_key.clone()));
-                let fake = Arc::new(FakeNewRelic::start_with(&cfg.account_id, &key, false).await?);
-                cfg.endpoint = Some(fake.url());
-                let f = fake.clone();
-                (
-                    Box::new(move || fake.received_count()),
-                    Box::new(move |down| f.fail_randomly(if down { 1000 } else { 0 })),
-                )
-            }
-        };
-        standins.push(Standin {
-            id: c.id.clone(),
-            count,
-            down,
-        });
-    }
     let ids: Vec<&str> = settings.connectors.iter().map(|c| c.id.as_str()).collect();
     let mut lists: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     lists.push(ids.join(","));
@@ -225,9 +161,9 @@ pub async fn run(
                     o.connector,
                     o.length.as_secs()
                 );
-                (standin.down)(true);
+                standin.stand_in.set_down(true);
                 tokio::time::sleep(o.length).await;
-                (standin.down)(false);
+                standin.stand_in.set_down(false);
                 eprintln!("\ndemo: the stand-in for {} is back", o.connector);
                 std::future::pending::<()>().await;
             }
@@ -243,7 +179,11 @@ pub async fn run(
     let _ = seeder.join();
     let clean = pipeline.shutdown().await;
     for s in &standins {
-        eprintln!("stand-in for {} received {} events", s.id, (s.count)());
+        eprintln!(
+            "stand-in for {} received {} events",
+            s.id,
+            s.stand_in.received()
+        );
     }
     eprintln!(
         "stopped {}",
@@ -256,25 +196,43 @@ pub async fn run(
     Ok(())
 }
 
-/// A destination's stand-in, as the demo drives it.
+/// A connector's stand-in, as the demo drives it.
 struct Standin {
     id: String,
-    count: Count,
-    /// Down (503 to everything) or up.
-    down: Switch,
+    stand_in: StandIn,
 }
 
-/// How many events a stand-in received.
-type Count = Box<dyn Fn() -> u64>;
-/// Takes a stand-in down (true) or up.
-type Switch = Box<dyn Fn(bool)>;
-
-/// The secret's value, for configuring the stand-in that checks it.
-fn exposed(secret: &Option<switchyard_core::Secret>) -> String {
-    secret
-        .as_ref()
-        .map(|s| s.expose().to_string())
-        .unwrap_or_default()
+/// Starts a stand-in for each enabled connector, from its kind's crate, and the overrides that
+/// point the connector at it with a credential the stand-in checks.
+async fn start_stand_ins(
+    settings: &Settings,
+) -> anyhow::Result<(Vec<Standin>, Vec<ConnectorOverride>)> {
+    let mut standins = Vec::new();
+    let mut overrides = Vec::new();
+    for (n, c) in settings.connectors.iter().filter(|c| c.enabled).enumerate() {
+        let credential = format!("demo-credential-{n}");
+        let stand_in = c
+            .kind
+            .start_stand_in(&credential)
+            .await
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("starting the stand-in for {}", c.id))?;
+        overrides.extend(
+            c.kind
+                .stand_in_settings(&stand_in.url, &credential)
+                .into_iter()
+                .map(|(key, value)| ConnectorOverride {
+                    id: c.id.clone(),
+                    key,
+                    value,
+                }),
+        );
+        standins.push(Standin {
+            id: c.id.clone(),
+            stand_in,
+        });
+    }
+    Ok((standins, overrides))
 }
 
 /// Prints the progress line every second, in place on a terminal, until `stop` resolves.
@@ -297,44 +255,22 @@ async fn report(pipeline: &Pipeline, stop: impl Future<Output = ()>) {
 
 /// Produces generated events at about `opts.rate` per second until `seeding` is cleared.
 fn seed(bootstrap: &str, topic: &str, lists: &[String], opts: &DemoOptions, seeding: &AtomicBool) {
-    let producer: BaseProducer = match rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
-        .create()
-    {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::error!(error = %e, "demo producer could not start");
-            return;
-        }
-    };
     let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
     let mut generator = Generator::new("demo", 7).connector_lists(&lists);
-    let tick = Duration::from_millis(20);
-    let per_tick = (opts.rate / 50).max(1);
     let mut n = 0u64;
-    let start = Instant::now();
-    while seeding.load(Ordering::SeqCst) {
-        for _ in 0..per_tick {
-            n += 1;
-            let payload = if opts.malformed_every > 0 && n.is_multiple_of(opts.malformed_every) {
-                b"{\"event\": not json".to_vec()
-            } else {
-                generator.next_event().1
-            };
-            if producer
-                .send(BaseRecord::<(), _>::to(topic).payload(&payload))
-                .is_err()
-            {
-                producer.poll(Duration::from_millis(50));
-            }
+    let next = || {
+        n += 1;
+        if opts.malformed_every > 0 && n.is_multiple_of(opts.malformed_every) {
+            b"{\"event\": not json".to_vec()
+        } else {
+            generator.next_event().1
         }
-        producer.poll(Duration::ZERO);
-        // Pace to the offered rate: sleep until this tick's slot.
-        let due = start + tick.mul_f64((n / per_tick) as f64);
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+    };
+    if let Err(e) =
+        switchyard_testkit::broker::produce_paced(bootstrap, topic, opts.rate, seeding, next)
+    {
+        tracing::error!(error = %e, "demo producer stopped");
     }
-    let _ = producer.flush(Duration::from_secs(5));
 }
 
 #[cfg(test)]

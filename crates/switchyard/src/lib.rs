@@ -4,6 +4,7 @@
 pub mod admin;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod destinations;
 pub mod pipeline;
 pub mod progress;
 pub mod replay;

@@ -1,22 +1,18 @@
 //! Wiring: settings → connector workers → dispatcher → Kafka source.
 
-use crate::settings::{Kind, Settings};
+use crate::settings::Settings;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::stats::ConnectorSnapshot;
 use switchyard_core::stats::Health;
 use switchyard_core::{
-    Acker, ConnectorHandle, ConnectorStats, Dispatcher, Engine, Heartbeat, Isolation, Role, Route,
-    Router, SourceStats, State, TimingRecorder,
+    Acker, ConnectorHandle, ConnectorStats, Dispatcher, Heartbeat, Isolation, Role, Route, Router,
+    SourceStats, State, TimingRecorder,
 };
 use switchyard_core::{DeadLetters, Wiring};
-use switchyard_datadog_logs::DatadogLogs;
 use switchyard_kafka::letters::headers;
 use switchyard_kafka::{LetterProducer, Purpose, Source, SourceError, Status, StatusHandle};
-use switchyard_kinesis_firehose::KinesisFirehose;
-use switchyard_newrelic_events::NewRelicEvents;
-use switchyard_splunk_hec::SplunkHec;
 
 /// A running router: the main flow from the source topics, and per connector the drain of
 /// its parked events (docs/isolation.md).
@@ -517,36 +513,19 @@ impl Flow {
     }
 }
 
-/// Builds connector `c` and starts its worker.
+/// Builds connector `c` through its kind's crate and starts its worker.
 async fn spawn_connector(
     c: &crate::settings::ConnectorSettings,
     index: switchyard_core::ConnectorIndex,
     wiring: Wiring,
 ) -> Result<ConnectorHandle, StartError> {
-    let failed = |e: &dyn std::fmt::Display| StartError::Connector {
-        id: c.id.clone(),
-        message: e.to_string(),
-    };
-    Ok(match &c.kind {
-        Kind::SplunkHec(cfg) => {
-            let connector = SplunkHec::new(cfg, &c.client).map_err(|e| failed(&e))?;
-            Engine::spawn(connector, &c.id, index, c.engine, wiring)
-        }
-        Kind::DatadogLogs(cfg) => {
-            let connector = DatadogLogs::new(cfg, &c.client).map_err(|e| failed(&e))?;
-            Engine::spawn(connector, &c.id, index, c.engine, wiring)
-        }
-        Kind::NewRelicEvents(cfg) => {
-            let connector = NewRelicEvents::new(cfg, &c.client).map_err(|e| failed(&e))?;
-            Engine::spawn(connector, &c.id, index, c.engine, wiring)
-        }
-        Kind::KinesisFirehose(cfg) => {
-            let connector = KinesisFirehose::new(cfg, &c.client)
-                .await
-                .map_err(|e| failed(&e))?;
-            Engine::spawn(connector, &c.id, index, c.engine, wiring)
-        }
-    })
+    c.kind
+        .spawn(&c.id, index, &c.client, c.engine, wiring)
+        .await
+        .map_err(|message| StartError::Connector {
+            id: c.id.clone(),
+            message,
+        })
 }
 
 async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {

@@ -8,30 +8,17 @@ use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{
     BatchLimits, EngineSettings, Filter, HealthCheck, IsolationSettings, OnExhausted, RetryPolicy,
 };
-use switchyard_datadog_logs::DatadogConfig;
+use switchyard_destination::{ConnectorConfig, Descriptor};
 use switchyard_http::{ClientOptions, Proxy, Tls, TlsFiles};
 use switchyard_kafka::{KafkaOptions, SourceConfig};
-use switchyard_kinesis_firehose::FirehoseConfig;
-use switchyard_newrelic_events::NewRelicConfig;
-use switchyard_splunk_hec::HecConfig;
 
-/// One thing wrong with the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Where, e.g. `connectors.dz-connector-splunk.token`.
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
+pub use switchyard_core::Problem;
+use switchyard_core::config::typed;
 
 /// Everything wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -39,7 +26,7 @@ pub struct Invalid(pub Vec<Problem>);
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
+        writeln!(f, "{} Problem::new(s) in the configuration:", self.0.len())?;
         for p in &self.0 {
             writeln!(f, "  {p}")?;
         }
@@ -123,7 +110,8 @@ pub struct ConnectorSettings {
     pub filter: Filter,
     pub engine: EngineSettings,
     pub isolation: IsolationSettings,
-    pub kind: Kind,
+    /// The destination-specific part, as its kind's crate parsed it.
+    pub kind: Arc<dyn ConnectorConfig>,
     /// Its HTTP client's trusted CAs, client certificate and proxy.
     pub client: ClientOptions,
     /// Its `${NAME}` references whose variable is not set, and the files it names that cannot
@@ -143,22 +131,6 @@ impl ConnectorSettings {
     }
 }
 
-/// The destination-specific part of a connector.
-#[derive(Debug, Clone)]
-pub enum Kind {
-    SplunkHec(HecConfig),
-    DatadogLogs(DatadogConfig),
-    NewRelicEvents(NewRelicConfig),
-    KinesisFirehose(FirehoseConfig),
-}
-
-pub const KINDS: [&str; 4] = [
-    "splunk_hec",
-    "datadog_logs",
-    "newrelic_events",
-    "kinesis_firehose",
-];
-
 /// Where `${NAME}` references are looked up (the process environment, normally).
 pub type Lookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
@@ -166,16 +138,34 @@ pub fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
+/// A value written over connector `id`'s key `key`, as `SWITCHYARD__CONNECTORS__…` would
+/// be: how the demo points connectors at its stand-ins.
+#[derive(Debug, Clone)]
+pub struct ConnectorOverride {
+    pub id: String,
+    pub key: &'static str,
+    pub value: String,
+}
+
 impl Settings {
     /// Reads and validates the file at `path`, applying `SWITCHYARD__…` overrides.
     pub fn load(path: &str, lookup: Lookup<'_>) -> Result<Settings, Invalid> {
+        Self::load_with(path, lookup, &[])
+    }
+
+    /// As [`Settings::load`], with `overrides` over both the file and the environment.
+    pub fn load_with(
+        path: &str,
+        lookup: Lookup<'_>,
+        overrides: &[ConnectorOverride],
+    ) -> Result<Settings, Invalid> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Invalid(vec![Problem {
                 path: path.into(),
                 message: format!("cannot read: {e}"),
             }])
         })?;
-        Self::from_toml(&text, lookup, true)
+        Self::parse(&text, lookup, true, overrides)
     }
 
     /// Parses TOML text; `env_overrides` applies `SWITCHYARD__SECTION__KEY` variables.
@@ -184,12 +174,28 @@ impl Settings {
         lookup: Lookup<'_>,
         env_overrides: bool,
     ) -> Result<Settings, Invalid> {
+        Self::parse(text, lookup, env_overrides, &[])
+    }
+
+    fn parse(
+        text: &str,
+        lookup: Lookup<'_>,
+        env_overrides: bool,
+        overrides: &[ConnectorOverride],
+    ) -> Result<Settings, Invalid> {
         let file = read_tree(text, false)?;
-        let tree = if env_overrides {
+        let mut tree = if env_overrides {
             read_tree(text, true)?
         } else {
             file.clone()
         };
+        for o in overrides {
+            if let Some(Value::Object(c)) =
+                tree.get_mut("connectors").and_then(|c| c.get_mut(&o.id))
+            {
+                c.insert(o.key.into(), Value::String(o.value.clone()));
+            }
+        }
         let mut warnings = literal_secrets(&file, &tree);
         let mut problems = Vec::new();
         let settings = Self::from_tree(tree, lookup, &mut problems, &mut warnings);
@@ -210,7 +216,7 @@ impl Settings {
         warnings: &mut Vec<Problem>,
     ) -> Option<Settings> {
         let Value::Object(mut root) = tree else {
-            problems.push(problem("(file)", "is not a table"));
+            problems.push(Problem::new("(file)", "is not a table"));
             return None;
         };
         // Connectors are resolved one by one: a disabled one may leave its variables unset.
@@ -225,7 +231,7 @@ impl Settings {
         let parking = section::<ParkingSection>(&mut root, "parking", problems);
         let connectors = connectors(connectors_table, lookup, problems, warnings);
         for key in root.keys() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 key,
                 "unknown section (expected kafka, router, admin, dead_letter, parking, connectors)",
             ));
@@ -237,7 +243,7 @@ impl Settings {
             .as_deref()
             .is_some_and(|t| t.trim().is_empty())
         {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "parking.topic",
                 "is empty (leave it out for <group_id>-parked)",
             ));
@@ -249,7 +255,7 @@ impl Settings {
                 .chain(kafka.topics.iter().map(String::as_str))
                 .any(|t| Some(t) == parking.topic.as_deref())
         {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "parking.topic",
                 "must differ from the source and dead-letter topics",
             ));
@@ -259,13 +265,13 @@ impl Settings {
             .as_deref()
             .is_some_and(|t| t.trim().is_empty())
         {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "dead_letter.topic",
                 "is empty (leave it out for no dead-letter topic)",
             ));
         }
         let bind = admin.bind.parse().map_err(|e| {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "admin.bind",
                 &format!("{e}: {:?} (expected address:port)", admin.bind),
             ))
@@ -275,17 +281,17 @@ impl Settings {
         let ids: HashSet<&str> = connectors.iter().map(|c| c.id.as_str()).collect();
         for (i, id) in router.default_connectors.iter().enumerate() {
             if !ids.contains(id.as_str()) {
-                problems.push(problem(
+                problems.push(Problem::new(
                     &format!("router.default_connectors[{i}]"),
                     &format!("no connector {id:?} is configured"),
                 ));
             }
         }
         if router.max_event_bytes == 0 {
-            problems.push(problem("router.max_event_bytes", "must be at least 1"));
+            problems.push(Problem::new("router.max_event_bytes", "must be at least 1"));
         }
         if connectors.len() > switchyard_core::TargetSet::CAPACITY {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "connectors",
                 &format!(
                     "at most {} connectors are supported",
@@ -353,17 +359,6 @@ fn read_tree(text: &str, env_overrides: bool) -> Result<Value, Invalid> {
         })
 }
 
-/// The keys of each kind that hold a `Secret`.
-fn secret_keys(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "splunk_hec" => &["token"],
-        "datadog_logs" => &["api_key"],
-        "newrelic_events" => &["license_key", "insert_key"],
-        "kinesis_firehose" => &["access_key_id", "secret_access_key"],
-        _ => &[],
-    }
-}
-
 /// Whether `written`, a value in the file, is a secret itself rather than a reference to one.
 fn is_literal(written: &Value) -> bool {
     match written {
@@ -383,7 +378,8 @@ fn literal_secrets(file: &Value, merged: &Value) -> Vec<Problem> {
     };
     for (id, connector) in connectors {
         let kind = connector.get("kind").and_then(Value::as_str).unwrap_or("");
-        for &key in secret_keys(kind) {
+        let secret_keys = crate::destinations::find(kind).map_or(&[][..], |d| d.secret_keys);
+        for &key in secret_keys {
             let Some(written) = file
                 .get("connectors")
                 .and_then(|c| c.get(id))
@@ -418,7 +414,7 @@ fn literal_kafka_secrets(file: &Value) -> Vec<Problem> {
         };
         for (key, written) in options {
             if switchyard_kafka::is_sensitive(key) && is_literal(written) {
-                out.push(problem(
+                out.push(Problem::new(
                     &format!("{section}.options.{key}"),
                     "is a secret written in the file; use a ${NAME} or ${file:PATH} reference \
                      instead",
@@ -427,13 +423,6 @@ fn literal_kafka_secrets(file: &Value) -> Vec<Problem> {
         }
     }
     out
-}
-
-fn problem(path: &str, message: &str) -> Problem {
-    Problem {
-        path: path.into(),
-        message: message.into(),
-    }
 }
 
 /// Deserializes `root[name]` (absent = empty table) as `T`, reporting the failing key path.
@@ -446,25 +435,6 @@ fn section<T: DeserializeOwned>(
         .remove(name)
         .unwrap_or_else(|| Value::Object(Map::new()));
     typed(value, name, problems)
-}
-
-fn typed<T: DeserializeOwned>(value: Value, path: &str, problems: &mut Vec<Problem>) -> Option<T> {
-    match serde_path_to_error::deserialize(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let path = if inner == "." {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            problems.push(Problem {
-                path,
-                message: e.into_inner().to_string(),
-            });
-            None
-        }
-    }
 }
 
 /// Replaces `${NAME}` in every string with the variable's value and `${file:PATH}` with the
@@ -522,7 +492,7 @@ fn substitute(
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
-            problems.push(problem(path, "unclosed ${ in value"));
+            problems.push(Problem::new(path, "unclosed ${ in value"));
             return s.to_string();
         };
         let name = &after[..end];
@@ -532,7 +502,7 @@ fn substitute(
         };
         match value {
             Ok(value) => out.push_str(&value),
-            Err(message) => unset.push(problem(path, &message)),
+            Err(message) => unset.push(Problem::new(path, &message)),
         }
         rest = &after[end + 1..];
     }
@@ -632,21 +602,21 @@ fn d_revoke() -> u64 {
 impl KafkaSection {
     fn check(&self, problems: &mut Vec<Problem>) {
         if self.brokers.trim().is_empty() {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "kafka.brokers",
                 "is missing (host:port[,host:port…])",
             ));
         }
         if self.topics.is_empty() {
-            problems.push(problem("kafka.topics", "name at least one topic"));
+            problems.push(Problem::new("kafka.topics", "name at least one topic"));
         }
         if self.group_id.trim().is_empty() {
-            problems.push(problem("kafka.group_id", "is missing"));
+            problems.push(Problem::new("kafka.group_id", "is missing"));
         }
         if let Some(Scalar::S(id)) = &self.group_instance_id
             && id.trim().is_empty()
         {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "kafka.group_instance_id",
                 "is empty (leave it out for dynamic membership)",
             ));
@@ -661,7 +631,7 @@ impl KafkaSection {
             ("kafka.max_inflight_bytes", self.max_inflight_bytes),
         ] {
             if v == 0 {
-                problems.push(problem(key, "must be at least 1"));
+                problems.push(Problem::new(key, "must be at least 1"));
             }
         }
     }
@@ -777,7 +747,7 @@ impl AdminSection {
         let secs = match self.stall_after_secs {
             None => STALL_AFTER_SECS.max(floor),
             Some(s) if s < floor => {
-                problems.push(problem(
+                problems.push(Problem::new(
                     "admin.stall_after_secs",
                     &format!(
                         "must be at least {floor} (the longer of kafka.revoke_drain_timeout_secs and router.shutdown_timeout_secs, plus {STALL_MARGIN_SECS}): the poll loop waits that long by design"
@@ -957,7 +927,7 @@ fn connectors(
         None => Map::new(),
         Some(Value::Object(t)) => t,
         Some(_) => {
-            problems.push(problem(
+            problems.push(Problem::new(
                 "connectors",
                 "must be a table of [connectors.<id>] tables",
             ));
@@ -968,7 +938,7 @@ fn connectors(
     for (id, v) in table {
         let path = format!("connectors.{id}");
         let Value::Object(fields) = v else {
-            problems.push(problem(&path, "must be a table"));
+            problems.push(Problem::new(&path, "must be a table"));
             continue;
         };
         let mut unset = Vec::new();
@@ -1014,70 +984,32 @@ fn connector(
         }
     }
     let common = typed::<CommonSection>(Value::Object(common_fields), path, problems)?;
-    let (kind, defaults) = match common.kind.as_str() {
-        "splunk_hec" => (
-            Kind::SplunkHec(kind_config(fields, path, problems, HecConfig::problems)?),
-            switchyard_splunk_hec::config::DEFAULT_LIMITS,
-        ),
-        "datadog_logs" => (
-            Kind::DatadogLogs(kind_config(
-                fields,
-                path,
-                problems,
-                DatadogConfig::problems,
-            )?),
-            switchyard_datadog_logs::config::DEFAULT_LIMITS,
-        ),
-        "kinesis_firehose" => {
-            let old_name = deprecated_name(
-                &mut fields,
-                path,
-                ("endpoint_url", "endpoint"),
-                problems,
-                warnings,
-            );
-            let before = problems.len();
-            let c = kind_config(fields, path, problems, FirehoseConfig::problems);
-            if old_name {
-                // Name the key the file has, so the problem can be found there.
-                let (new, old) = (format!("{path}.endpoint"), format!("{path}.endpoint_url"));
-                for p in problems[before..].iter_mut().filter(|p| p.path == new) {
-                    p.path.clone_from(&old);
-                }
-            }
-            (
-                Kind::KinesisFirehose(c?),
-                switchyard_kinesis_firehose::config::DEFAULT_LIMITS,
-            )
-        }
-        "newrelic_events" => (
-            Kind::NewRelicEvents(kind_config(
-                fields,
-                path,
-                problems,
-                NewRelicConfig::problems,
-            )?),
-            switchyard_newrelic_events::config::DEFAULT_LIMITS,
-        ),
-        other => {
-            problems.push(problem(
-                &format!("{path}.kind"),
-                &format!("unknown kind {other:?} (known: {})", KINDS.join(", ")),
-            ));
-            return None;
-        }
+    let Some(descriptor) = crate::destinations::find(&common.kind) else {
+        problems.push(Problem::new(
+            &format!("{path}.kind"),
+            &format!(
+                "unknown kind {:?} (known: {})",
+                common.kind,
+                crate::destinations::names()
+            ),
+        ));
+        return None;
     };
+    let kind = kind_config(descriptor, fields, path, problems, warnings);
     let identity = common
         .tls
         .as_ref()
         .is_some_and(|t| t.cert_file.is_some() || t.key_file.is_some());
-    if matches!(kind, Kind::KinesisFirehose(_)) && identity {
-        problems.push(problem(
+    if !descriptor.client_certificates && identity {
+        problems.push(Problem::new(
             &format!("{path}.tls.cert_file"),
-            "a client certificate is not supported for kinesis_firehose: the AWS SDK's \
-             client cannot present one",
+            &format!(
+                "a client certificate is not supported for {}: its client cannot present one",
+                descriptor.kind
+            ),
         ));
     }
+    let defaults = descriptor.default_limits;
     let client = client_options(&common, path, problems, unset)?;
     let engine = engine_settings(&common, defaults, path, problems)?;
     let isolation = isolation_settings(&common, path, problems)?;
@@ -1087,7 +1019,7 @@ fn connector(
         filter: filter(common.filter),
         engine,
         isolation,
-        kind,
+        kind: kind?,
         client,
         unset_variables: Vec::new(),
     })
@@ -1108,7 +1040,7 @@ fn client_options(
         None => Proxy::default(),
         Some(Ok(p)) => p,
         Some(Err(message)) => {
-            problems.push(problem(&format!("{path}.proxy"), &message));
+            problems.push(Problem::new(&format!("{path}.proxy"), &message));
             Proxy::default()
         }
     };
@@ -1117,7 +1049,7 @@ fn client_options(
         Some(Ok(tls)) => tls,
         Some(Err(errors)) => {
             for e in errors {
-                let p = problem(&format!("{path}.tls.{}", e.key()), &e.to_string());
+                let p = Problem::new(&format!("{path}.tls.{}", e.key()), &e.to_string());
                 match e {
                     switchyard_http::TlsError::Read { .. } => unset.push(p),
                     _ => problems.push(p),
@@ -1136,7 +1068,7 @@ fn client_options(
     if (common.tls.is_some() || common.proxy.is_some())
         && let Err(e) = options.check()
     {
-        problems.push(problem(&format!("{path}.tls"), &e.to_string()));
+        problems.push(Problem::new(&format!("{path}.tls"), &e.to_string()));
         return None;
     }
     Some(options)
@@ -1157,13 +1089,13 @@ fn deprecated_name(
     };
     let at = format!("{path}.{old}");
     if fields.contains_key(new) {
-        problems.push(problem(
+        problems.push(Problem::new(
             &at,
             &format!("is the deprecated name of {new}, which is also set; keep only {new}"),
         ));
         return false;
     }
-    warnings.push(problem(
+    warnings.push(Problem::new(
         &at,
         &format!("is deprecated; call it {new}, as the other connectors do"),
     ));
@@ -1171,19 +1103,30 @@ fn deprecated_name(
     true
 }
 
-/// A kind's own settings: deserialized strictly, then its semantic checks, all reported
-/// under `path`.
-fn kind_config<T: DeserializeOwned>(
-    fields: Map<String, Value>,
+/// A kind's own settings, parsed and checked by its crate, all reported under `path`; a
+/// problem with a renamed key names the key the file has, so it can be found there.
+fn kind_config(
+    descriptor: &Descriptor,
+    mut fields: Map<String, Value>,
     path: &str,
     problems: &mut Vec<Problem>,
-    check: fn(&T) -> Vec<(&'static str, String)>,
-) -> Option<T> {
-    let cfg = typed::<T>(Value::Object(fields), path, problems)?;
-    for (key, message) in check(&cfg) {
-        problems.push(problem(&format!("{path}.{key}"), &message));
+    warnings: &mut Vec<Problem>,
+) -> Option<Arc<dyn ConnectorConfig>> {
+    let renamed: Vec<(&str, &str)> = descriptor
+        .renamed_keys
+        .iter()
+        .copied()
+        .filter(|&names| deprecated_name(&mut fields, path, names, problems, warnings))
+        .collect();
+    let before = problems.len();
+    let config = descriptor.parse(fields, path, problems);
+    for (old, new) in renamed {
+        let (new, old) = (format!("{path}.{new}"), format!("{path}.{old}"));
+        for p in problems[before..].iter_mut().filter(|p| p.path == new) {
+            p.path.clone_from(&old);
+        }
     }
-    Some(cfg)
+    config
 }
 
 fn isolation_settings(
@@ -1194,13 +1137,13 @@ fn isolation_settings(
     let defaults = IsolationSettings::default();
     let before = problems.len();
     if c.detach_after_secs == 0 {
-        problems.push(problem(
+        problems.push(Problem::new(
             &format!("{path}.detach_after_secs"),
             "must be at least 1",
         ));
     }
     if c.probe_max_interval_secs < defaults.probe_initial.as_secs() {
-        problems.push(problem(
+        problems.push(Problem::new(
             &format!("{path}.probe_max_interval_secs"),
             &format!(
                 "must be at least {} (the first probe's delay)",
@@ -1224,7 +1167,7 @@ fn engine_settings(
     let before = problems.len();
     let mut positive = |key: &str, v: u64| {
         if v == 0 {
-            problems.push(problem(&format!("{path}.{key}"), "must be at least 1"));
+            problems.push(Problem::new(&format!("{path}.{key}"), "must be at least 1"));
         }
     };
     positive("batch.max_events", c.batch.max_events.unwrap_or(1) as u64);
@@ -1234,7 +1177,7 @@ fn engine_settings(
     positive("retry.max_attempts", c.retry.max_attempts as u64);
     positive("health_check.interval_secs", c.health_check.interval_secs);
     if c.retry.initial_backoff_ms > c.retry.max_backoff_ms {
-        problems.push(problem(
+        problems.push(Problem::new(
             &format!("{path}.retry.initial_backoff_ms"),
             "is larger than retry.max_backoff_ms",
         ));
@@ -1277,6 +1220,10 @@ fn filter(f: FilterSection) -> Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard_datadog_logs::DatadogConfig;
+    use switchyard_kinesis_firehose::FirehoseConfig;
+    use switchyard_newrelic_events::NewRelicConfig;
+    use switchyard_splunk_hec::HecConfig;
 
     fn lookup(name: &str) -> Option<String> {
         match name {
@@ -1306,24 +1253,16 @@ mod tests {
         let c = &s.connectors[0];
         assert_eq!(c.id, "dz-connector-splunk");
         assert_eq!(c.engine.limits.max_bytes, 1_000_000);
-        let Kind::SplunkHec(hec) = &c.kind else {
-            panic!("the first connector is HEC")
-        };
+        let hec = c
+            .kind
+            .downcast_ref::<HecConfig>()
+            .expect("the first connector is HEC");
         assert_eq!(
             hec.token.as_ref().unwrap().expose(),
             "11111111-2222-3333-4444-555555555555"
         );
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
-        let kinds: Vec<&str> = s
-            .connectors
-            .iter()
-            .map(|c| match c.kind {
-                Kind::SplunkHec(_) => "splunk_hec",
-                Kind::DatadogLogs(_) => "datadog_logs",
-                Kind::NewRelicEvents(_) => "newrelic_events",
-                Kind::KinesisFirehose(_) => "kinesis_firehose",
-            })
-            .collect();
+        let kinds: Vec<&str> = s.connectors.iter().map(|c| c.kind.kind()).collect();
         assert_eq!(
             kinds,
             [
@@ -1724,10 +1663,11 @@ concurrency = 0
     }
 
     fn firehose_endpoint(s: &Settings) -> Option<String> {
-        match &s.connectors[0].kind {
-            Kind::KinesisFirehose(c) => c.endpoint.clone(),
-            other => panic!("not Firehose: {other:?}"),
-        }
+        let kind = &s.connectors[0].kind;
+        let Some(c) = kind.downcast_ref::<FirehoseConfig>() else {
+            panic!("not Firehose: {kind:?}")
+        };
+        c.endpoint.clone()
     }
 
     #[test]
@@ -1748,7 +1688,7 @@ concurrency = 0
         );
         assert_eq!(
             s.warnings,
-            [problem(
+            [Problem::new(
                 "connectors.fh.endpoint_url",
                 "is deprecated; call it endpoint, as the other connectors do"
             )]
@@ -1796,14 +1736,18 @@ concurrency = 0
         let s =
             Settings::from_toml(&text.join("\n"), &lookup, false).unwrap_or_else(|e| panic!("{e}"));
         for c in &s.connectors {
-            let endpoint = match &c.kind {
-                Kind::SplunkHec(k) => Some(k.endpoint.clone()),
-                Kind::DatadogLogs(k) => k.endpoint.clone(),
-                Kind::NewRelicEvents(k) => k.endpoint.clone(),
-                Kind::KinesisFirehose(k) => {
-                    assert!(k.access_key_id.is_some() && k.secret_access_key.is_some());
-                    k.endpoint.clone()
-                }
+            let k = &c.kind;
+            let endpoint = if let Some(k) = k.downcast_ref::<HecConfig>() {
+                Some(k.endpoint.clone())
+            } else if let Some(k) = k.downcast_ref::<DatadogConfig>() {
+                k.endpoint.clone()
+            } else if let Some(k) = k.downcast_ref::<NewRelicConfig>() {
+                k.endpoint.clone()
+            } else if let Some(k) = k.downcast_ref::<FirehoseConfig>() {
+                assert!(k.access_key_id.is_some() && k.secret_access_key.is_some());
+                k.endpoint.clone()
+            } else {
+                panic!("a kind this test does not know: {k:?}")
             };
             assert!(endpoint.is_some(), "{} has no endpoint example", c.id);
         }
@@ -1921,7 +1865,7 @@ token = "${{file:{token}}}"
 "#
         );
         let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
-        let Kind::SplunkHec(hec) = &s.connectors[0].kind else {
+        let Some(hec) = s.connectors[0].kind.downcast_ref::<HecConfig>() else {
             panic!("HEC")
         };
         assert_eq!(hec.token.as_ref().unwrap().expose(), "file-hec-token");

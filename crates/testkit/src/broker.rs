@@ -239,3 +239,45 @@ mod containers {
         })
     }
 }
+
+/// Produces `next()` to `topic` at about `rate` records per second until `running` is cleared,
+/// then flushes what is queued. A full local queue waits for deliveries rather than dropping.
+pub fn produce_paced(
+    bootstrap: &str,
+    topic: &str,
+    rate: u64,
+    running: &std::sync::atomic::AtomicBool,
+    mut next: impl FnMut() -> Vec<u8>,
+) -> Result<(), String> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "20")
+        .create()
+        .map_err(|e| format!("producer: {e}"))?;
+    let tick = Duration::from_millis(20);
+    let per_tick = (rate / 50).max(1);
+    let mut n = 0u64;
+    let start = std::time::Instant::now();
+    while running.load(SeqCst) {
+        for _ in 0..per_tick {
+            n += 1;
+            let payload = next();
+            let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&payload);
+            while let Err((_, r)) = producer.send(record) {
+                producer.poll(Duration::from_millis(50));
+                if !running.load(SeqCst) {
+                    break;
+                }
+                record = r;
+            }
+        }
+        producer.poll(Duration::ZERO);
+        // Pace to the offered rate: sleep until this tick's slot.
+        let due = start + tick.mul_f64((n / per_tick) as f64);
+        std::thread::sleep(due.saturating_duration_since(std::time::Instant::now()));
+    }
+    producer
+        .flush(Duration::from_secs(5))
+        .map_err(|e| format!("flush: {e}"))
+}

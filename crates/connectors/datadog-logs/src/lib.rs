@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod config;
+mod destination;
 pub mod encode;
 
 use switchyard_core::compress::BodyWriter;
@@ -14,6 +15,7 @@ use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendE
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::DatadogConfig;
+pub use destination::DESCRIPTOR;
 use encode::LogEncoder;
 
 #[derive(Debug)]

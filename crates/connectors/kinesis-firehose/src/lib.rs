@@ -6,6 +6,7 @@
 
 pub mod classify;
 pub mod config;
+mod destination;
 pub mod encode;
 
 use aws_config::BehaviorVersion;
@@ -24,6 +25,7 @@ use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendE
 use switchyard_http::{ClientOptions, Proxy};
 
 pub use config::FirehoseConfig;
+pub use destination::DESCRIPTOR;
 
 pub struct KinesisFirehose {
     client: Client,

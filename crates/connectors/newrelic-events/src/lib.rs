@@ -8,6 +8,7 @@
 
 pub mod classify;
 pub mod config;
+mod destination;
 pub mod flatten;
 
 use switchyard_core::compress::{BodyWriter, Compression};
@@ -15,6 +16,7 @@ use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendE
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::NewRelicConfig;
+pub use destination::DESCRIPTOR;
 use flatten::Flattener;
 
 /// The Event API's limit on one POST, compressed: 10^6 bytes.

@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod config;
+mod destination;
 pub mod encode;
 
 use switchyard_core::compress::{BodyWriter, Compression};
@@ -14,6 +15,7 @@ use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendE
 use switchyard_http::{ClientError, ClientOptions, HttpBody, HttpResponse, HttpTransport, Url};
 
 pub use config::HecConfig;
+pub use destination::DESCRIPTOR;
 use encode::Envelope;
 
 /// A configured HEC endpoint.

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use switchyard::settings::{Kind, Settings};
+use switchyard::settings::Settings;
 use switchyard_testkit::Broker;
 
 /// The latency run never produces more than this many events.
@@ -403,12 +403,13 @@ async fn stand_ins(
     for c in &settings.connectors {
         let key = |k: &str| format!("SWITCHYARD__CONNECTORS__{}__{k}", c.id.to_uppercase());
         let secret = format!("bench-secret-{}", destinations.len());
-        let (protocol, stream) = match &c.kind {
-            Kind::SplunkHec(_) => (Protocol::SplunkHec, String::new()),
-            Kind::DatadogLogs(_) => (Protocol::DatadogLogs, String::new()),
-            Kind::NewRelicEvents(_) => (Protocol::NewRelicEvents, String::new()),
-            Kind::KinesisFirehose(f) => (Protocol::Firehose, f.delivery_stream.clone()),
-        };
+        let protocol = Protocol::of(c.kind.kind())
+            .ok_or_else(|| format!("no bench stand-in speaks {}", c.kind.kind()))?;
+        let stream = c
+            .kind
+            .downcast_ref::<switchyard_kinesis_firehose::FirehoseConfig>()
+            .map(|f| f.delivery_stream.clone())
+            .unwrap_or_default();
         let url = if c.enabled {
             let down = first_down && destinations.is_empty();
             if down {
@@ -426,31 +427,8 @@ async fn stand_ins(
         } else {
             "http://127.0.0.1:9".to_string()
         };
-        match &c.kind {
-            Kind::SplunkHec(_) => {
-                env.push((key("ENDPOINT"), url));
-                env.push((key("TOKEN"), secret));
-            }
-            Kind::DatadogLogs(_) => {
-                env.push((key("ENDPOINT"), url));
-                env.push((key("API_KEY"), secret));
-            }
-            Kind::NewRelicEvents(nr) => {
-                env.push((key("ENDPOINT"), url));
-                env.push((key("ACCOUNT_ID"), "1000001".into()));
-                let which = if nr.insert_key.is_some() {
-                    "INSERT_KEY"
-                } else {
-                    "LICENSE_KEY"
-                };
-                env.push((key(which), secret));
-            }
-            Kind::KinesisFirehose(_) => {
-                env.push((key("ENDPOINT"), url));
-                env.push((key("REGION"), "us-east-1".into()));
-                env.push((key("ACCESS_KEY_ID"), secret));
-                env.push((key("SECRET_ACCESS_KEY"), "bench-secret-access-key".into()));
-            }
+        for (k, value) in c.kind.stand_in_settings(&url, &secret) {
+            env.push((key(&k.to_uppercase()), value));
         }
     }
     Ok(destinations)

@@ -32,6 +32,19 @@ pub enum Protocol {
     Firehose,
 }
 
+impl Protocol {
+    /// The stand-in protocol of the destination kind called `kind`.
+    pub fn of(kind: &str) -> Option<Protocol> {
+        Some(match kind {
+            "splunk_hec" => Protocol::SplunkHec,
+            "datadog_logs" => Protocol::DatadogLogs,
+            "newrelic_events" => Protocol::NewRelicEvents,
+            "kinesis_firehose" => Protocol::Firehose,
+            _ => return None,
+        })
+    }
+}
+
 /// What all stand-ins of a run add up to, and a wake-up for whoever waits on it.
 #[derive(Default)]
 pub struct Progress {

@@ -1,0 +1,59 @@
+//! How the binary knows Kinesis Data Firehose: its kind name, limits and credentials, and how
+//! it is built.
+
+use crate::config::{self, FirehoseConfig};
+use crate::{BuildError, KinesisFirehose};
+use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_http::ClientOptions;
+
+pub const DESCRIPTOR: Descriptor = descriptor::<FirehoseConfig>();
+
+impl Destination for FirehoseConfig {
+    const KIND: &'static str = "kinesis_firehose";
+    const SECRET_KEYS: &'static [&'static str] = &["access_key_id", "secret_access_key"];
+    const DEFAULT_LIMITS: switchyard_core::BatchLimits = config::DEFAULT_LIMITS;
+    const HARD_LIMITS: switchyard_core::BatchLimits = config::HARD_LIMITS;
+    /// Named `endpoint_url` before it was named like the other kinds' `endpoint`.
+    const RENAMED_KEYS: &'static [(&'static str, &'static str)] = &[("endpoint_url", "endpoint")];
+    /// The AWS SDK's HTTPS client cannot present one.
+    const CLIENT_CERTIFICATES: bool = false;
+    type Connector = KinesisFirehose;
+    type Error = BuildError;
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        FirehoseConfig::problems(self)
+    }
+
+    async fn connect(&self, client: &ClientOptions) -> Result<KinesisFirehose, BuildError> {
+        KinesisFirehose::new(self, client).await
+    }
+
+    /// Static keys (the access key id is the credential the stand-in checks) rather than a
+    /// role, which would need STS.
+    fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("endpoint", url.into()),
+            ("region", "us-east-1".into()),
+            ("access_key_id", credential.into()),
+            ("secret_access_key", "stand-in-secret-access-key".into()),
+        ]
+    }
+
+    #[cfg(feature = "stand-in")]
+    async fn start_stand_in(
+        &self,
+        credential: &str,
+    ) -> Result<switchyard_destination::StandIn, String> {
+        let fake = std::sync::Arc::new(
+            switchyard_testkit::FakeFirehose::start(&self.delivery_stream, credential, false)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let f = fake.clone();
+        Ok(switchyard_destination::StandIn::new(
+            fake.url(),
+            move || fake.received_count(),
+            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
+        ))
+    }
+}

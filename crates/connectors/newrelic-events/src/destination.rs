@@ -1,0 +1,61 @@
+//! How the binary knows New Relic Events: its kind name, limits and credentials, and how it
+//! is built.
+
+use crate::config::{self, NewRelicConfig};
+use crate::{BuildError, NewRelicEvents};
+use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_http::ClientOptions;
+
+pub const DESCRIPTOR: Descriptor = descriptor::<NewRelicConfig>();
+
+/// The account a stand-in serves (New Relic's ids are numbers).
+const STAND_IN_ACCOUNT: &str = "1000001";
+
+impl Destination for NewRelicConfig {
+    const KIND: &'static str = "newrelic_events";
+    const SECRET_KEYS: &'static [&'static str] = &["license_key", "insert_key"];
+    const DEFAULT_LIMITS: switchyard_core::BatchLimits = config::DEFAULT_LIMITS;
+    const HARD_LIMITS: switchyard_core::BatchLimits = config::HARD_LIMITS;
+    type Connector = NewRelicEvents;
+    type Error = BuildError;
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        NewRelicConfig::problems(self)
+    }
+
+    async fn connect(&self, client: &ClientOptions) -> Result<NewRelicEvents, BuildError> {
+        NewRelicEvents::new(self, client)
+    }
+
+    /// The key the file uses (license or insert) carries the credential.
+    fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)> {
+        let key = if self.insert_key.is_some() {
+            "insert_key"
+        } else {
+            "license_key"
+        };
+        vec![
+            ("endpoint", url.into()),
+            ("account_id", STAND_IN_ACCOUNT.into()),
+            (key, credential.into()),
+        ]
+    }
+
+    #[cfg(feature = "stand-in")]
+    async fn start_stand_in(
+        &self,
+        credential: &str,
+    ) -> Result<switchyard_destination::StandIn, String> {
+        let fake = std::sync::Arc::new(
+            switchyard_testkit::FakeNewRelic::start_with(STAND_IN_ACCOUNT, credential, false)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let f = fake.clone();
+        Ok(switchyard_destination::StandIn::new(
+            fake.url(),
+            move || fake.received_count(),
+            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
+        ))
+    }
+}

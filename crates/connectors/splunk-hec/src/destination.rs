@@ -1,0 +1,49 @@
+//! How the binary knows HEC: its kind name, limits and credentials, and how it is built.
+
+use crate::config::{self, HecConfig};
+use crate::{BuildError, SplunkHec};
+use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_http::ClientOptions;
+
+pub const DESCRIPTOR: Descriptor = descriptor::<HecConfig>();
+
+impl Destination for HecConfig {
+    const KIND: &'static str = "splunk_hec";
+    const SECRET_KEYS: &'static [&'static str] = &["token"];
+    const DEFAULT_LIMITS: switchyard_core::BatchLimits = config::DEFAULT_LIMITS;
+    const HARD_LIMITS: switchyard_core::BatchLimits = config::HARD_LIMITS;
+    type Connector = SplunkHec;
+    type Error = BuildError;
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        HecConfig::problems(self)
+    }
+
+    async fn connect(&self, client: &ClientOptions) -> Result<SplunkHec, BuildError> {
+        SplunkHec::new(self, client)
+    }
+
+    fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)> {
+        vec![("endpoint", url.into()), ("token", credential.into())]
+    }
+
+    #[cfg(feature = "stand-in")]
+    async fn start_stand_in(
+        &self,
+        credential: &str,
+    ) -> Result<switchyard_destination::StandIn, String> {
+        let fake = std::sync::Arc::new(
+            switchyard_testkit::FakeHec::builder(credential)
+                .counting_only()
+                .start()
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let f = fake.clone();
+        Ok(switchyard_destination::StandIn::new(
+            fake.url(),
+            move || fake.received_count(),
+            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
+        ))
+    }
+}
