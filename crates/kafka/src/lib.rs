@@ -13,6 +13,7 @@ pub mod client;
 mod context;
 pub mod letters;
 mod options;
+pub mod settings;
 mod source;
 
 pub use context::Status;
