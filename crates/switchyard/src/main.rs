@@ -157,6 +157,18 @@ fn validate(path: &str) -> ExitCode {
                 s.connectors.len(),
                 enabled.join(", ")
             );
+            for c in &s.connectors {
+                let l = c.engine.limits;
+                println!(
+                    "  {}: {}{}, batches of up to {} events, {} bytes, {} ms",
+                    c.id,
+                    c.kind.kind(),
+                    if c.enabled { "" } else { " (disabled)" },
+                    l.max_events,
+                    l.max_bytes,
+                    l.max_linger.as_millis()
+                );
+            }
             println!("note: {}", s.parking.note());
             ExitCode::SUCCESS
         }

@@ -878,6 +878,7 @@ fn connector(
     let defaults = descriptor.default_limits;
     let client = client_options(&common, path, problems, unset)?;
     let engine = engine_settings(&common, defaults, path, problems)?;
+    warnings.extend(over_hard_limits(engine.limits, descriptor, path));
     let isolation = isolation_settings(&common, path, problems)?;
     Some(ConnectorSettings {
         id,
@@ -1072,6 +1073,45 @@ fn engine_settings(
             interval: Duration::from_secs(c.health_check.interval_secs),
         },
     })
+}
+
+/// A warning for each batch limit set above what the destination's API allows: the engine
+/// uses the API's limit instead, and the file should say what actually happens.
+fn over_hard_limits(limits: BatchLimits, descriptor: &Descriptor, path: &str) -> Vec<Problem> {
+    let hard = descriptor.hard_limits;
+    let over = |key: &str, set: String, max: String| {
+        Problem::new(
+            &format!("{path}.batch.{key}"),
+            &format!(
+                "{set} is over what {} allows; {max} is used",
+                descriptor.kind
+            ),
+        )
+    };
+    let mut out = Vec::new();
+    if limits.max_events > hard.max_events {
+        out.push(over(
+            "max_events",
+            limits.max_events.to_string(),
+            hard.max_events.to_string(),
+        ));
+    }
+    if limits.max_bytes > hard.max_bytes {
+        out.push(over(
+            "max_bytes",
+            limits.max_bytes.to_string(),
+            hard.max_bytes.to_string(),
+        ));
+    }
+    if limits.max_linger > hard.max_linger {
+        let ms = |d: Duration| format!("{} ms", d.as_millis());
+        out.push(over(
+            "max_linger_ms",
+            ms(limits.max_linger),
+            ms(hard.max_linger),
+        ));
+    }
+    out
 }
 
 fn filter(f: FilterSection) -> Filter {
@@ -1329,6 +1369,26 @@ colour = "blue"
             problems
                 .iter()
                 .any(|p| p.path.starts_with("connectors.d") && p.message.contains("colour"))
+        );
+    }
+
+    #[test]
+    fn a_batch_limit_over_the_apis_is_a_warning_naming_the_limit_used() {
+        let text = format!(
+            "{BASE}[connectors.dd]\nkind = \"datadog_logs\"\napi_key = \"${{DD_API_KEY}}\"\n\
+             [connectors.dd.batch]\nmax_bytes = 20000000\nmax_events = 10\n"
+        );
+        let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
+        let hard = switchyard_datadog_logs::config::HARD_LIMITS;
+        assert_eq!(
+            s.warnings,
+            [Problem::new(
+                "connectors.dd.batch.max_bytes",
+                &format!(
+                    "20000000 is over what datadog_logs allows; {} is used",
+                    hard.max_bytes
+                )
+            )]
         );
     }
 

@@ -47,7 +47,13 @@ fn validate_accepts_the_repo_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok"));
+    // Each connector with its kind and the batch limits in force.
+    assert!(
+        stdout.contains("  dz-connector-splunk: splunk_hec, batches of up to 1000 events"),
+        "{stdout}"
+    );
 }
 
 #[test]
