@@ -222,9 +222,14 @@ fn a_connector_disabled_by_an_override_needs_no_variables() {
         String::from_utf8_lossy(&out.stdout),
     );
     assert_eq!(out.status.code(), Some(0), "{err}");
-    let enabled = stdout.split("enabled:").nth(1).unwrap_or_default();
+    let summary = stdout.lines().next().unwrap_or_default();
+    let enabled = summary.split("enabled:").nth(1).unwrap_or_default();
     assert!(
         enabled.contains("dz-connector-splunk") && !enabled.contains("dz-connector-datadog"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("dz-connector-datadog: datadog_logs (disabled)"),
         "{stdout}"
     );
 
