@@ -548,7 +548,10 @@ pub(crate) mod tests {
         let e = event(r#"{"configuration_id":"cfg-1","event":{"timestamp":1}}"#);
         assert_eq!(e.configuration_id(), Some("cfg-1"));
         assert!(matches!(e.inner.configuration_id, Text::Span(_)));
-        assert_eq!(event(r#"{"event":{"timestamp":1}}"#).configuration_id(), None);
+        assert_eq!(
+            event(r#"{"event":{"timestamp":1}}"#).configuration_id(),
+            None
+        );
         let e = event(r#"{"configuration_id":"a\u0062","event":{"timestamp":1}}"#);
         assert_eq!(e.configuration_id(), Some("ab"));
         let sample = event(include_str!("../../testkit/data/sample-event.json"));
