@@ -74,8 +74,9 @@ impl LogEncoder {
     /// Bytes of a request around its records, at most: what the batcher cannot count per
     /// event.
     pub fn envelope_len(&self) -> usize {
-        // Two framed levels (ExportLogsServiceRequest.resource_logs, ResourceLogs.scope_logs), each a
-        // one-byte tag and a varint, plus the resource and the scope themselves.
+        // Two framed levels (ExportLogsServiceRequest.resource_logs and
+        // ResourceLogs.scope_logs), each a one-byte tag and a varint, plus the resource and
+        // the scope themselves.
         2 * (1 + MAX_VARINT)
             + message::encoded_len(1, &self.resource)
             + message::encoded_len(1, &self.scope)
