@@ -100,6 +100,7 @@ struct Inner {
     splice: Option<Splice>,
     connector_list: Text,
     customer_code: Text,
+    configuration_id: Text,
     event_id: Text,
     event_type: Text,
     timestamp_us: i64,
@@ -170,6 +171,8 @@ struct Scan<'a> {
     connector_list: Option<Str<'a>>,
     #[serde(borrow, default)]
     customer_code: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    configuration_id: Option<Str<'a>>,
     #[serde(borrow, default)]
     event_id: Option<Str<'a>>,
     #[serde(borrow, default)]
@@ -279,6 +282,7 @@ impl Event {
             splice,
             connector_list: Text::from_cow(&raw, scan.connector_list),
             customer_code: Text::from_cow(&raw, scan.customer_code),
+            configuration_id: Text::from_cow(&raw, scan.configuration_id),
             event_id: Text::from_cow(&raw, scan.event_id),
             event_type: Text::from_cow(&raw, event.kind),
             timestamp_us: (ts.0 * 1000.0).round() as i64,
@@ -361,6 +365,12 @@ impl Event {
 
     pub fn customer_code(&self) -> Option<&str> {
         self.inner.customer_code.get(&self.inner.raw)
+    }
+
+    /// `configuration_id`: the collector configuration that produced the event, which
+    /// destinations that index attributes (OTLP) carry beside `customer_code`.
+    pub fn configuration_id(&self) -> Option<&str> {
+        self.inner.configuration_id.get(&self.inner.raw)
     }
 
     /// `event.type`, e.g. `rendition_change`.
@@ -531,6 +541,21 @@ pub(crate) mod tests {
         assert_eq!(e.event_type(), Some("stall_start"));
         assert_eq!(e.timestamp_us(), 1_712_167_312_284_000);
         assert!(matches!(e.inner.connector_list, Text::Span(_)));
+    }
+
+    #[test]
+    fn configuration_id_is_found_in_the_same_scan() {
+        let e = event(r#"{"configuration_id":"cfg-1","event":{"timestamp":1}}"#);
+        assert_eq!(e.configuration_id(), Some("cfg-1"));
+        assert!(matches!(e.inner.configuration_id, Text::Span(_)));
+        assert_eq!(
+            event(r#"{"event":{"timestamp":1}}"#).configuration_id(),
+            None
+        );
+        let e = event(r#"{"configuration_id":"a\u0062","event":{"timestamp":1}}"#);
+        assert_eq!(e.configuration_id(), Some("ab"));
+        let sample = event(include_str!("../../testkit/data/sample-event.json"));
+        assert_eq!(sample.configuration_id(), Some("4a3...a"));
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub struct HttpTransport {
     client: reqwest::Client,
     url: Url,
     headers: HeaderMap,
+    /// `Content-Type` of every POST body: JSON for every destination but OTLP's protobuf.
+    content_type: &'static str,
 }
 
 /// A header value could not be built.
@@ -55,6 +57,9 @@ pub struct HttpTransport {
 pub enum HeaderError {
     #[error("header {0} has characters HTTP does not allow")]
     Invalid(&'static str),
+    /// A header named in the settings (not a value: values may be credentials).
+    #[error("header {0:?} has a name or value HTTP does not allow")]
+    InvalidNamed(String),
 }
 
 impl std::fmt::Debug for HttpTransport {
@@ -72,7 +77,14 @@ impl HttpTransport {
             client: options.client()?,
             url,
             headers: HeaderMap::new(),
+            content_type: "application/json",
         })
+    }
+
+    /// Bodies are sent with this `Content-Type` instead of `application/json`.
+    pub fn content_type(mut self, content_type: &'static str) -> Self {
+        self.content_type = content_type;
+        self
     }
 
     pub fn url(&self) -> &Url {
@@ -99,12 +111,27 @@ impl HttpTransport {
         Ok(self)
     }
 
+    /// A credential header whose name comes from the settings (OTLP vendors each choose
+    /// theirs: `x-api-key`, `authorization`, …). Marked sensitive like [`Self::secret_header`].
+    pub fn configured_secret_header(
+        mut self,
+        name: &str,
+        secret: &Secret,
+    ) -> Result<Self, HeaderError> {
+        let invalid = || HeaderError::InvalidNamed(name.to_string());
+        let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let mut v = HeaderValue::from_str(secret.expose()).map_err(|_| invalid())?;
+        v.set_sensitive(true);
+        self.headers.insert(n, v);
+        Ok(self)
+    }
+
     pub async fn post(&self, body: &HttpBody) -> Result<HttpResponse, SendError> {
         let mut req = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_TYPE, self.content_type)
             .body(body.bytes.clone());
         if let Some(enc) = body.encoding {
             req = req.header(reqwest::header::CONTENT_ENCODING, enc);
@@ -220,5 +247,29 @@ mod tests {
         .secret_header("authorization", "Splunk ", &Secret::new("s3cr3t-token"))
         .unwrap();
         assert!(!format!("{t:?}").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn a_configured_header_is_checked_and_hidden() {
+        let t = || {
+            HttpTransport::new(
+                Url::parse("http://127.0.0.1:1/x").unwrap(),
+                &ClientOptions::default(),
+            )
+            .unwrap()
+        };
+        let ok = t()
+            .configured_secret_header("X-Api-Key", &Secret::new("s3cr3t-key"))
+            .unwrap();
+        assert!(!format!("{ok:?}").contains("s3cr3t"));
+        assert!(ok.headers["x-api-key"].is_sensitive());
+        let err = t()
+            .configured_secret_header("bad name", &Secret::new("v"))
+            .unwrap_err();
+        assert!(matches!(err, HeaderError::InvalidNamed(ref n) if n == "bad name"));
+        let err = t()
+            .configured_secret_header("x-k", &Secret::new("line\nbreak"))
+            .unwrap_err();
+        assert!(!err.to_string().contains("break"), "{err}");
     }
 }

@@ -9,6 +9,7 @@ pub mod firehose;
 pub mod generate;
 pub mod hec;
 pub mod newrelic;
+pub mod otlp;
 pub mod probe;
 pub mod proxy;
 #[cfg(feature = "tls")]
@@ -20,6 +21,7 @@ pub use firehose::{FakeFirehose, Moto};
 pub use generate::Generator;
 pub use hec::FakeHec;
 pub use newrelic::FakeNewRelic;
+pub use otlp::FakeOtlp;
 pub use proxy::ConnectProxy;
 
 /// An event parsed from `json` as if read at offset 0 of partition 0 of topic `qoe`.
