@@ -139,8 +139,9 @@ pub fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// A value written over connector `id`'s key `key`, as `SWITCHYARD__CONNECTORS__…` would
-/// be: how the demo points connectors at its stand-ins.
+/// A value written over connector `id`'s key `key` (dotted for a nested table, as in
+/// `headers.x-api-key`), as `SWITCHYARD__CONNECTORS__…` would be: how the demo points
+/// connectors at its stand-ins.
 #[derive(Debug, Clone)]
 pub struct ConnectorOverride {
     pub id: String,
@@ -191,10 +192,8 @@ impl Settings {
             file.clone()
         };
         for o in overrides {
-            if let Some(Value::Object(c)) =
-                tree.get_mut("connectors").and_then(|c| c.get_mut(&o.id))
-            {
-                c.insert(o.key.into(), Value::String(o.value.clone()));
+            if let Some(c) = tree.get_mut("connectors").and_then(|c| c.get_mut(&o.id)) {
+                set_dotted(c, o.key, &o.value);
             }
         }
         let mut warnings = literal_secrets(&file, &tree);
@@ -335,6 +334,22 @@ impl Settings {
             connectors,
             warnings: Vec::new(),
         })
+    }
+}
+
+/// Sets `key` (dotted: `a.b` is key `b` of table `a`, made if absent) in `table` to `value`.
+fn set_dotted(table: &mut Value, key: &str, value: &str) {
+    let mut at = table;
+    let mut parts = key.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let Value::Object(map) = at else { return };
+        if parts.peek().is_none() {
+            map.insert(part.into(), Value::String(value.into()));
+            return;
+        }
+        at = map
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
     }
 }
 
@@ -1389,6 +1404,22 @@ colour = "blue"
                     hard.max_bytes
                 )
             )]
+        );
+    }
+
+    #[test]
+    fn overrides_set_dotted_keys_in_nested_tables() {
+        let mut t = serde_json::json!({"endpoint": "a", "headers": {"x": "1"}});
+        set_dotted(&mut t, "endpoint", "b");
+        set_dotted(&mut t, "headers.x-api-key", "k");
+        set_dotted(&mut t, "new.table.key", "v");
+        assert_eq!(
+            t,
+            serde_json::json!({
+                "endpoint": "b",
+                "headers": {"x": "1", "x-api-key": "k"},
+                "new": {"table": {"key": "v"}}
+            })
         );
     }
 

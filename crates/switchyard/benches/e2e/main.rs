@@ -1,16 +1,17 @@
 //! End-to-end benchmark (`make bench`): the release `switchyard run`, with the repo's
 //! `connectors.toml`, consuming a Kafka-protocol broker (librdkafka's mock cluster) preloaded
-//! with generated events and delivering to fast local stand-ins of all four destinations.
+//! with generated events and delivering to fast local stand-ins of its enabled destinations.
 //!
-//! Per scenario (sample-size and small events, each fanned out to all four destinations and
-//! to one of them) it measures throughput on the preloaded backlog, then latency at a fixed
+//! Per scenario (sample-size and small events, each fanned out to every enabled destination,
+//! `…-fanout-N`, and to one of them) it measures throughput on the preloaded backlog, then latency at a fixed
 //! offered load of half that throughput, checks that every event reached every destination it
 //! was meant for, and writes everything to `target/bench/results.json`. See
 //! docs/performance.md for what each number means.
 //!
 //! Knobs: SWITCHYARD_BENCH_EVENTS (sample-size events per scenario; small ones get four
 //! times as many), SWITCHYARD_BENCH_LATENCY_SECS, SWITCHYARD_BENCH_SCENARIOS (names, comma
-//! separated), SWITCHYARD_BENCH_CONFIG.
+//! separated), SWITCHYARD_BENCH_CONFIG. `SWITCHYARD__CONNECTORS__<ID>__ENABLED=false` leaves a
+//! destination out of the run, as it would the router.
 
 mod load;
 mod router;
@@ -84,27 +85,41 @@ fn main() -> std::process::ExitCode {
         "SWITCHYARD_BENCH_EVENTS",
         if benching { 200_000 } else { 2_000 },
     );
+    // "All" fans out to every enabled connector of the config: the names say to how many.
+    let fan = match Settings::load(&knobs.config.to_string_lossy(), &|_| Some("1".into())) {
+        Ok(s) => s.connectors.iter().filter(|c| c.enabled).count(),
+        Err(e) => {
+            eprintln!("{}: {e}", knobs.config.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let all = format!("sample-fanout-{fan}");
     let only = std::env::var("SWITCHYARD_BENCH_SCENARIOS").unwrap_or_else(|_| {
-        let smoke = if benching { "" } else { "sample-fanout-4" };
+        let smoke = if benching { "" } else { all.as_str() };
         smoke.to_string()
     });
     let scenarios: Vec<Scenario> = [
-        ("sample-fanout-4", Size::Sample, FanOut::All, n),
+        (all.clone(), Size::Sample, FanOut::All, n),
         // Every event is parked as well as delivered: a quarter as many keeps the mock's
         // memory (it holds the parking topic too) well in hand.
-        ("sample-fanout-4-one-down", Size::Sample, FanOut::All, n / 4),
-        ("sample-fanout-1", Size::Sample, FanOut::One, n),
-        ("small-fanout-4", Size::Small, FanOut::All, 4 * n),
-        ("small-fanout-1", Size::Small, FanOut::One, 4 * n),
+        (format!("{all}-one-down"), Size::Sample, FanOut::All, n / 4),
+        ("sample-fanout-1".into(), Size::Sample, FanOut::One, n),
+        (
+            format!("small-fanout-{fan}"),
+            Size::Small,
+            FanOut::All,
+            4 * n,
+        ),
+        ("small-fanout-1".into(), Size::Small, FanOut::One, 4 * n),
     ]
     .into_iter()
     .filter(|(name, ..)| only.is_empty() || only.split(',').any(|o| o.trim() == *name))
     .map(|(name, size, fan_out, events)| Scenario {
-        name: name.into(),
+        one_down: name.ends_with("-one-down"),
+        name,
         size,
         fan_out,
         events,
-        one_down: name.ends_with("-one-down"),
     })
     .collect();
 
@@ -428,7 +443,7 @@ async fn stand_ins(
             "http://127.0.0.1:9".to_string()
         };
         for (k, value) in c.kind.stand_in_settings(&url, &secret) {
-            env.push((key(&k.to_uppercase()), value));
+            env.push((key(&k.replace('.', "__").to_uppercase()), value));
         }
     }
     Ok(destinations)
