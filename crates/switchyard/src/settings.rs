@@ -1749,6 +1749,12 @@ kind = "kinesis_firehose"
 delivery_stream = "s"
 access_key_id = "literal-fh-akid"
 secret_access_key = "literal-fh-secret"
+[connectors.otlp]
+kind = "otlp_logs"
+endpoint = "https://otlp:4318/v1/logs"
+[connectors.otlp.headers]
+x-api-key = "literal-otlp-key"
+x-by-reference = "${{DD_API_KEY}}"
 "#
         );
         let s = load(&text).unwrap_or_else(|e| panic!("{e}"));
@@ -1763,7 +1769,15 @@ secret_access_key = "literal-fh-secret"
                 "connectors.nr-insert.insert_key",
                 "connectors.fh.access_key_id",
                 "connectors.fh.secret_access_key",
+                "connectors.otlp.headers.x-api-key",
             ]
+        );
+        assert!(
+            s.warnings[7]
+                .message
+                .contains("SWITCHYARD__CONNECTORS__OTLP__HEADERS__X-API-KEY"),
+            "{}",
+            s.warnings[7]
         );
         assert!(
             s.warnings[0]

@@ -27,11 +27,12 @@ fn switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 /// What the repo's connectors.toml reads from the environment.
-const REPO_ENV: [(&str, &str); 4] = [
+const REPO_ENV: [(&str, &str); 5] = [
     ("SPLUNK_HEC_TOKEN", TOKEN),
     ("DD_API_KEY", "dd-key-value"),
     ("NEW_RELIC_ACCOUNT_ID", "1234567"),
     ("NEW_RELIC_LICENSE_KEY", "nr-license-value"),
+    ("OTLP_API_KEY", "otlp-api-key-value"),
 ];
 
 fn repo_config() -> String {

@@ -31,6 +31,7 @@
 
 pub mod classify;
 pub mod config;
+mod destination;
 pub mod encode;
 
 use switchyard_core::compress::BodyWriter;
@@ -38,6 +39,7 @@ use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendE
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::OtlpLogsConfig;
+pub use destination::DESCRIPTOR;
 use encode::LogEncoder;
 
 /// The OTLP binary protobuf media type, for requests and answers alike.

@@ -30,6 +30,7 @@ pub enum Protocol {
     DatadogLogs,
     NewRelicEvents,
     Firehose,
+    OtlpLogs,
 }
 
 impl Protocol {
@@ -40,6 +41,7 @@ impl Protocol {
             "datadog_logs" => Protocol::DatadogLogs,
             "newrelic_events" => Protocol::NewRelicEvents,
             "kinesis_firehose" => Protocol::Firehose,
+            "otlp_logs" => Protocol::OtlpLogs,
             _ => return None,
         })
     }
@@ -268,6 +270,7 @@ impl StandIn {
                 get("authorization").strip_prefix("Splunk ") == Some(&self.secret)
             }
             Protocol::DatadogLogs => get("dd-api-key") == self.secret,
+            Protocol::OtlpLogs => get("x-api-key") == self.secret,
             Protocol::NewRelicEvents => {
                 get("api-key") == self.secret || get("x-insert-key") == self.secret
             }
@@ -307,6 +310,8 @@ impl StandIn {
         let (status, body) = match self.protocol {
             Protocol::SplunkHec => (200, r#"{"text":"Success","code":0}"#.to_string()),
             Protocol::DatadogLogs => (202, "{}".to_string()),
+            // An empty ExportLogsServiceResponse: every record accepted.
+            Protocol::OtlpLogs => (200, String::new()),
             Protocol::NewRelicEvents => (
                 200,
                 r#"{"success":true,"uuid":"bd3b1e1c-0000-4000-8000-000000000000"}"#.to_string(),
@@ -337,10 +342,10 @@ impl StandIn {
     }
 
     fn json(&self, status: u16, body: String) -> Response {
-        let content_type = if self.protocol == Protocol::Firehose {
-            "application/x-amz-json-1.1"
-        } else {
-            "application/json"
+        let content_type = match self.protocol {
+            Protocol::Firehose => "application/x-amz-json-1.1",
+            Protocol::OtlpLogs => "application/x-protobuf",
+            _ => "application/json",
         };
         (
             StatusCode::from_u16(status).unwrap_or(StatusCode::OK),

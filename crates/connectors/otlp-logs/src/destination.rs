@@ -1,0 +1,58 @@
+//! How the binary knows OTLP logs: its kind name, limits and credentials, and how it is
+//! built.
+
+use crate::config::{self, OtlpLogsConfig};
+use crate::{BuildError, OtlpLogs};
+use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_http::ClientOptions;
+
+pub const DESCRIPTOR: Descriptor = descriptor::<OtlpLogsConfig>();
+
+/// The header a stand-in checks; vendors name their own (Honeycomb's `x-honeycomb-team`,
+/// Grafana's `authorization`), any of which `headers` can carry.
+const STAND_IN_HEADER: &str = "headers.x-api-key";
+
+impl Destination for OtlpLogsConfig {
+    const KIND: &'static str = "otlp_logs";
+    /// Every value of the `headers` table: vendors put their API keys there.
+    const SECRET_KEYS: &'static [&'static str] = &["headers"];
+    const DEFAULT_LIMITS: switchyard_core::BatchLimits = config::DEFAULT_LIMITS;
+    const HARD_LIMITS: switchyard_core::BatchLimits = config::HARD_LIMITS;
+    type Connector = OtlpLogs;
+    type Error = BuildError;
+
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        OtlpLogsConfig::problems(self)
+    }
+
+    async fn connect(&self, client: &ClientOptions) -> Result<OtlpLogs, BuildError> {
+        OtlpLogs::new(self, client)
+    }
+
+    /// `url` is the stand-in's base: OTLP's endpoint is the full logs URL.
+    fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("endpoint", format!("{url}/v1/logs")),
+            (STAND_IN_HEADER, credential.into()),
+        ]
+    }
+
+    #[cfg(feature = "stand-in")]
+    async fn start_stand_in(
+        &self,
+        credential: &str,
+    ) -> Result<switchyard_destination::StandIn, String> {
+        use switchyard_testkit::otlp::{FakeOtlp, MAX_BODY};
+        let fake = std::sync::Arc::new(
+            FakeOtlp::start_with(credential, MAX_BODY, false)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        let f = fake.clone();
+        Ok(switchyard_destination::StandIn::new(
+            fake.url(),
+            move || fake.received_count(),
+            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
+        ))
+    }
+}
