@@ -110,6 +110,13 @@ pub enum EncodeError {
     Failed(String),
 }
 
+impl From<crate::compress::CompressError> for EncodeError {
+    /// A body that could not be compressed is not whole: the events are not sent.
+    fn from(e: crate::compress::CompressError) -> Self {
+        EncodeError::Failed(e.to_string())
+    }
+}
+
 /// No answer came back.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SendError {

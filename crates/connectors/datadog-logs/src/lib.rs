@@ -83,7 +83,7 @@ impl Connector for DatadogLogs {
             });
         }
         Ok(Encoded {
-            request: HttpBody::from(body),
+            request: HttpBody::try_from(body)?,
             rejected: encoded.rejected,
             fixes: encoded.fixes,
         })

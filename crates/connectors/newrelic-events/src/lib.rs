@@ -80,7 +80,7 @@ impl Connector for NewRelicEvents {
         // New Relic documents always compressing; its limit is on the compressed body.
         let mut body = BodyWriter::new(Compression::Gzip, estimate);
         let outcome = self.flattener.encode(events, observability, &mut body);
-        let (compressed, _) = body.finish();
+        let (compressed, _) = body.finish()?;
         if compressed.len() > MAX_PAYLOAD {
             return Err(EncodeError::TooLarge {
                 size: compressed.len(),

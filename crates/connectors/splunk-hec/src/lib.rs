@@ -77,7 +77,7 @@ impl Connector for SplunkHec {
         let estimate = events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + extra;
         let mut body = BodyWriter::new(self.compression, estimate);
         self.envelope.encode(events, observability, &mut body);
-        Ok(Encoded::all(HttpBody::from(body)))
+        Ok(Encoded::all(HttpBody::try_from(body)?))
     }
 
     fn request_size(&self, request: &HttpBody) -> usize {
