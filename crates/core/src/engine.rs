@@ -10,6 +10,7 @@ use crate::isolation::Isolation;
 use crate::offsets::Acker;
 use crate::retry::RetryPolicy;
 use crate::route::ConnectorIndex;
+use crate::shipment::Shipment;
 use crate::stats::{ConnectorStats, Health};
 use crate::timings::{CallTiming, DeliveryTimings, TimingRecorder};
 use std::sync::Arc;
@@ -373,7 +374,8 @@ impl<C: Connector> Shared<C> {
         loop {
             let attempt = calls.len() as u32 + 1;
             let observability = self.observability();
-            let request = match self.connector.encode(&pending, observability.as_deref()) {
+            let shipment = Shipment::new(&pending, observability.as_deref());
+            let request = match self.connector.encode(shipment) {
                 Ok(encoded) => {
                     if attempt == 1 {
                         self.report_fixes(&pending, &encoded.fixes);

@@ -57,15 +57,11 @@ impl Connector for Mem {
     fn encoded_len(&self, event: &Event) -> usize {
         event.raw().len()
     }
-    fn encode(
-        &self,
-        events: &[Event],
-        _observability: Option<&[u8]>,
-    ) -> Result<Encoded<Vec<i64>>, EncodeError> {
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<Vec<i64>>, EncodeError> {
         // Events whose offset is in `refuse` are left out, as a validating encoder would.
         let refuse = self.0.refuse.lock().unwrap();
         let mut encoded = Encoded::all(Vec::new());
-        for (i, e) in events.iter().enumerate() {
+        for (i, e) in shipment.events().iter().enumerate() {
             let o = e.origin().offset;
             if refuse.contains(&o) {
                 encoded

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use switchyard::settings::{Kind, Settings};
-use switchyard_core::{Connector, Event, Origin, PartitionId, Router, compress};
+use switchyard_core::{Connector, Event, Origin, PartitionId, Router, Shipment, compress};
 use switchyard_datadog_logs::DatadogLogs;
 use switchyard_kinesis_firehose::encode::encode as firehose_encode;
 use switchyard_newrelic_events::NewRelicEvents;
@@ -110,12 +110,12 @@ fn main() {
                 cfg.compression = compress::Compression::None;
                 let plain = SplunkHec::new(&cfg, &Default::default()).unwrap();
                 bench("splunk_hec encode", BATCH, batch_bytes, || {
-                    black_box(plain.encode(black_box(&events), None).unwrap());
+                    black_box(plain.encode(Shipment::plain(black_box(&events))).unwrap());
                 });
                 cfg.compression = compress::Compression::Gzip;
                 let gz = SplunkHec::new(&cfg, &Default::default()).unwrap();
                 bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
-                    black_box(gz.encode(black_box(&events), None).unwrap());
+                    black_box(gz.encode(Shipment::plain(black_box(&events))).unwrap());
                 });
             }
             Kind::DatadogLogs(cfg) => {
@@ -123,26 +123,30 @@ fn main() {
                 cfg.compression = compress::Compression::None;
                 let plain = DatadogLogs::new(&cfg, &Default::default()).unwrap();
                 bench("datadog_logs encode", BATCH, batch_bytes, || {
-                    black_box(plain.encode(black_box(&events), None).unwrap());
+                    black_box(plain.encode(Shipment::plain(black_box(&events))).unwrap());
                 });
                 cfg.compression = compress::Compression::Gzip;
                 let gz = DatadogLogs::new(&cfg, &Default::default()).unwrap();
                 bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
-                    black_box(gz.encode(black_box(&events), None).unwrap());
+                    black_box(gz.encode(Shipment::plain(black_box(&events))).unwrap());
                 });
             }
             Kind::KinesisFirehose(cfg) => {
                 // The records only (the AWS SDK's JSON, base64 and SigV4 come on top).
                 let delimiter = cfg.record_delimiter.as_bytes();
                 bench("kinesis_firehose records", BATCH, batch_bytes, || {
-                    black_box(firehose_encode(black_box(&events), None, delimiter, false));
+                    black_box(firehose_encode(
+                        Shipment::plain(black_box(&events)),
+                        delimiter,
+                        false,
+                    ));
                 });
             }
             Kind::NewRelicEvents(cfg) => {
                 let flattener = Flattener::new(cfg).unwrap();
                 bench("newrelic_events flatten", BATCH, batch_bytes, || {
                     let mut out = Vec::with_capacity(batch_bytes * 2);
-                    black_box(flattener.encode(black_box(&events), None, &mut out));
+                    black_box(flattener.encode(Shipment::plain(black_box(&events)), &mut out));
                 });
                 // New Relic always compresses (and limits the compressed body to 10^6 bytes).
                 let nr = NewRelicEvents::new(cfg, &Default::default()).unwrap();
@@ -151,7 +155,10 @@ fn main() {
                     200,
                     batch_bytes / BATCH * 200,
                     || {
-                        black_box(nr.encode(black_box(&events[..200]), None).unwrap());
+                        black_box(
+                            nr.encode(Shipment::plain(black_box(&events[..200])))
+                                .unwrap(),
+                        );
                     },
                 );
             }

@@ -20,7 +20,9 @@ use aws_sdk_firehose::{Client, config::Credentials, config::Region};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use classify::Answer;
-use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_core::{
+    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+};
 use switchyard_http::{ClientOptions, Proxy};
 
 pub use config::FirehoseConfig;
@@ -196,12 +198,8 @@ impl Connector for KinesisFirehose {
         encode::encoded_len(event, &self.delimiter)
     }
 
-    fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> Result<Encoded<Batch>, EncodeError> {
-        let encoded = encode::encode(events, observability, &self.delimiter, self.packing);
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<Batch>, EncodeError> {
+        let encoded = encode::encode(shipment, &self.delimiter, self.packing);
         let mut batch = Batch {
             records: Vec::with_capacity(encoded.records.len()),
             events_per_record: Vec::with_capacity(encoded.records.len()),

@@ -16,7 +16,7 @@ use std::io::Write;
 use switchyard_core::age::{ORIGINAL_TIMESTAMP, Stamp, Window};
 use switchyard_core::compress::BodySink;
 use switchyard_core::timings::now_ms;
-use switchyard_core::{Event, Fix};
+use switchyard_core::{Event, Fix, Shipment};
 
 pub const MAX_ATTRIBUTES: usize = 254;
 pub const MAX_NAME_CHARS: usize = 255;
@@ -96,12 +96,7 @@ impl Flattener {
     }
 
     /// Appends `[event,event,…]` to `out`.
-    pub fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-        body: &mut impl BodySink,
-    ) -> Outcome {
+    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) -> Outcome {
         let mut outcome = Outcome::default();
         let now = now_ms() as i64;
         // One buffer for the batch: each event with the timings spliced in, when there are.
@@ -109,20 +104,13 @@ impl Flattener {
         let mut name = String::with_capacity(128);
         body.staged().push(b'[');
         let mut first = true;
-        for (i, e) in events.iter().enumerate() {
+        for (i, e) in shipment.events().iter().enumerate() {
             let out = body.staged();
             let start = out.len();
             if !first {
                 out.push(b',');
             }
-            let text = match observability {
-                Some(records) => {
-                    spliced.clear();
-                    e.write_json(&mut spliced, Some(records));
-                    &spliced[..]
-                }
-                None => e.json(),
-            };
+            let text = shipment.event_json(e, &mut spliced);
             let mut fixes = Vec::new();
             let event = Current {
                 event: e,
@@ -654,7 +642,9 @@ mod tests {
 
     fn flatten(cfg: &NewRelicConfig, events: &[Event]) -> (Vec<Map<String, Value>>, Outcome) {
         let mut out = Vec::new();
-        let o = Flattener::new(cfg).unwrap().encode(events, None, &mut out);
+        let o = Flattener::new(cfg)
+            .unwrap()
+            .encode(Shipment::plain(events), &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         let list = v
             .as_array()
