@@ -24,7 +24,7 @@ pub struct LogEncoder {
 
 /// Events left out and adjustments made while encoding.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct EncodeReport {
     pub rejected: Vec<(usize, String)>,
     pub fixes: Vec<Fix>,
 }
@@ -88,8 +88,8 @@ impl LogEncoder {
     }
 
     /// Appends `[log,log,…]` to `out`.
-    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) -> Outcome {
-        let mut outcome = Outcome::default();
+    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) -> EncodeReport {
+        let mut report = EncodeReport::default();
         let now = now_ms() as i64;
         body.staged().push(b'[');
         let mut first = true;
@@ -98,22 +98,22 @@ impl LogEncoder {
             if len > MAX_LOG_BYTES {
                 match self.oversize {
                     Oversize::Reject => {
-                        outcome.rejected.push((
+                        report.rejected.push((
                             i,
                             format!("oversize: a log of {len} bytes is over Datadog's 1 MB per log, which Datadog would truncate"),
                         ));
                         continue;
                     }
-                    Oversize::Truncate => outcome.fixes.push(Fix::new(i, "sent_for_truncation")),
+                    Oversize::Truncate => report.fixes.push(Fix::new(i, "sent_for_truncation")),
                 }
             }
             let stamp = match self.window.stamp(e, i, now) {
                 Ok((stamp, fix)) => {
-                    outcome.fixes.extend(fix);
+                    report.fixes.extend(fix);
                     stamp
                 }
                 Err(reason) => {
-                    outcome.rejected.push((i, reason));
+                    report.rejected.push((i, reason));
                     continue;
                 }
             };
@@ -126,7 +126,7 @@ impl LogEncoder {
             body.commit();
         }
         body.staged().push(b']');
-        outcome
+        report
     }
 
     fn write_log(&self, shipment: Shipment<'_>, e: &Event, stamp: Stamp, out: &mut Vec<u8>) {

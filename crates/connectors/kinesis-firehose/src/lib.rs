@@ -53,9 +53,9 @@ pub enum BuildError {
     Proxy(String),
 }
 
-/// A PutRecordBatch call, ready to send again on retry.
+/// A PutRecordBatch request, ready to send again on retry.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub struct PutRequest {
     records: Vec<Record>,
     events_per_record: Vec<usize>,
     bytes: usize,
@@ -187,7 +187,7 @@ fn describe<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> String {
 }
 
 impl Connector for KinesisFirehose {
-    type Request = Batch;
+    type Request = PutRequest;
     type Response = Answer;
 
     fn hard_limits(&self) -> BatchLimits {
@@ -198,46 +198,46 @@ impl Connector for KinesisFirehose {
         encode::encoded_len(event, &self.delimiter)
     }
 
-    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<Batch>, EncodeError> {
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<PutRequest>, EncodeError> {
         let encoded = encode::encode(shipment, &self.delimiter, self.packing);
-        let mut batch = Batch {
+        let mut put = PutRequest {
             records: Vec::with_capacity(encoded.records.len()),
             events_per_record: Vec::with_capacity(encoded.records.len()),
             bytes: 0,
         };
         for r in encoded.records {
-            batch.bytes += r.data.len();
-            batch.events_per_record.push(r.events);
+            put.bytes += r.data.len();
+            put.events_per_record.push(r.events);
             let record = Record::builder()
                 .data(Blob::new(r.data))
                 .build()
                 .map_err(|e| EncodeError::Failed(e.to_string()))?;
-            batch.records.push(record);
+            put.records.push(record);
         }
         Ok(Encoded {
-            request: batch,
+            request: put,
             rejected: encoded.rejected,
             fixes: Vec::new(),
         })
     }
 
-    fn request_size(&self, request: &Batch) -> usize {
+    fn request_size(&self, request: &PutRequest) -> usize {
         request.bytes
     }
 
-    async fn send(&self, batch: &Batch) -> Result<Answer, SendError> {
+    async fn send(&self, put: &PutRequest) -> Result<Answer, SendError> {
         let sent = self
             .client
             .put_record_batch()
             .delivery_stream_name(&self.stream)
-            .set_records(Some(batch.records.clone()))
+            .set_records(Some(put.records.clone()))
             .send()
             .await;
         match sent {
             Ok(out) => {
                 let entries = out.request_responses();
                 // One entry per record, in order; a missing entry counts as a failure.
-                let failures = (0..batch.records.len())
+                let failures = (0..put.records.len())
                     .map(|i| match entries.get(i) {
                         Some(e) => e.error_code().map(str::to_owned),
                         None => Some("MissingResponseEntry".into()),
@@ -245,7 +245,7 @@ impl Connector for KinesisFirehose {
                     .collect();
                 Ok(Answer::Put {
                     failures,
-                    events_per_record: batch.events_per_record.clone(),
+                    events_per_record: put.events_per_record.clone(),
                 })
             }
             Err(SdkError::ServiceError(ctx)) => {

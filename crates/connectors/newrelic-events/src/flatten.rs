@@ -54,7 +54,7 @@ pub struct Flattener {
 
 /// Events left out and adjustments made while encoding.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct EncodeReport {
     pub rejected: Vec<(usize, String)>,
     pub fixes: Vec<Fix>,
 }
@@ -96,8 +96,8 @@ impl Flattener {
     }
 
     /// Appends `[event,event,…]` to `out`.
-    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) -> Outcome {
-        let mut outcome = Outcome::default();
+    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) -> EncodeReport {
+        let mut report = EncodeReport::default();
         let now = now_ms() as i64;
         // One buffer for the batch: each event with the timings spliced in, when there are.
         let mut spliced = Vec::new();
@@ -120,17 +120,17 @@ impl Flattener {
             match self.write_event(event, text, out, &mut name, &mut fixes) {
                 Ok(()) => {
                     first = false;
-                    outcome.fixes.extend(fixes);
+                    report.fixes.extend(fixes);
                 }
                 Err(reason) => {
                     out.truncate(start);
-                    outcome.rejected.push((i, reason));
+                    report.rejected.push((i, reason));
                 }
             }
             body.commit();
         }
         body.staged().push(b']');
-        outcome
+        report
     }
 
     /// Streams `text` (the event's JSON) into one flat Event API object: a single pass of
@@ -640,7 +640,7 @@ mod tests {
 
     const SAMPLE: &str = include_str!("../../../testkit/data/sample-event.json");
 
-    fn flatten(cfg: &NewRelicConfig, events: &[Event]) -> (Vec<Map<String, Value>>, Outcome) {
+    fn flatten(cfg: &NewRelicConfig, events: &[Event]) -> (Vec<Map<String, Value>>, EncodeReport) {
         let mut out = Vec::new();
         let o = Flattener::new(cfg)
             .unwrap()
@@ -677,7 +677,7 @@ mod tests {
     }
 
     /// The kinds of fix made, sorted, less the test events' age (they are from 2024).
-    fn kinds(o: &Outcome) -> Vec<&'static str> {
+    fn kinds(o: &EncodeReport) -> Vec<&'static str> {
         let mut k: Vec<_> = o
             .fixes
             .iter()

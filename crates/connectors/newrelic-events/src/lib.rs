@@ -78,7 +78,7 @@ impl Connector for NewRelicEvents {
         let estimate = events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + 2;
         // New Relic documents always compressing; its limit is on the compressed body.
         let mut body = BodyWriter::new(Compression::Gzip, estimate);
-        let outcome = self.flattener.encode(shipment, &mut body);
+        let report = self.flattener.encode(shipment, &mut body);
         let (compressed, _) = body.finish()?;
         if compressed.len() > MAX_PAYLOAD {
             return Err(EncodeError::TooLarge {
@@ -91,8 +91,8 @@ impl Connector for NewRelicEvents {
                 bytes: compressed.into(),
                 encoding: Some("gzip"),
             },
-            rejected: outcome.rejected,
-            fixes: outcome.fixes,
+            rejected: report.rejected,
+            fixes: report.fixes,
         })
     }
 
