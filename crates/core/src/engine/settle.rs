@@ -298,3 +298,177 @@ pub(super) struct Answer {
 pub(super) fn with_reason(events: Vec<Event>, reason: &str) -> Vec<(Event, String)> {
     events.into_iter().map(|e| (e, reason.to_owned())).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{P, Rig, Scripted};
+    use super::super::{PARKED, Role};
+    use super::*;
+    use crate::isolation::{Isolation, IsolationSettings};
+    use crate::stats::Health;
+
+    fn rig() -> Rig {
+        Rig::new(Scripted::answering(vec![]), None)
+    }
+
+    fn offsets(events: &[Event]) -> Vec<i64> {
+        events.iter().map(|e| e.origin().offset).collect()
+    }
+
+    #[test]
+    fn delivered_events_are_acknowledged_and_show_the_destination_healthy() {
+        let r = rig();
+        let settled = r.courier.settle(r.events(3), Outcome::Delivered, 200, 1);
+        assert!(matches!(settled, Settled::Done));
+        assert_eq!(r.unfinished(), 0);
+        assert_eq!(r.courier.stats.snapshot().delivered, 3);
+        assert_eq!(r.courier.stats.health(), Health::Healthy);
+        assert!(r.letters.reasons().is_empty());
+    }
+
+    #[test]
+    fn refused_events_are_dead_lettered_with_the_last_answer() {
+        let r = rig();
+        let refused = Outcome::Reject {
+            reason: "invalid: token".into(),
+        };
+        assert!(matches!(
+            r.courier.settle(r.events(2), refused, 403, 2),
+            Settled::Done
+        ));
+        assert_eq!(r.unfinished(), 0, "acknowledged once written");
+        let letters = r.letters.0.lock().unwrap();
+        assert_eq!(letters.len(), 2);
+        assert_eq!(
+            (
+                letters[1].status_code,
+                letters[1].attempts,
+                &*letters[1].reason
+            ),
+            (403, 2, "invalid: token")
+        );
+        drop(letters);
+        let s = r.courier.stats.snapshot();
+        assert_eq!((s.rejected, s.dead_lettered), (2, 2));
+        assert_eq!(r.courier.stats.rejections().get("invalid"), Some(&2));
+    }
+
+    #[test]
+    fn too_large_splits_a_group_and_rejects_a_single_event() {
+        let r = rig();
+        match r.courier.settle(r.events(4), Outcome::Split, 413, 1) {
+            Settled::Split(events) => assert_eq!(offsets(&events), [0, 1, 2, 3]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.unfinished(), 4, "nothing settled yet");
+        assert!(matches!(
+            r.courier.settle(r.events(1), Outcome::Split, 413, 1),
+            Settled::Done
+        ));
+        assert_eq!(
+            r.letters.reasons(),
+            [(
+                4,
+                "destination refused a request of this one event as too large (status 413)".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_retryable_answer_hands_every_event_back_with_its_reason() {
+        let r = rig();
+        let retry = Outcome::Retry {
+            reason: "503 down".into(),
+        };
+        match r.courier.settle(r.events(2), retry, 503, 1) {
+            Settled::Retry { events, reason } => {
+                assert_eq!((offsets(&events), &*reason), (vec![0, 1], "503 down"))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.unfinished(), 2);
+    }
+
+    #[test]
+    fn a_partial_answer_settles_each_event_and_hands_back_the_retries() {
+        let r = rig();
+        let partial = Outcome::Partial(vec![
+            EventVerdict::Delivered,
+            EventVerdict::Retry,
+            EventVerdict::Reject {
+                reason: "invalid: field".into(),
+            },
+            EventVerdict::Retry,
+        ]);
+        match r.courier.settle(r.events(4), partial, 207, 1) {
+            Settled::Retry { events, reason } => {
+                assert_eq!(offsets(&events), [1, 3]);
+                assert_eq!(reason, "2 events of the request to retry (status 207)");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.courier.stats.snapshot().delivered, 1);
+        assert_eq!(r.letters.reasons(), [(2, "invalid: field".into())]);
+        assert_eq!(r.unfinished(), 2);
+
+        let all = Outcome::Partial(vec![EventVerdict::Delivered; 2]);
+        assert!(matches!(
+            r.courier.settle(r.events(2), all, 207, 1),
+            Settled::Done
+        ));
+    }
+
+    #[test]
+    fn a_partial_answer_of_the_wrong_length_retries_every_event() {
+        let r = rig();
+        let short = Outcome::Partial(vec![EventVerdict::Delivered]);
+        match r.courier.settle(r.events(3), short, 207, 1) {
+            Settled::Retry { events, .. } => assert_eq!(offsets(&events), [0, 1, 2]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(r.courier.stats.snapshot().delivered, 0);
+    }
+
+    #[test]
+    fn events_of_a_revoked_partition_are_neither_counted_nor_dead_lettered() {
+        let r = rig();
+        let events = r.events(2);
+        r.acker.lock().revoke(P);
+        let refused = Outcome::Reject {
+            reason: "invalid: x".into(),
+        };
+        r.courier.settle(events, refused, 400, 1);
+        assert!(r.letters.reasons().is_empty());
+        let s = r.courier.stats.snapshot();
+        assert_eq!((s.rejected, s.cancelled), (0, 2));
+    }
+
+    #[test]
+    fn parked_events_go_to_the_parking_topic_and_count_for_the_isolation() {
+        let isolation = Arc::new(Isolation::new("stub", IsolationSettings::default()));
+        let parking = Arc::new(super::super::testing::Letters::default());
+        let role = Role::Main {
+            isolation: isolation.clone(),
+            parking: parking.clone(),
+        };
+        let r = Rig::new(Scripted::answering(vec![]), Some(role));
+        let last = Answer {
+            status: 503,
+            attempts: 4,
+            first_attempt_ms: 1_000,
+        };
+        r.courier
+            .park(r.events(2), &format!("{PARKED}: 503 down"), last);
+        assert_eq!(
+            parking.reasons(),
+            [
+                (0, "parked: 503 down".into()),
+                (1, "parked: 503 down".into())
+            ]
+        );
+        assert!(r.letters.reasons().is_empty(), "not dead letters");
+        assert_eq!(r.courier.stats.snapshot().parked, 2);
+        assert_eq!(isolation.parked(), 2);
+        assert_eq!(r.unfinished(), 0);
+    }
+}
