@@ -200,22 +200,22 @@ impl Connector for KinesisFirehose {
 
     fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<PutRequest>, EncodeError> {
         let encoded = encode::encode(shipment, &self.delimiter, self.packing);
-        let mut put = PutRequest {
+        let mut batch = PutRequest {
             records: Vec::with_capacity(encoded.records.len()),
             events_per_record: Vec::with_capacity(encoded.records.len()),
             bytes: 0,
         };
         for r in encoded.records {
-            put.bytes += r.data.len();
-            put.events_per_record.push(r.events);
+            batch.bytes += r.data.len();
+            batch.events_per_record.push(r.events);
             let record = Record::builder()
                 .data(Blob::new(r.data))
                 .build()
                 .map_err(|e| EncodeError::Failed(e.to_string()))?;
-            put.records.push(record);
+            batch.records.push(record);
         }
         Ok(Encoded {
-            request: put,
+            request: batch,
             rejected: encoded.rejected,
             fixes: Vec::new(),
         })
@@ -225,19 +225,19 @@ impl Connector for KinesisFirehose {
         request.bytes
     }
 
-    async fn send(&self, put: &PutRequest) -> Result<Answer, SendError> {
+    async fn send(&self, batch: &PutRequest) -> Result<Answer, SendError> {
         let sent = self
             .client
             .put_record_batch()
             .delivery_stream_name(&self.stream)
-            .set_records(Some(put.records.clone()))
+            .set_records(Some(batch.records.clone()))
             .send()
             .await;
         match sent {
             Ok(out) => {
                 let entries = out.request_responses();
                 // One entry per record, in order; a missing entry counts as a failure.
-                let failures = (0..put.records.len())
+                let failures = (0..batch.records.len())
                     .map(|i| match entries.get(i) {
                         Some(e) => e.error_code().map(str::to_owned),
                         None => Some("MissingResponseEntry".into()),
@@ -245,7 +245,7 @@ impl Connector for KinesisFirehose {
                     .collect();
                 Ok(Answer::Put {
                     failures,
-                    events_per_record: put.events_per_record.clone(),
+                    events_per_record: batch.events_per_record.clone(),
                 })
             }
             Err(SdkError::ServiceError(ctx)) => {
