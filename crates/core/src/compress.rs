@@ -46,7 +46,16 @@ pub struct BodyWriter {
     staged: Vec<u8>,
     gzip: Option<GzEncoder<Vec<u8>>>,
     uncompressed: usize,
+    /// The first compressor failure. [`BodySink::commit`] cannot return it, and a body with a
+    /// hole in it must never be sent: [`BodyWriter::finish`] does.
+    failed: Option<std::io::Error>,
 }
+
+/// The compressor failed, so the body is not whole. With a `Vec` to write into this is not
+/// expected to happen; it is reported rather than sending an empty or truncated body.
+#[derive(Debug, thiserror::Error)]
+#[error("gzip failed: {0}")]
+pub struct CompressError(#[from] std::io::Error);
 
 impl BodyWriter {
     /// `estimate`: the uncompressed size expected, for the buffers' first allocation.
@@ -56,6 +65,7 @@ impl BodyWriter {
                 staged: Vec::with_capacity(estimate),
                 gzip: None,
                 uncompressed: 0,
+                failed: None,
             },
             Compression::Gzip => BodyWriter {
                 staged: Vec::with_capacity(CHUNK + CHUNK / 4),
@@ -64,6 +74,7 @@ impl BodyWriter {
                     Level::new(GZIP_LEVEL),
                 )),
                 uncompressed: 0,
+                failed: None,
             },
         }
     }
@@ -73,14 +84,16 @@ impl BodyWriter {
         self.uncompressed + self.staged.len()
     }
 
-    /// The finished body and its `Content-Encoding`.
-    pub fn finish(mut self) -> (Vec<u8>, Option<&'static str>) {
+    /// The finished body and its `Content-Encoding`, or why it could not be finished.
+    pub fn finish(mut self) -> Result<(Vec<u8>, Option<&'static str>), CompressError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e.into());
+        }
         match self.gzip.take() {
-            None => (self.staged, None),
+            None => Ok((self.staged, None)),
             Some(mut gz) => {
-                // Writing into a Vec never returns an I/O error.
-                let _ = gz.write_all(&self.staged);
-                (gz.finish().unwrap_or_default(), Some("gzip"))
+                gz.write_all(&self.staged)?;
+                Ok((gz.finish()?, Some("gzip")))
             }
         }
     }
@@ -95,22 +108,25 @@ impl BodySink for BodyWriter {
         if let Some(gz) = &mut self.gzip
             && self.staged.len() >= CHUNK
         {
-            let _ = gz.write_all(&self.staged);
+            if let Err(e) = gz.write_all(&self.staged)
+                && self.failed.is_none()
+            {
+                self.failed = Some(e);
+            }
             self.uncompressed += self.staged.len();
             self.staged.clear();
         }
     }
 }
 
-/// Compresses `body` with gzip. Writing into a `Vec` cannot fail, so neither can this.
-pub fn gzip(body: &[u8]) -> Vec<u8> {
+/// Compresses `body` with gzip.
+pub fn gzip(body: &[u8]) -> Result<Vec<u8>, CompressError> {
     let mut enc = GzEncoder::new(
         Vec::with_capacity(body.len() / 4 + 64),
         Level::new(GZIP_LEVEL),
     );
-    // A Vec writer never returns an I/O error.
-    let _ = enc.write_all(body);
-    enc.finish().unwrap_or_default()
+    enc.write_all(body)?;
+    Ok(enc.finish()?)
 }
 
 #[cfg(test)]
@@ -143,7 +159,7 @@ mod tests {
             body.commit();
         }
         assert_eq!(body.uncompressed_len(), whole.len());
-        let (packed, encoding) = body.finish();
+        let (packed, encoding) = body.finish().unwrap();
         assert_eq!(encoding, Some("gzip"));
         assert!(packed.len() < whole.len() / 10);
         assert_eq!(gunzip(&packed), whole);
@@ -151,13 +167,23 @@ mod tests {
         let mut plain = BodyWriter::new(Compression::None, 0);
         plain.staged().extend_from_slice(event);
         plain.commit();
-        assert_eq!(plain.finish(), (event.to_vec(), None));
+        assert_eq!(plain.finish().unwrap(), (event.to_vec(), None));
+    }
+
+    #[test]
+    fn a_compressor_failure_fails_the_body_rather_than_sending_it_short() {
+        // A Vec never refuses a write, so the failure a commit met is put in its place.
+        let mut body = BodyWriter::new(Compression::Gzip, 0);
+        body.staged().extend_from_slice(b"{}");
+        body.failed = Some(std::io::Error::other("deflate stream corrupt"));
+        let err = body.finish().unwrap_err();
+        assert_eq!(err.to_string(), "gzip failed: deflate stream corrupt");
     }
 
     #[test]
     fn gzip_round_trips() {
         let body = br#"{"a":1}{"a":2}"#.repeat(100);
-        let packed = gzip(&body);
+        let packed = gzip(&body).unwrap();
         assert!(packed.len() < body.len());
         let mut out = Vec::new();
         GzDecoder::new(&packed[..]).read_to_end(&mut out).unwrap();

@@ -6,6 +6,7 @@
 
 use crate::batch::BatchLimits;
 use crate::event::Event;
+use crate::shipment::Shipment;
 use std::future::Future;
 use std::time::Duration;
 
@@ -22,15 +23,11 @@ pub trait Connector: Send + Sync + 'static {
     /// Bytes `event` adds to an uncompressed request body.
     fn encoded_len(&self, event: &Event) -> usize;
 
-    /// Builds one request from `events`. An encoder may leave events out (with a reason) and
-    /// report adjustments it made; see [`Encoded`]. `observability` holds this connector's
-    /// latest collector_observability records, to be written into each event with
-    /// [`Event::write_json`] (absent when disabled or before the first delivery).
-    fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> Result<Encoded<Self::Request>, EncodeError>;
+    /// Builds one request from the shipment's events. An encoder may leave events out (with
+    /// a reason) and report adjustments it made; see [`Encoded`]. Each event's JSON is written
+    /// with [`Shipment::write_event`], which adds the router's collector_observability
+    /// records when the connector appends them; [`Shipment::event_json_len`] is its length.
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<Self::Request>, EncodeError>;
 
     /// Bytes `request` puts on the wire (for the bytes-sent counter).
     fn request_size(&self, request: &Self::Request) -> usize;
@@ -56,7 +53,7 @@ pub trait Connector: Send + Sync + 'static {
 pub struct Encoded<R> {
     pub request: R,
     /// Events left out of the request because the destination would refuse or silently drop
-    /// them, by index into the encoded slice, with the reason. The engine rejects them.
+    /// them, by index into the shipment's events, with the reason. The engine rejects them.
     pub rejected: Vec<(usize, String)>,
     /// Adjustments made to fit the API (a value truncated, attributes dropped), one entry
     /// per occurrence; the engine counts them by kind and logs them, rate-limited.
@@ -66,7 +63,7 @@ pub struct Encoded<R> {
 /// One adjustment an encoder made to one event so the destination keeps it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fix {
-    /// Index of the event in the encoded slice.
+    /// Index of the event in the shipment's events.
     pub event: usize,
     /// The metric label, e.g. `too_many_attributes`.
     pub kind: &'static str,
@@ -108,6 +105,13 @@ pub enum EncodeError {
     TooLarge { size: usize, limit: usize },
     #[error("encoding failed: {0}")]
     Failed(String),
+}
+
+impl From<crate::compress::CompressError> for EncodeError {
+    /// A body that could not be compressed is not whole: the events are not sent.
+    fn from(e: crate::compress::CompressError) -> Self {
+        EncodeError::Failed(e.to_string())
+    }
 }
 
 /// No answer came back.

@@ -138,7 +138,7 @@ impl Text {
 
 /// The most bytes [`Event::write_json`] adds around the records it splices in: a new
 /// `ops_metadata` object holding the list.
-pub const SPLICE_OVERHEAD: usize = OPS_BEFORE.len() + OPS_AFTER.len();
+pub(crate) const SPLICE_OVERHEAD: usize = OPS_BEFORE.len() + OPS_AFTER.len();
 const OPS_BEFORE: &[u8] = b",\"ops_metadata\":{\"collector_observability\":[";
 const OPS_AFTER: &[u8] = b"]}";
 
@@ -152,6 +152,14 @@ enum Splice {
     Ops { at: u32, empty: bool },
     /// Before the event's final `}`: `ops_metadata` is added.
     Event { at: u32 },
+}
+
+/// What [`Event::write_json`] inserts into the event's JSON, and where.
+struct Insertion<'r> {
+    at: usize,
+    before: &'static [u8],
+    records: &'r [u8],
+    after: &'static [u8],
 }
 
 /// `ops_metadata`, borrowed whole: only its `collector_observability` matters, and only its
@@ -315,15 +323,35 @@ impl Event {
     /// objects, no brackets) appended to `ops_metadata.collector_observability`. The event is
     /// copied around the insertion point, never re-serialized. Without records, or when the
     /// event's `ops_metadata` is not an object (or its `collector_observability` not an
-    /// array), the event is written unchanged.
-    pub fn write_json(&self, out: &mut Vec<u8>, records: Option<&[u8]>) {
+    /// array), the event is written unchanged. Connectors reach it through
+    /// [`crate::Shipment`], which decides the records.
+    pub(crate) fn write_json(&self, out: &mut Vec<u8>, records: Option<&[u8]>) {
         let json = self.json();
-        let (Some(records), Some(splice)) = (records.filter(|r| !r.is_empty()), self.inner.splice)
-        else {
+        let Some(i) = self.insertion(records) else {
             out.extend_from_slice(json);
             return;
         };
-        let (at, before, after): (u32, &[u8], &[u8]) = match splice {
+        out.extend_from_slice(&json[..i.at]);
+        out.extend_from_slice(i.before);
+        out.extend_from_slice(i.records);
+        out.extend_from_slice(i.after);
+        out.extend_from_slice(&json[i.at..]);
+    }
+
+    /// The exact length of what [`Event::write_json`] writes.
+    pub(crate) fn json_len(&self, records: Option<&[u8]>) -> usize {
+        let json = self.json().len();
+        match self.insertion(records) {
+            None => json,
+            Some(i) => json + i.before.len() + i.records.len() + i.after.len(),
+        }
+    }
+
+    /// Where `records` go into [`Event::json`] and what surrounds them, or None when the
+    /// event is written unchanged.
+    fn insertion<'r>(&self, records: Option<&'r [u8]>) -> Option<Insertion<'r>> {
+        let records = records.filter(|r| !r.is_empty())?;
+        let (at, before, after): (u32, &[u8], &[u8]) = match self.inner.splice? {
             Splice::Array { at, empty } => (at, if empty { b"" } else { b"," }, b""),
             Splice::Ops { at, empty } => (
                 at,
@@ -336,12 +364,12 @@ impl Event {
             ),
             Splice::Event { at } => (at, OPS_BEFORE, OPS_AFTER),
         };
-        let at = at as usize;
-        out.extend_from_slice(&json[..at]);
-        out.extend_from_slice(before);
-        out.extend_from_slice(records);
-        out.extend_from_slice(after);
-        out.extend_from_slice(&json[at..]);
+        Some(Insertion {
+            at: at as usize,
+            before,
+            after,
+            records,
+        })
     }
 
     pub fn origin(&self) -> &Origin {
@@ -584,7 +612,11 @@ pub(crate) mod tests {
 
     fn spliced(json: &str) -> serde_json::Value {
         let mut out = Vec::new();
-        event(json).write_json(&mut out, Some(br#"{"r":1},{"r":2}"#));
+        let records = Some(&br#"{"r":1},{"r":2}"#[..]);
+        let e = event(json);
+        e.write_json(&mut out, records);
+        assert_eq!(e.json_len(records), out.len(), "exact length of {json}");
+        assert!(out.len() <= e.json().len() + records.map_or(0, <[u8]>::len) + SPLICE_OVERHEAD);
         serde_json::from_slice(&out)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
     }
@@ -631,6 +663,8 @@ pub(crate) mod tests {
         let mut plain = Vec::new();
         event(sample).write_json(&mut plain, None);
         assert_eq!(plain, sample.trim_end().as_bytes());
+        assert_eq!(event(sample).json_len(None), plain.len());
+        assert_eq!(event(sample).json_len(Some(b"")), plain.len());
     }
 
     fn detail(json: &str) -> String {

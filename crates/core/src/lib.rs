@@ -22,6 +22,7 @@ pub mod offsets;
 pub mod retry;
 pub mod route;
 pub mod secret;
+pub mod shipment;
 pub mod stats;
 pub mod timings;
 
@@ -40,5 +41,6 @@ pub use offsets::{Acker, OffsetTracker};
 pub use retry::{OnExhausted, RetryPolicy};
 pub use route::{ConnectorIndex, Filter, Route, Router, TargetSet};
 pub use secret::Secret;
+pub use shipment::Shipment;
 pub use stats::{ConnectorStats, SourceStats};
 pub use timings::{DeliveryTimings, TimingRecord, TimingRecorder};

@@ -38,6 +38,8 @@ struct Scripted {
     health_checks: AtomicUsize,
     /// The health check never answers.
     health_hangs: bool,
+    /// Each request's first event, as the shipment writes it.
+    shipped: Mutex<Vec<serde_json::Value>>,
 }
 
 /// The engine owns its connector; the test keeps a second handle on the script.
@@ -57,15 +59,18 @@ impl Connector for Mem {
     fn encoded_len(&self, event: &Event) -> usize {
         event.raw().len()
     }
-    fn encode(
-        &self,
-        events: &[Event],
-        _observability: Option<&[u8]>,
-    ) -> Result<Encoded<Vec<i64>>, EncodeError> {
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<Vec<i64>>, EncodeError> {
         // Events whose offset is in `refuse` are left out, as a validating encoder would.
         let refuse = self.0.refuse.lock().unwrap();
         let mut encoded = Encoded::all(Vec::new());
-        for (i, e) in events.iter().enumerate() {
+        if let Some(first) = shipment.events().first() {
+            let mut json = Vec::new();
+            shipment.write_event(first, &mut json);
+            assert_eq!(json.len(), shipment.event_json_len(first));
+            let json = serde_json::from_slice(&json).unwrap();
+            self.0.shipped.lock().unwrap().push(json);
+        }
+        for (i, e) in shipment.events().iter().enumerate() {
             let o = e.origin().offset;
             if refuse.contains(&o) {
                 encoded
@@ -244,6 +249,26 @@ async fn linger_closes_a_partial_batch() {
     let (_, acker, _, stats) = r.finish().await;
     assert_eq!(acker.lock().watermark(P), Some(3));
     assert_eq!(stats.delivered, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_request_carries_the_previous_deliverys_records() {
+    let mut s = settings(1, 1000);
+    s.append_observability = true;
+    s.concurrency = 1;
+    let r = rig(vec![], s, Duration::from_millis(30));
+    r.feed(0..2);
+    let (c, _, timings, _) = r.finish().await;
+    let shipped = c.shipped.lock().unwrap();
+    assert!(
+        shipped[0].get("ops_metadata").is_none(),
+        "none before the first delivery"
+    );
+    let records = &shipped[1]["ops_metadata"]["collector_observability"];
+    let first = &timings.recent()[0];
+    assert_eq!(*records, serde_json::to_value(first.records()).unwrap());
+    assert_eq!(records[3]["metric_name"], "call_duration_ms");
+    assert_eq!(records[3]["metric_value"], 30);
 }
 
 #[tokio::test(start_paused = true)]

@@ -8,7 +8,7 @@ pub mod client;
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::time::{Duration, SystemTime};
-use switchyard_core::compress::BodyWriter;
+use switchyard_core::compress::{BodyWriter, CompressError};
 use switchyard_core::{Secret, SendError};
 
 pub use client::{ClientError, ClientOptions, Proxy, Tls, TlsError, TlsFiles};
@@ -31,14 +31,16 @@ pub struct HttpBody {
     pub encoding: Option<&'static str>,
 }
 
-impl From<BodyWriter> for HttpBody {
+impl TryFrom<BodyWriter> for HttpBody {
+    type Error = CompressError;
+
     /// The finished body, with the `Content-Encoding` of its compression.
-    fn from(body: BodyWriter) -> Self {
-        let (bytes, encoding) = body.finish();
-        HttpBody {
+    fn try_from(body: BodyWriter) -> Result<Self, CompressError> {
+        let (bytes, encoding) = body.finish()?;
+        Ok(HttpBody {
             bytes: bytes.into(),
             encoding,
-        }
+        })
     }
 }
 

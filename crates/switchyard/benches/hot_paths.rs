@@ -10,7 +10,7 @@ use bytes::Bytes;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use switchyard::settings::Settings;
-use switchyard_core::{Connector, Event, Origin, PartitionId, Router, compress};
+use switchyard_core::{Connector, Event, Origin, PartitionId, Router, Shipment, compress};
 use switchyard_datadog_logs::{DatadogConfig, DatadogLogs};
 use switchyard_kinesis_firehose::FirehoseConfig;
 use switchyard_kinesis_firehose::encode::encode as firehose_encode;
@@ -112,12 +112,12 @@ fn main() {
             cfg.compression = compress::Compression::None;
             let plain = SplunkHec::new(&cfg, &Default::default()).unwrap();
             bench("splunk_hec encode", BATCH, batch_bytes, || {
-                black_box(plain.encode(black_box(&events), None).unwrap());
+                black_box(plain.encode(Shipment::plain(black_box(&events))).unwrap());
             });
             cfg.compression = compress::Compression::Gzip;
             let gz = SplunkHec::new(&cfg, &Default::default()).unwrap();
             bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
-                black_box(gz.encode(black_box(&events), None).unwrap());
+                black_box(gz.encode(Shipment::plain(black_box(&events))).unwrap());
             });
         }
         if let Some(cfg) = kind.downcast_ref::<DatadogConfig>() {
@@ -125,26 +125,30 @@ fn main() {
             cfg.compression = compress::Compression::None;
             let plain = DatadogLogs::new(&cfg, &Default::default()).unwrap();
             bench("datadog_logs encode", BATCH, batch_bytes, || {
-                black_box(plain.encode(black_box(&events), None).unwrap());
+                black_box(plain.encode(Shipment::plain(black_box(&events))).unwrap());
             });
             cfg.compression = compress::Compression::Gzip;
             let gz = DatadogLogs::new(&cfg, &Default::default()).unwrap();
             bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
-                black_box(gz.encode(black_box(&events), None).unwrap());
+                black_box(gz.encode(Shipment::plain(black_box(&events))).unwrap());
             });
         }
         if let Some(cfg) = kind.downcast_ref::<FirehoseConfig>() {
             // The records only (the AWS SDK's JSON, base64 and SigV4 come on top).
             let delimiter = cfg.record_delimiter.as_bytes();
             bench("kinesis_firehose records", BATCH, batch_bytes, || {
-                black_box(firehose_encode(black_box(&events), None, delimiter, false));
+                black_box(firehose_encode(
+                    Shipment::plain(black_box(&events)),
+                    delimiter,
+                    false,
+                ));
             });
         }
         if let Some(cfg) = kind.downcast_ref::<NewRelicConfig>() {
             let flattener = Flattener::new(cfg).unwrap();
             bench("newrelic_events flatten", BATCH, batch_bytes, || {
                 let mut out = Vec::with_capacity(batch_bytes * 2);
-                black_box(flattener.encode(black_box(&events), None, &mut out));
+                black_box(flattener.encode(Shipment::plain(black_box(&events)), &mut out));
             });
             // New Relic always compresses (and limits the compressed body to 10^6 bytes).
             let nr = NewRelicEvents::new(cfg, &Default::default()).unwrap();
@@ -153,7 +157,10 @@ fn main() {
                 200,
                 batch_bytes / BATCH * 200,
                 || {
-                    black_box(nr.encode(black_box(&events[..200]), None).unwrap());
+                    black_box(
+                        nr.encode(Shipment::plain(black_box(&events[..200])))
+                            .unwrap(),
+                    );
                 },
             );
         }
@@ -163,9 +170,9 @@ fn main() {
         .flat_map(|e| e.raw().iter().copied())
         .collect();
     bench("gzip level 1 (raw events)", BATCH, batch_bytes, || {
-        black_box(compress::gzip(black_box(&body)));
+        black_box(compress::gzip(black_box(&body)).unwrap());
     });
-    let ratio = body.len() as f64 / compress::gzip(&body).len() as f64;
+    let ratio = body.len() as f64 / compress::gzip(&body).unwrap().len() as f64;
     println!(
         "\ngzip level {} ratio: {ratio:.1}:1 (generated events share their template: real traffic compresses less)",
         compress::GZIP_LEVEL

@@ -9,9 +9,8 @@ use crate::config::{DatadogConfig, MAX_AGE, MAX_LOG_BYTES, Oversize, TagField};
 use std::io::Write;
 use switchyard_core::age::{ORIGINAL_TIMESTAMP, Stamp, Window};
 use switchyard_core::compress::BodySink;
-use switchyard_core::event::SPLICE_OVERHEAD;
 use switchyard_core::timings::now_ms;
-use switchyard_core::{Event, Fix};
+use switchyard_core::{Event, Fix, Shipment};
 
 #[derive(Debug, Clone)]
 pub struct LogEncoder {
@@ -25,7 +24,7 @@ pub struct LogEncoder {
 
 /// Events left out and adjustments made while encoding.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct EncodeReport {
     pub rejected: Vec<(usize, String)>,
     pub fixes: Vec<Fix>,
 }
@@ -58,49 +57,63 @@ impl LogEncoder {
 
     /// Bytes of `event`'s log (exact unless its tag values need JSON escapes).
     pub fn log_len(&self, event: &Event) -> usize {
+        event.json().len() + self.fields_len(event)
+    }
+
+    /// [`LogEncoder::log_len`] of `event` as `shipment` writes it: the records spliced into
+    /// each log count towards Datadog's 1 MB per log.
+    fn shipped_log_len(&self, shipment: Shipment<'_>, event: &Event) -> usize {
+        shipment.event_json_len(event) + self.fields_len(event)
+    }
+
+    /// What the log adds to the event's JSON.
+    fn fields_len(&self, event: &Event) -> usize {
         let tags: usize = self.static_tags.len()
             + self
                 .tag_fields
                 .iter()
                 .map(|f| tag_value(event, *f).map_or(0, |v| f.name().len() + v.len() + 2))
                 .sum::<usize>();
-        event.json().len() + self.fixed.len() + tags + message(event).len() + PER_LOG
+        self.fixed.len() + tags + message(event).len() + PER_LOG
+    }
+
+    /// An upper bound of the bytes of the shipment's body (unless tag values need escapes).
+    pub fn body_len(&self, shipment: Shipment<'_>) -> usize {
+        let logs: usize = shipment
+            .events()
+            .iter()
+            .map(|e| self.shipped_log_len(shipment, e) + 1)
+            .sum();
+        2 + logs
     }
 
     /// Appends `[log,log,…]` to `out`.
-    pub fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-        body: &mut impl BodySink,
-    ) -> Outcome {
-        let mut outcome = Outcome::default();
-        // The records spliced into each log count towards Datadog's 1 MB per log.
-        let records = observability.map_or(0, |o| o.len() + SPLICE_OVERHEAD);
+    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) -> EncodeReport {
+        let mut report = EncodeReport::default();
         let now = now_ms() as i64;
         body.staged().push(b'[');
         let mut first = true;
-        for (i, e) in events.iter().enumerate() {
-            let len = self.log_len(e) + records;
+        for (i, e) in shipment.events().iter().enumerate() {
+            let len = self.shipped_log_len(shipment, e);
             if len > MAX_LOG_BYTES {
                 match self.oversize {
                     Oversize::Reject => {
-                        outcome.rejected.push((
+                        report.rejected.push((
                             i,
                             format!("oversize: a log of {len} bytes is over Datadog's 1 MB per log, which Datadog would truncate"),
                         ));
                         continue;
                     }
-                    Oversize::Truncate => outcome.fixes.push(Fix::new(i, "sent_for_truncation")),
+                    Oversize::Truncate => report.fixes.push(Fix::new(i, "sent_for_truncation")),
                 }
             }
             let stamp = match self.window.stamp(e, i, now) {
                 Ok((stamp, fix)) => {
-                    outcome.fixes.extend(fix);
+                    report.fixes.extend(fix);
                     stamp
                 }
                 Err(reason) => {
-                    outcome.rejected.push((i, reason));
+                    report.rejected.push((i, reason));
                     continue;
                 }
             };
@@ -109,17 +122,17 @@ impl LogEncoder {
                 out.push(b',');
             }
             first = false;
-            self.write_log(e, observability, stamp, out);
+            self.write_log(shipment, e, stamp, out);
             body.commit();
         }
         body.staged().push(b']');
-        outcome
+        report
     }
 
-    fn write_log(&self, e: &Event, observability: Option<&[u8]>, stamp: Stamp, out: &mut Vec<u8>) {
+    fn write_log(&self, shipment: Shipment<'_>, e: &Event, stamp: Stamp, out: &mut Vec<u8>) {
         // The event is a JSON object (parsing checked), so it ends in `}` and is not empty:
         // it has at least `event.timestamp`. Its closing brace makes way for our fields.
-        e.write_json(out, observability);
+        shipment.write_event(e, out);
         out.pop();
         out.extend_from_slice(&self.fixed);
         out.extend_from_slice(b",\"ddtags\":");
@@ -200,7 +213,8 @@ mod tests {
         let enc = LogEncoder::new(&cfg);
         let mut out = Vec::new();
         let sample = event(SAMPLE);
-        let o = enc.encode(&[sample.clone(), sample.clone()], None, &mut out);
+        let events = [sample.clone(), sample.clone()];
+        let o = enc.encode(Shipment::plain(&events), &mut out);
         assert!(o.rejected.is_empty());
         let logs: Value = serde_json::from_slice(&out).unwrap();
         let logs = logs.as_array().unwrap();
@@ -225,6 +239,7 @@ mod tests {
         assert_eq!(o.fixes.len(), 2);
         assert!(o.fixes.iter().all(|f| f.kind == "restamped"));
         assert!(out.len() <= 2 + 2 * (enc.log_len(&sample) + 1));
+        assert!(out.len() <= enc.body_len(Shipment::plain(&events)));
     }
 
     #[test]
@@ -235,7 +250,8 @@ mod tests {
         ));
         let small = event(r#"{"event":{"timestamp":2,"type":"heartbeat"}}"#);
         let mut out = Vec::new();
-        let o = LogEncoder::new(&config()).encode(&[big.clone(), small.clone()], None, &mut out);
+        let events = [big.clone(), small.clone()];
+        let o = LogEncoder::new(&config()).encode(Shipment::plain(&events), &mut out);
         assert_eq!(o.rejected.len(), 1);
         assert_eq!(o.rejected[0].0, 0);
         assert!(o.rejected[0].1.starts_with("oversize"));
@@ -249,7 +265,7 @@ mod tests {
         let mut cfg = config();
         cfg.oversize = Oversize::Truncate;
         let mut out = Vec::new();
-        let o = LogEncoder::new(&cfg).encode(&[big, small], None, &mut out);
+        let o = LogEncoder::new(&cfg).encode(Shipment::plain(&[big, small]), &mut out);
         assert!(o.rejected.is_empty());
         assert_eq!(o.fixes[0], Fix::new(0, "sent_for_truncation"));
     }
@@ -266,7 +282,8 @@ mod tests {
         const HOUR: u64 = 3_600_000;
         let (fresh, old) = (at(17 * HOUR, "fresh"), at(19 * HOUR, "old"));
         let mut out = Vec::new();
-        let o = LogEncoder::new(&config()).encode(&[fresh.clone(), old.clone()], None, &mut out);
+        let events = [fresh.clone(), old.clone()];
+        let o = LogEncoder::new(&config()).encode(Shipment::plain(&events), &mut out);
         let logs: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(logs[0]["timestamp"], fresh.timestamp_us() / 1000);
         assert!(logs[0].get("original_timestamp").is_none());
@@ -279,7 +296,7 @@ mod tests {
         let mut cfg = config();
         cfg.out_of_window = switchyard_core::age::OutOfWindow::DeadLetter;
         let mut out = Vec::new();
-        let o = LogEncoder::new(&cfg).encode(&[fresh, old], None, &mut out);
+        let o = LogEncoder::new(&cfg).encode(Shipment::plain(&[fresh, old]), &mut out);
         assert_eq!(o.rejected.len(), 1);
         assert_eq!(o.rejected[0].0, 1);
         assert!(
@@ -304,15 +321,19 @@ mod tests {
         assert!(enc.log_len(&big) <= MAX_LOG_BYTES);
         let records = format!(r#"{{"pad":"{}"}}"#, "r".repeat(200));
         let mut out = Vec::new();
-        let o = enc.encode(&[big], Some(records.as_bytes()), &mut out);
+        let events = [big];
+        let o = enc.encode(Shipment::new(&events, Some(records.as_bytes())), &mut out);
         assert_eq!(o.rejected.len(), 1, "with its records the log is over 1 MB");
+        let mut out = Vec::new();
+        let o = enc.encode(Shipment::plain(&events), &mut out);
+        assert!(o.rejected.is_empty(), "without them it fits");
     }
 
     #[test]
     fn tag_values_are_escaped() {
         let e = event(r#"{"event":{"timestamp":1,"type":"a\"b"},"customer_code":"c"}"#);
         let mut out = Vec::new();
-        LogEncoder::new(&config()).encode(&[e], None, &mut out);
+        LogEncoder::new(&config()).encode(Shipment::plain(&[e]), &mut out);
         let logs: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(logs[0]["ddtags"], "customer_code:c,event_type:a\"b");
     }

@@ -11,7 +11,9 @@ mod destination;
 pub mod encode;
 
 use switchyard_core::compress::BodyWriter;
-use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_core::{
+    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+};
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::DatadogConfig;
@@ -67,15 +69,10 @@ impl Connector for DatadogLogs {
         self.encoder.log_len(event) + 1
     }
 
-    fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> Result<Encoded<HttpBody>, EncodeError> {
-        let extra = observability.map_or(0, |o| o.len() + 64) * events.len();
-        let estimate = 2 + extra + events.iter().map(|e| self.encoded_len(e)).sum::<usize>();
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<HttpBody>, EncodeError> {
+        let estimate = self.encoder.body_len(shipment);
         let mut body = BodyWriter::new(self.compression, estimate);
-        let encoded = self.encoder.encode(events, observability, &mut body);
+        let encoded = self.encoder.encode(shipment, &mut body);
         // The batcher's sizes are estimates (a tag value may need escapes): this is exact.
         let size = body.uncompressed_len();
         if size > config::MAX_PAYLOAD_BYTES {
@@ -85,7 +82,7 @@ impl Connector for DatadogLogs {
             });
         }
         Ok(Encoded {
-            request: HttpBody::from(body),
+            request: HttpBody::try_from(body)?,
             rejected: encoded.rejected,
             fixes: encoded.fixes,
         })

@@ -21,7 +21,9 @@ use aws_sdk_firehose::{Client, config::Credentials, config::Region};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use classify::Answer;
-use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_core::{
+    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+};
 use switchyard_http::{ClientOptions, Proxy};
 
 pub use config::FirehoseConfig;
@@ -53,9 +55,9 @@ pub enum BuildError {
     Proxy(String),
 }
 
-/// A PutRecordBatch call, ready to send again on retry.
+/// A PutRecordBatch request, ready to send again on retry.
 #[derive(Debug, Clone)]
-pub struct Batch {
+pub struct PutRequest {
     records: Vec<Record>,
     events_per_record: Vec<usize>,
     bytes: usize,
@@ -187,7 +189,7 @@ fn describe<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> String {
 }
 
 impl Connector for KinesisFirehose {
-    type Request = Batch;
+    type Request = PutRequest;
     type Response = Answer;
 
     fn hard_limits(&self) -> BatchLimits {
@@ -198,13 +200,9 @@ impl Connector for KinesisFirehose {
         encode::encoded_len(event, &self.delimiter)
     }
 
-    fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> Result<Encoded<Batch>, EncodeError> {
-        let encoded = encode::encode(events, observability, &self.delimiter, self.packing);
-        let mut batch = Batch {
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<PutRequest>, EncodeError> {
+        let encoded = encode::encode(shipment, &self.delimiter, self.packing);
+        let mut batch = PutRequest {
             records: Vec::with_capacity(encoded.records.len()),
             events_per_record: Vec::with_capacity(encoded.records.len()),
             bytes: 0,
@@ -225,11 +223,11 @@ impl Connector for KinesisFirehose {
         })
     }
 
-    fn request_size(&self, request: &Batch) -> usize {
+    fn request_size(&self, request: &PutRequest) -> usize {
         request.bytes
     }
 
-    async fn send(&self, batch: &Batch) -> Result<Answer, SendError> {
+    async fn send(&self, batch: &PutRequest) -> Result<Answer, SendError> {
         let sent = self
             .client
             .put_record_batch()

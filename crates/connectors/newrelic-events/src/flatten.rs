@@ -16,7 +16,7 @@ use std::io::Write;
 use switchyard_core::age::{ORIGINAL_TIMESTAMP, Stamp, Window};
 use switchyard_core::compress::BodySink;
 use switchyard_core::timings::now_ms;
-use switchyard_core::{Event, Fix};
+use switchyard_core::{Event, Fix, Shipment};
 
 pub const MAX_ATTRIBUTES: usize = 254;
 pub const MAX_NAME_CHARS: usize = 255;
@@ -54,7 +54,7 @@ pub struct Flattener {
 
 /// Events left out and adjustments made while encoding.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct EncodeReport {
     pub rejected: Vec<(usize, String)>,
     pub fixes: Vec<Fix>,
 }
@@ -96,33 +96,21 @@ impl Flattener {
     }
 
     /// Appends `[event,event,…]` to `out`.
-    pub fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-        body: &mut impl BodySink,
-    ) -> Outcome {
-        let mut outcome = Outcome::default();
+    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) -> EncodeReport {
+        let mut report = EncodeReport::default();
         let now = now_ms() as i64;
         // One buffer for the batch: each event with the timings spliced in, when there are.
         let mut spliced = Vec::new();
         let mut name = String::with_capacity(128);
         body.staged().push(b'[');
         let mut first = true;
-        for (i, e) in events.iter().enumerate() {
+        for (i, e) in shipment.events().iter().enumerate() {
             let out = body.staged();
             let start = out.len();
             if !first {
                 out.push(b',');
             }
-            let text = match observability {
-                Some(records) => {
-                    spliced.clear();
-                    e.write_json(&mut spliced, Some(records));
-                    &spliced[..]
-                }
-                None => e.json(),
-            };
+            let text = shipment.event_json(e, &mut spliced);
             let mut fixes = Vec::new();
             let event = Current {
                 event: e,
@@ -132,17 +120,17 @@ impl Flattener {
             match self.write_event(event, text, out, &mut name, &mut fixes) {
                 Ok(()) => {
                     first = false;
-                    outcome.fixes.extend(fixes);
+                    report.fixes.extend(fixes);
                 }
                 Err(reason) => {
                     out.truncate(start);
-                    outcome.rejected.push((i, reason));
+                    report.rejected.push((i, reason));
                 }
             }
             body.commit();
         }
         body.staged().push(b']');
-        outcome
+        report
     }
 
     /// Streams `text` (the event's JSON) into one flat Event API object: a single pass of
@@ -652,9 +640,11 @@ mod tests {
 
     const SAMPLE: &str = include_str!("../../../testkit/data/sample-event.json");
 
-    fn flatten(cfg: &NewRelicConfig, events: &[Event]) -> (Vec<Map<String, Value>>, Outcome) {
+    fn flatten(cfg: &NewRelicConfig, events: &[Event]) -> (Vec<Map<String, Value>>, EncodeReport) {
         let mut out = Vec::new();
-        let o = Flattener::new(cfg).unwrap().encode(events, None, &mut out);
+        let o = Flattener::new(cfg)
+            .unwrap()
+            .encode(Shipment::plain(events), &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         let list = v
             .as_array()
@@ -687,7 +677,7 @@ mod tests {
     }
 
     /// The kinds of fix made, sorted, less the test events' age (they are from 2024).
-    fn kinds(o: &Outcome) -> Vec<&'static str> {
+    fn kinds(o: &EncodeReport) -> Vec<&'static str> {
         let mut k: Vec<_> = o
             .fixes
             .iter()

@@ -12,7 +12,9 @@ mod destination;
 pub mod flatten;
 
 use switchyard_core::compress::{BodyWriter, Compression};
-use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_core::{
+    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+};
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::NewRelicConfig;
@@ -73,16 +75,13 @@ impl Connector for NewRelicEvents {
         self.flattener.estimated_len(event)
     }
 
-    fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> Result<Encoded<HttpBody>, EncodeError> {
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<HttpBody>, EncodeError> {
+        let events = shipment.events();
         let estimate = events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + 2;
         // New Relic documents always compressing; its limit is on the compressed body.
         let mut body = BodyWriter::new(Compression::Gzip, estimate);
-        let outcome = self.flattener.encode(events, observability, &mut body);
-        let (compressed, _) = body.finish();
+        let report = self.flattener.encode(shipment, &mut body);
+        let (compressed, _) = body.finish()?;
         if compressed.len() > MAX_PAYLOAD {
             return Err(EncodeError::TooLarge {
                 size: compressed.len(),
@@ -94,8 +93,8 @@ impl Connector for NewRelicEvents {
                 bytes: compressed.into(),
                 encoding: Some("gzip"),
             },
-            rejected: outcome.rejected,
-            fixes: outcome.fixes,
+            rejected: report.rejected,
+            fixes: report.fixes,
         })
     }
 

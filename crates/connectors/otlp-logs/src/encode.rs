@@ -3,7 +3,7 @@
 //! `switchyard`) whose `LogRecord`s are the events, in order.
 //!
 //! Each record's body is the event's own JSON as a string `AnyValue`, with the
-//! collector_observability records spliced in by [`Event::write_json`]: the event is copied,
+//! collector_observability records spliced in by [`Shipment::write_event`]: the event is copied,
 //! never parsed into a tree or re-serialized. Its routing fields become attributes.
 //!
 //! The messages are the generated `opentelemetry-proto` types. Only the two outer levels are
@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint, key_len, message};
 use std::time::{SystemTime, UNIX_EPOCH};
 use switchyard_core::compress::BodySink;
-use switchyard_core::{Event, Fix};
+use switchyard_core::{Event, Fix, Shipment};
 
 use crate::config::OtlpLogsConfig;
 
@@ -44,9 +44,9 @@ pub struct LogEncoder {
     scope: InstrumentationScope,
 }
 
-/// What the encoder made of a batch.
+/// What the encoder changed in a batch.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub struct EncodeReport {
     pub fixes: Vec<Fix>,
 }
 
@@ -99,18 +99,15 @@ impl LogEncoder {
     }
 
     /// Builds the records of `events`, each stamped observed now.
-    pub fn records(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> (Vec<LogRecord>, Outcome) {
+    pub fn records(&self, shipment: Shipment<'_>) -> (Vec<LogRecord>, EncodeReport) {
         let observed = now_unix_nano();
-        let mut outcome = Outcome::default();
-        let records = events
+        let mut outcome = EncodeReport::default();
+        let records = shipment
+            .events()
             .iter()
             .enumerate()
             .map(|(i, e)| {
-                let (record, repaired) = log_record(e, observability, observed);
+                let (record, repaired) = log_record(e, &shipment, observed);
                 if repaired {
                     outcome.fixes.push(Fix::new(i, FIX_UTF8));
                 }
@@ -153,15 +150,15 @@ impl LogEncoder {
     }
 }
 
-/// One event's record: the per-event write path. `records` are this connector's
-/// collector_observability records, spliced into the body.
+/// One event's record: the per-event write path. The shipment splices this connector's
+/// collector_observability records into the body.
 pub fn log_record(
     event: &Event,
-    records: Option<&[u8]>,
+    shipment: &Shipment<'_>,
     observed_unix_nano: u64,
 ) -> (LogRecord, bool) {
-    let mut json = Vec::with_capacity(event.json().len() + records.map_or(0, |r| r.len() + 64));
-    event.write_json(&mut json, records);
+    let mut json = Vec::with_capacity(shipment.event_json_len(event));
+    shipment.write_event(event, &mut json);
     let (body, repaired) = match String::from_utf8(json) {
         Ok(s) => (s, false),
         Err(e) => (String::from_utf8_lossy(e.as_bytes()).into_owned(), true),
@@ -255,7 +252,7 @@ mod tests {
     #[test]
     fn each_event_becomes_a_record_with_its_json_and_routing_fields() {
         let sample = event(SAMPLE);
-        let (record, repaired) = log_record(&sample, None, 42);
+        let (record, repaired) = log_record(&sample, &Shipment::plain(&[]), 42);
         assert!(!repaired);
         assert_eq!(record.time_unix_nano, 1_712_167_312_284_000_000);
         assert_eq!(record.observed_time_unix_nano, 42);
@@ -269,7 +266,7 @@ mod tests {
             ]
         );
         let bare = event(r#"{"event":{"timestamp":1.5}}"#);
-        let (record, _) = log_record(&bare, None, 42);
+        let (record, _) = log_record(&bare, &Shipment::plain(&[]), 42);
         assert!(record.attributes.is_empty(), "absent fields are left out");
         assert_eq!(record.time_unix_nano, 1_500_000);
     }
@@ -277,7 +274,7 @@ mod tests {
     #[test]
     fn observability_records_are_spliced_into_the_body() {
         let e = event(r#"{"event":{"timestamp":1}}"#);
-        let (record, _) = log_record(&e, Some(br#"{"r":1}"#), 1);
+        let (record, _) = log_record(&e, &Shipment::new(&[], Some(br#"{"r":1}"#)), 1);
         let body: serde_json::Value = serde_json::from_str(text(&record.body)).unwrap();
         assert_eq!(
             body["ops_metadata"]["collector_observability"],
@@ -296,7 +293,8 @@ mod tests {
             offset: 0,
         };
         let e = Event::parse(raw.into(), origin, 1 << 20).expect("the scan skips the string");
-        let (records, outcome) = LogEncoder::new(&config("http://h/v1/logs")).records(&[e], None);
+        let (records, outcome) =
+            LogEncoder::new(&config("http://h/v1/logs")).records(Shipment::plain(&[e]));
         assert_eq!(outcome.fixes, [Fix::new(0, FIX_UTF8)]);
         assert!(text(&records[0].body).contains('\u{fffd}'));
     }
@@ -310,7 +308,7 @@ mod tests {
         );
         for json in [SAMPLE, r#"{"event":{"timestamp":1}}"#, long.as_str()] {
             let e = event(json);
-            let (record, _) = log_record(&e, None, 1);
+            let (record, _) = log_record(&e, &Shipment::plain(&[]), 1);
             assert_eq!(
                 enc.record_len(&e),
                 message::encoded_len_repeated(2, &[record]),
@@ -325,7 +323,7 @@ mod tests {
         cfg.resource_attributes = [("deployment.environment.name".into(), "prod".into())].into();
         let enc = LogEncoder::new(&cfg);
         let events = [event(SAMPLE), event(r#"{"event":{"timestamp":1}}"#)];
-        let (records, _) = enc.records(&events, Some(br#"{"r":1}"#));
+        let (records, _) = enc.records(Shipment::new(&events, Some(br#"{"r":1}"#)));
         let whole = ExportLogsServiceRequest {
             resource_logs: vec![ResourceLogs {
                 resource: Some(enc.resource.clone()),
@@ -358,7 +356,7 @@ mod tests {
             SCOPE_NAME
         );
         // The envelope estimate bounds what the records do not count.
-        let (empty, _) = enc.records(&[], None);
+        let (empty, _) = enc.records(Shipment::plain(&[]));
         assert!(enc.request_len(&empty) <= enc.envelope_len());
     }
 }

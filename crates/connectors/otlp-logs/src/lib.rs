@@ -35,7 +35,9 @@ mod destination;
 pub mod encode;
 
 use switchyard_core::compress::BodyWriter;
-use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_core::{
+    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+};
 use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::OtlpLogsConfig;
@@ -98,12 +100,8 @@ impl Connector for OtlpLogs {
         self.encoder.record_len(event)
     }
 
-    fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> Result<Encoded<HttpBody>, EncodeError> {
-        let (records, outcome) = self.encoder.records(events, observability);
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<HttpBody>, EncodeError> {
+        let (records, report) = self.encoder.records(shipment);
         // The batcher's sizes leave out the spliced observability records: this is exact,
         // and checked before anything is compressed.
         let size = self.encoder.request_len(&records);
@@ -116,9 +114,9 @@ impl Connector for OtlpLogs {
         let mut body = BodyWriter::new(self.compression, size);
         self.encoder.encode(records, &mut body);
         Ok(Encoded {
-            request: HttpBody::from(body),
+            request: HttpBody::try_from(body)?,
             rejected: Vec::new(),
-            fixes: outcome.fixes,
+            fixes: report.fixes,
         })
     }
 

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use switchyard_core::compress::Compression;
-use switchyard_core::{Connector, Event, Outcome, Secret, Verdict};
+use switchyard_core::{Connector, Event, Outcome, Secret, Shipment, Verdict};
 use switchyard_http::{ClientOptions, HttpBody, HttpTransport, Url};
 use switchyard_otlp_logs::{BuildError, OtlpLogs, OtlpLogsConfig};
 use switchyard_testkit::otlp::Answer;
@@ -35,7 +35,7 @@ fn connector(cfg: &OtlpLogsConfig) -> OtlpLogs {
 }
 
 async fn deliver(c: &OtlpLogs, events: &[Event], observability: Option<&[u8]>) -> Verdict {
-    let encoded = c.encode(events, observability).unwrap();
+    let encoded = c.encode(Shipment::new(events, observability)).unwrap();
     assert!(encoded.rejected.is_empty() && encoded.fixes.is_empty());
     let response = c.send(&encoded.request).await.unwrap();
     c.classify(&response, events)
@@ -111,7 +111,7 @@ async fn uncompressed_bodies_are_accepted_too() {
     cfg.compression = Compression::None;
     let c = connector(&cfg);
     let events = numbered(3);
-    let encoded = c.encode(&events, None).unwrap();
+    let encoded = c.encode(Shipment::plain(&events)).unwrap();
     assert!(encoded.request.encoding.is_none());
     // Uncompressed, the body is the records the batcher counted plus the envelope that
     // hard_limits() leaves room for.
@@ -153,7 +153,7 @@ async fn overload_is_retried_after_the_servers_delay() {
     fake.script_otlp([Answer::fail(503, "collector busy", Some(7))]);
     let c = connector(&config(&fake));
     let events = numbered(2);
-    let encoded = c.encode(&events, None).unwrap();
+    let encoded = c.encode(Shipment::plain(&events)).unwrap();
     let v = c.classify(&c.send(&encoded.request).await.unwrap(), &events);
     assert_eq!(
         v.outcome,

@@ -4,8 +4,8 @@
 
 use crate::config::HecConfig;
 use std::io::Write;
-use switchyard_core::Event;
 use switchyard_core::compress::BodySink;
+use switchyard_core::{Event, Shipment};
 
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -40,14 +40,21 @@ impl Envelope {
         FIXED_LEN + self.middle.len() + event.raw().len()
     }
 
-    /// Appends one envelope per event; `observability` records go into each event.
-    pub fn encode(&self, events: &[Event], observability: Option<&[u8]>, body: &mut impl BodySink) {
-        for e in events {
+    /// An upper bound of the bytes of the shipment's body.
+    pub fn body_len(&self, shipment: Shipment<'_>) -> usize {
+        let events = shipment.events();
+        let json: usize = events.iter().map(|e| shipment.event_json_len(e)).sum();
+        json + events.len() * (FIXED_LEN + self.middle.len())
+    }
+
+    /// Appends one envelope per event of the shipment.
+    pub fn encode(&self, shipment: Shipment<'_>, body: &mut impl BodySink) {
+        for e in shipment.events() {
             let out = body.staged();
             out.extend_from_slice(b"{\"time\":");
             write_epoch_seconds(out, e.timestamp_us());
             out.extend_from_slice(&self.middle);
-            e.write_json(out, observability);
+            shipment.write_event(e, out);
             out.push(b'}');
             body.commit();
         }
@@ -90,7 +97,8 @@ mod tests {
         let raw2 = "{\"event\":{\"timestamp\":1712167311343.687} ,\"n\":2}\n";
         let mut out = Vec::new();
         let env = envelope(Some("qoe"));
-        env.encode(&[event(raw1), event(raw2)], None, &mut out);
+        let events = [event(raw1), event(raw2)];
+        env.encode(Shipment::plain(&events), &mut out);
         let text = std::str::from_utf8(&out).unwrap();
         assert!(text.starts_with("{\"time\":1712167312.284,"));
         assert!(text.contains(r#""event":{"event":{"type":"play","timestamp":1712167312284},"n":1}}{"time":1712167311.343687,"#));
@@ -110,12 +118,37 @@ mod tests {
         assert_eq!(objs[0]["source"], "switchyard");
         assert_eq!(objs[1]["event"]["n"], 2);
         assert!(out.len() <= env.encoded_len(&event(raw1)) + env.encoded_len(&event(raw2)));
+        assert!(out.len() <= env.body_len(Shipment::plain(&events)));
+    }
+
+    #[test]
+    fn each_event_carries_the_records_and_the_body_length_bounds_it() {
+        let events = [
+            event(r#"{"event":{"timestamp":1000}}"#),
+            event(
+                r#"{"event":{"timestamp":2000},"ops_metadata":{"collector_observability":[{"x":0}]}}"#,
+            ),
+        ];
+        let shipment = Shipment::new(&events, Some(br#"{"r":1}"#));
+        let env = envelope(Some("qoe"));
+        let mut out = Vec::new();
+        env.encode(shipment, &mut out);
+        let objs: Vec<Value> = serde_json::Deserializer::from_slice(&out)
+            .into_iter::<Value>()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let records =
+            |i: usize| objs[i]["event"]["ops_metadata"]["collector_observability"].clone();
+        assert_eq!(records(0), serde_json::json!([{"r": 1}]));
+        assert_eq!(records(1), serde_json::json!([{"x": 0}, {"r": 1}]));
+        assert!(out.len() <= env.body_len(shipment));
     }
 
     #[test]
     fn unset_fields_are_left_to_the_token_defaults() {
         let mut out = Vec::new();
-        envelope(None).encode(&[event(r#"{"event":{"timestamp":1000}}"#)], None, &mut out);
+        let events = [event(r#"{"event":{"timestamp":1000}}"#)];
+        envelope(None).encode(Shipment::plain(&events), &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert!(v.get("index").is_none());
         assert_eq!(v["time"].as_f64(), Some(1.0));

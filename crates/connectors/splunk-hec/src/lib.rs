@@ -11,7 +11,9 @@ mod destination;
 pub mod encode;
 
 use switchyard_core::compress::{BodyWriter, Compression};
-use switchyard_core::{BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Verdict};
+use switchyard_core::{
+    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+};
 use switchyard_http::{ClientError, ClientOptions, HttpBody, HttpResponse, HttpTransport, Url};
 
 pub use config::HecConfig;
@@ -70,16 +72,11 @@ impl Connector for SplunkHec {
         self.envelope.encoded_len(event)
     }
 
-    fn encode(
-        &self,
-        events: &[Event],
-        observability: Option<&[u8]>,
-    ) -> Result<Encoded<HttpBody>, EncodeError> {
-        let extra = observability.map_or(0, |o| o.len() + 64) * events.len();
-        let estimate = events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + extra;
+    fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<HttpBody>, EncodeError> {
+        let estimate = self.envelope.body_len(shipment);
         let mut body = BodyWriter::new(self.compression, estimate);
-        self.envelope.encode(events, observability, &mut body);
-        Ok(Encoded::all(HttpBody::from(body)))
+        self.envelope.encode(shipment, &mut body);
+        Ok(Encoded::all(HttpBody::try_from(body)?))
     }
 
     fn request_size(&self, request: &HttpBody) -> usize {
