@@ -4,6 +4,7 @@
 //! the client: trusted CAs, a client certificate, a proxy.
 
 pub mod client;
+pub mod destination;
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -12,6 +13,7 @@ use switchyard_core::compress::{BodyWriter, CompressError};
 use switchyard_core::{Secret, SendError};
 
 pub use client::{ClientError, ClientOptions, Proxy, Tls, TlsError, TlsFiles};
+pub use destination::{HealthCheck, HttpApi, HttpDestination};
 pub use reqwest::StatusCode;
 pub use url::Url;
 
@@ -169,6 +171,22 @@ impl HttpTransport {
     }
 }
 
+/// A configured endpoint: an absolute `http` or `https` URL with a host. The message names
+/// what is wrong, for the key's problem.
+pub fn endpoint_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{e}: {text:?}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "scheme must be http or https, not {:?}",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text:?} has no host"));
+    }
+    Ok(url)
+}
+
 /// `Retry-After` in either of its forms (RFC 9110 10.2.3): delta-seconds, or an HTTP-date,
 /// which is read as the time left until then (none if it has passed). How long the engine
 /// actually waits is capped by the connector's `retry.max_backoff_ms` (core's retry module).
@@ -217,6 +235,28 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_is_an_absolute_http_url_with_a_host() {
+        assert_eq!(
+            endpoint_url("https://h:8088/x").unwrap().as_str(),
+            "https://h:8088/x"
+        );
+        assert_eq!(
+            endpoint_url("ftp://h").unwrap_err(),
+            "scheme must be http or https, not \"ftp\""
+        );
+        assert!(
+            endpoint_url("localhost:4566").is_err(),
+            "a scheme is required"
+        );
+        assert!(
+            endpoint_url("not a url")
+                .unwrap_err()
+                .contains("\"not a url\"")
+        );
+        assert!(endpoint_url("http://").is_err());
+    }
 
     #[test]
     fn retry_after_seconds() {

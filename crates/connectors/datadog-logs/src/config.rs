@@ -122,10 +122,8 @@ impl DatadogConfig {
     /// `https://http-intake.logs.<site>/api/v2/logs`, or the explicit endpoint's.
     pub fn intake_url(&self) -> Result<Url, String> {
         if let Some(e) = &self.endpoint {
-            let base = Url::parse(e).map_err(|err| format!("endpoint: {err}: {e:?}"))?;
-            if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none() {
-                return Err(format!("endpoint: {e:?} is not an http(s) URL"));
-            }
+            let base =
+                switchyard_http::endpoint_url(e).map_err(|err| format!("endpoint: {err}"))?;
             return base.join(PATH).map_err(|err| format!("endpoint: {err}"));
         }
         let site = self.site.as_deref().unwrap_or("datadoghq.com");

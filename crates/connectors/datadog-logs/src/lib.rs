@@ -10,22 +10,27 @@ pub mod config;
 mod destination;
 pub mod encode;
 
-use switchyard_core::compress::BodyWriter;
-use switchyard_core::{
-    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+use switchyard_core::compress::{BodyWriter, Compression};
+use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
+use switchyard_http::{
+    ClientOptions, HealthCheck, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
 };
-use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::DatadogConfig;
 pub use destination::DESCRIPTOR;
 use encode::LogEncoder;
 
+/// A configured Datadog logs intake.
+pub type DatadogLogs = HttpDestination<Datadog>;
+
+/// What is particular to Datadog: its log body and its answers.
 #[derive(Debug)]
-pub struct DatadogLogs {
+pub struct Datadog {
     encoder: LogEncoder,
-    compression: switchyard_core::compress::Compression,
-    transport: HttpTransport,
-    validate_url: Option<switchyard_http::Url>,
+    compression: Compression,
+    /// `GET /api/v1/validate` on the site's API host; None behind a proxy endpoint, which
+    /// has nothing standard to ask.
+    validate: Option<HealthCheck>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,26 +45,27 @@ pub enum BuildError {
     Client(#[from] switchyard_http::ClientError),
 }
 
-impl DatadogLogs {
-    pub fn new(
+impl HttpApi for Datadog {
+    type Config = DatadogConfig;
+    type Error = BuildError;
+
+    fn build(
         cfg: &DatadogConfig,
-        client: &switchyard_http::ClientOptions,
-    ) -> Result<Self, BuildError> {
+        client: &ClientOptions,
+    ) -> Result<(Datadog, HttpTransport), BuildError> {
         let url = cfg.intake_url().map_err(BuildError::Url)?;
         let key = cfg.api_key.as_ref().ok_or(BuildError::MissingKey)?;
         let transport = HttpTransport::new(url, client)?.secret_header("dd-api-key", "", key)?;
-        Ok(DatadogLogs {
+        let datadog = Datadog {
             encoder: LogEncoder::new(cfg),
             compression: cfg.compression,
-            transport,
-            validate_url: cfg.validate_url(),
-        })
+            validate: cfg.validate_url().map(|url| HealthCheck {
+                url,
+                name: "Datadog key validation",
+            }),
+        };
+        Ok((datadog, transport))
     }
-}
-
-impl Connector for DatadogLogs {
-    type Request = HttpBody;
-    type Response = HttpResponse;
 
     fn hard_limits(&self) -> BatchLimits {
         config::HARD_LIMITS
@@ -88,27 +94,12 @@ impl Connector for DatadogLogs {
         })
     }
 
-    fn request_size(&self, request: &HttpBody) -> usize {
-        request.bytes.len()
-    }
-
-    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
-        self.transport.post(request).await
-    }
-
     fn classify(&self, response: &HttpResponse, _events: &[Event]) -> Verdict {
         classify::classify(response)
     }
 
-    /// `GET /api/v1/validate` on the site's API host: 200 when the API key is valid.
-    async fn health(&self) -> Result<(), String> {
-        let Some(url) = self.validate_url.clone() else {
-            return Ok(()); // a proxy endpoint: nothing standard to ask
-        };
-        let r = self.transport.get(url).await.map_err(|e| e.to_string())?;
-        match r.status {
-            200 => Ok(()),
-            s => Err(format!("Datadog key validation answered {s}")),
-        }
+    /// 200 when the API key is valid.
+    fn health_check(&self) -> Option<HealthCheck> {
+        self.validate.clone()
     }
 }

@@ -85,10 +85,8 @@ impl FirehoseConfig {
                 format!("{r:?} is not a region name like us-east-1"),
             ));
         }
-        if let Some(u) = &self.endpoint
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            out.push(("endpoint", format!("{u:?} is not an http(s) URL")));
+        if let Some(Err(e)) = self.endpoint.as_deref().map(switchyard_http::endpoint_url) {
+            out.push(("endpoint", e));
         }
         if let Some(arn) = &self.role_arn
             && !(arn.starts_with("arn:aws") && arn.contains(":role/"))

@@ -140,12 +140,8 @@ impl NewRelicConfig {
             (None, Region::Us) => "https://insights-collector.newrelic.com".into(),
             (None, Region::Eu) => "https://insights-collector.eu01.nr-data.net".into(),
         };
-        let url = Url::parse(&format!("{base}/v1/accounts/{}/events", self.account_id))
-            .map_err(|e| format!("endpoint: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!("endpoint: {base:?} is not an http(s) URL"));
-        }
-        Ok(url)
+        switchyard_http::endpoint_url(&format!("{base}/v1/accounts/{}/events", self.account_id))
+            .map_err(|e| format!("endpoint: {e}"))
     }
 
     pub fn problems(&self) -> Vec<(&'static str, String)> {

@@ -12,10 +12,10 @@ mod destination;
 pub mod flatten;
 
 use switchyard_core::compress::{BodyWriter, Compression};
-use switchyard_core::{
-    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
+use switchyard_http::{
+    ClientOptions, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
 };
-use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::NewRelicConfig;
 pub use destination::DESCRIPTOR;
@@ -24,10 +24,14 @@ use flatten::Flattener;
 /// The Event API's limit on one POST, compressed: 10^6 bytes.
 pub const MAX_PAYLOAD: usize = 1_000_000;
 
+/// A configured New Relic account's Event API.
+pub type NewRelicEvents = HttpDestination<NewRelic>;
+
+/// What is particular to New Relic: its flattened events and its answers. It has no health
+/// endpoint; the first delivery checks the key.
 #[derive(Debug)]
-pub struct NewRelicEvents {
+pub struct NewRelic {
     flattener: Flattener,
-    transport: HttpTransport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +44,14 @@ pub enum BuildError {
     Client(#[from] switchyard_http::ClientError),
 }
 
-impl NewRelicEvents {
-    pub fn new(
+impl HttpApi for NewRelic {
+    type Config = NewRelicConfig;
+    type Error = BuildError;
+
+    fn build(
         cfg: &NewRelicConfig,
-        client: &switchyard_http::ClientOptions,
-    ) -> Result<Self, BuildError> {
+        client: &ClientOptions,
+    ) -> Result<(NewRelic, HttpTransport), BuildError> {
         let url = cfg.events_url().map_err(BuildError::Config)?;
         let transport = HttpTransport::new(url, client)?;
         let transport = match (&cfg.license_key, &cfg.insert_key) {
@@ -56,16 +63,9 @@ impl NewRelicEvents {
                 ));
             }
         };
-        Ok(NewRelicEvents {
-            flattener: Flattener::new(cfg).map_err(BuildError::Config)?,
-            transport,
-        })
+        let flattener = Flattener::new(cfg).map_err(BuildError::Config)?;
+        Ok((NewRelic { flattener }, transport))
     }
-}
-
-impl Connector for NewRelicEvents {
-    type Request = HttpBody;
-    type Response = HttpResponse;
 
     fn hard_limits(&self) -> BatchLimits {
         config::HARD_LIMITS
@@ -96,14 +96,6 @@ impl Connector for NewRelicEvents {
             rejected: report.rejected,
             fixes: report.fixes,
         })
-    }
-
-    fn request_size(&self, request: &HttpBody) -> usize {
-        request.bytes.len()
-    }
-
-    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
-        self.transport.post(request).await
     }
 
     fn classify(&self, response: &HttpResponse, _events: &[Event]) -> Verdict {

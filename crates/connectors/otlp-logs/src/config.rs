@@ -87,11 +87,7 @@ impl OtlpLogsConfig {
     /// The endpoint, checked to be an http(s) URL with a host.
     pub fn url(&self) -> Result<Url, String> {
         let e = self.endpoint.as_deref().ok_or("is missing")?;
-        let url = Url::parse(e).map_err(|err| format!("{err}: {e:?}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!("{e:?} is not an http(s) URL"));
-        }
-        Ok(url)
+        switchyard_http::endpoint_url(e)
     }
 
     /// Every problem with these settings, as (key, message). Never includes a header value.

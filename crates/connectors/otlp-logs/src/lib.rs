@@ -35,10 +35,10 @@ mod destination;
 pub mod encode;
 
 use switchyard_core::compress::BodyWriter;
-use switchyard_core::{
-    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
+use switchyard_http::{
+    ClientOptions, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
 };
-use switchyard_http::{HttpBody, HttpResponse, HttpTransport};
 
 pub use config::OtlpLogsConfig;
 pub use destination::DESCRIPTOR;
@@ -47,11 +47,15 @@ use encode::LogEncoder;
 /// The OTLP binary protobuf media type, for requests and answers alike.
 pub const CONTENT_TYPE: &str = "application/x-protobuf";
 
+/// A configured OTLP/HTTP logs receiver.
+pub type OtlpLogs = HttpDestination<Otlp>;
+
+/// What is particular to OTLP: its protobuf request and its answers. It has no health
+/// endpoint.
 #[derive(Debug)]
-pub struct OtlpLogs {
+pub struct Otlp {
     encoder: LogEncoder,
     compression: switchyard_core::compress::Compression,
-    transport: HttpTransport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,27 +69,25 @@ pub enum BuildError {
     Client(#[from] switchyard_http::ClientError),
 }
 
-impl OtlpLogs {
-    pub fn new(
+impl HttpApi for Otlp {
+    type Config = OtlpLogsConfig;
+    type Error = BuildError;
+
+    fn build(
         cfg: &OtlpLogsConfig,
-        client: &switchyard_http::ClientOptions,
-    ) -> Result<Self, BuildError> {
+        client: &ClientOptions,
+    ) -> Result<(Otlp, HttpTransport), BuildError> {
         let url = cfg.url().map_err(BuildError::Url)?;
         let mut transport = HttpTransport::new(url, client)?.content_type(CONTENT_TYPE);
         for (name, value) in &cfg.headers {
             transport = transport.configured_secret_header(name, value)?;
         }
-        Ok(OtlpLogs {
+        let otlp = Otlp {
             encoder: LogEncoder::new(cfg),
             compression: cfg.compression,
-            transport,
-        })
+        };
+        Ok((otlp, transport))
     }
-}
-
-impl Connector for OtlpLogs {
-    type Request = HttpBody;
-    type Response = HttpResponse;
 
     /// The protocol's limits less the resource and scope every request carries, which the
     /// per-event sizes do not count.
@@ -118,14 +120,6 @@ impl Connector for OtlpLogs {
             rejected: Vec::new(),
             fixes: report.fixes,
         })
-    }
-
-    fn request_size(&self, request: &HttpBody) -> usize {
-        request.bytes.len()
-    }
-
-    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
-        self.transport.post(request).await
     }
 
     fn classify(&self, response: &HttpResponse, _events: &[Event]) -> Verdict {

@@ -52,17 +52,9 @@ fn default_sourcetype() -> Option<String> {
 impl HecConfig {
     /// The `/services/collector/event` URL under `endpoint`.
     pub fn event_url(&self) -> Result<Url, String> {
-        let base = Url::parse(&self.endpoint).map_err(|e| format!("{e}: {:?}", self.endpoint))?;
-        if !matches!(base.scheme(), "http" | "https") {
-            return Err(format!(
-                "scheme must be http or https, not {:?}",
-                base.scheme()
-            ));
-        }
-        if base.host_str().is_none() {
-            return Err("URL has no host".into());
-        }
-        base.join(EVENT_PATH).map_err(|e| e.to_string())
+        switchyard_http::endpoint_url(&self.endpoint)?
+            .join(EVENT_PATH)
+            .map_err(|e| e.to_string())
     }
 
     /// Every problem with these settings, as (key, message).

@@ -11,21 +11,25 @@ mod destination;
 pub mod encode;
 
 use switchyard_core::compress::{BodyWriter, Compression};
-use switchyard_core::{
-    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
+use switchyard_http::{
+    ClientError, ClientOptions, HealthCheck, HttpApi, HttpBody, HttpDestination, HttpResponse,
+    HttpTransport,
 };
-use switchyard_http::{ClientError, ClientOptions, HttpBody, HttpResponse, HttpTransport, Url};
 
 pub use config::HecConfig;
 pub use destination::DESCRIPTOR;
 use encode::Envelope;
 
 /// A configured HEC endpoint.
+pub type SplunkHec = HttpDestination<Hec>;
+
+/// What is particular to HEC: its envelope and its answers.
 #[derive(Debug)]
-pub struct SplunkHec {
+pub struct Hec {
     envelope: Envelope,
     compression: Compression,
-    transport: HttpTransport,
+    health: HealthCheck,
 }
 
 /// HEC settings that cannot make a working connector.
@@ -41,28 +45,28 @@ pub enum BuildError {
     Client(#[from] ClientError),
 }
 
-impl SplunkHec {
-    pub fn new(cfg: &HecConfig, client: &ClientOptions) -> Result<Self, BuildError> {
+impl HttpApi for Hec {
+    type Config = HecConfig;
+    type Error = BuildError;
+
+    fn build(cfg: &HecConfig, client: &ClientOptions) -> Result<(Hec, HttpTransport), BuildError> {
         let url = cfg.event_url().map_err(BuildError::Endpoint)?;
+        let health = url
+            .join(config::HEALTH_PATH)
+            .map_err(|e| BuildError::Endpoint(e.to_string()))?;
         let token = cfg.token.as_ref().ok_or(BuildError::MissingToken)?;
         let transport =
             HttpTransport::new(url, client)?.secret_header("authorization", "Splunk ", token)?;
-        Ok(SplunkHec {
+        let hec = Hec {
             envelope: Envelope::new(cfg),
             compression: cfg.compression,
-            transport,
-        })
+            health: HealthCheck {
+                url: health,
+                name: "HEC health",
+            },
+        };
+        Ok((hec, transport))
     }
-
-    /// `GET /services/collector/health`: whether HEC is accepting data.
-    pub fn health_url(&self) -> Option<Url> {
-        self.transport.url().join(config::HEALTH_PATH).ok()
-    }
-}
-
-impl Connector for SplunkHec {
-    type Request = HttpBody;
-    type Response = HttpResponse;
 
     fn hard_limits(&self) -> BatchLimits {
         config::HARD_LIMITS
@@ -79,29 +83,13 @@ impl Connector for SplunkHec {
         Ok(Encoded::all(HttpBody::try_from(body)?))
     }
 
-    fn request_size(&self, request: &HttpBody) -> usize {
-        request.bytes.len()
-    }
-
-    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
-        self.transport.post(request).await
-    }
-
     fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict {
         classify::classify(response, events.len())
     }
 
     /// `GET /services/collector/health`: 200 while HEC accepts data (it does not check the
     /// token; the first delivery does).
-    async fn health(&self) -> Result<(), String> {
-        let url = self.health_url().ok_or("no health URL")?;
-        let r = self.transport.get(url).await.map_err(|e| e.to_string())?;
-        match r.status {
-            200 => Ok(()),
-            s => Err(format!(
-                "HEC health answered {s}: {}",
-                String::from_utf8_lossy(&r.body)
-            )),
-        }
+    fn health_check(&self) -> Option<HealthCheck> {
+        Some(self.health.clone())
     }
 }
