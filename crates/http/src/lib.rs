@@ -1,7 +1,8 @@
 //! The HTTP transport shared by the HTTP destinations: one pooled client, bodies sent as
 //! prepared bytes, transport failures mapped to the engine's [`SendError`], and `Retry-After`
 //! read once here rather than in each destination. [`client`] holds what settings choose of
-//! the client: trusted CAs, a client certificate, a proxy.
+//! the client: trusted CAs, a client certificate, a proxy. [`destination`] is the glue every
+//! HTTP destination shares: an API implements [`HttpApi`] and runs as an [`HttpDestination`].
 
 pub mod client;
 pub mod destination;
