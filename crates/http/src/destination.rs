@@ -199,7 +199,9 @@ mod tests {
         let fake = FakeHec::builder("tok").start().await.unwrap();
         let d = HttpDestination::<Minimal>::new(&(fake.url(), false), &ClientOptions::default())
             .unwrap();
-        let events = [switchyard_testkit::event(r#"{"event":{"timestamp":1700000000000}}"#)];
+        let events = [switchyard_testkit::event(
+            r#"{"event":{"timestamp":1700000000000}}"#,
+        )];
         let request = d.encode(Shipment::plain(&events)).unwrap().request;
         assert_eq!(d.request_size(&request), request.bytes.len());
         let answer = d.send(&request).await.unwrap();
