@@ -94,6 +94,17 @@ impl StandIn {
     }
 }
 
+/// From a URL and the two closures of [`StandIn::new`] (testkit's `stand_in_parts`).
+impl<R, D> From<(String, R, D)> for StandIn
+where
+    R: Fn() -> u64 + Send + Sync + 'static,
+    D: Fn(bool) + Send + Sync + 'static,
+{
+    fn from((url, received, down): (String, R, D)) -> StandIn {
+        StandIn::new(url, received, down)
+    }
+}
+
 /// A destination kind, as the binary's list holds it.
 #[derive(Clone, Copy)]
 pub struct Descriptor {

@@ -37,6 +37,8 @@ pub struct FakeDatadog {
     state: Arc<Dd>,
 }
 
+crate::stand_in_fake!(FakeDatadog);
+
 impl FakeDatadog {
     pub async fn start(api_key: &str) -> std::io::Result<FakeDatadog> {
         Self::start_with(api_key, MAX_PAYLOAD, true).await

@@ -356,6 +356,50 @@ macro_rules! recorder_accessors {
     };
 }
 
+/// A running fake as the demo drives it: where it listens, how many items it accepted, and
+/// a switch that takes it down (503 to every delivery) and up again.
+pub trait StandInFake: Send + Sync + 'static {
+    fn base_url(&self) -> String;
+    fn accepted(&self) -> u64;
+    fn set_down(&self, down: bool);
+}
+
+/// Makes `$fake` a [`StandInFake`] through the accessors every fake has.
+#[macro_export]
+macro_rules! stand_in_fake {
+    ($fake:ty) => {
+        impl $crate::fake::StandInFake for $fake {
+            fn base_url(&self) -> String {
+                self.url()
+            }
+            fn accepted(&self) -> u64 {
+                self.received_count()
+            }
+            fn set_down(&self, down: bool) {
+                self.fail_randomly(if down { 1000 } else { 0 });
+            }
+        }
+    };
+}
+
+/// `fake`'s URL, and closures over it (which keep it running) that count what it accepted
+/// and take it down or up: the parts of a destination's stand-in.
+pub fn stand_in_parts(
+    fake: impl StandInFake,
+) -> (
+    String,
+    impl Fn() -> u64 + Send + Sync + 'static,
+    impl Fn(bool) + Send + Sync + 'static,
+) {
+    let fake = std::sync::Arc::new(fake);
+    let switch = fake.clone();
+    (
+        fake.base_url(),
+        move || fake.accepted(),
+        move |down| switch.set_down(down),
+    )
+}
+
 /// A TCP proxy to `upstream` that resets the first `resets` connections it accepts (closes
 /// them with no answer), then forwards faithfully. Stops when dropped.
 pub struct ResetProxy {

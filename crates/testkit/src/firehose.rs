@@ -55,6 +55,8 @@ pub struct FakeFirehose {
     state: Arc<Fh>,
 }
 
+crate::stand_in_fake!(FakeFirehose);
+
 impl FakeFirehose {
     /// Serves delivery stream `stream` to requests signed with `access_key`.
     pub async fn start(

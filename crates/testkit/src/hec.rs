@@ -121,6 +121,8 @@ impl Builder {
     }
 }
 
+crate::stand_in_fake!(FakeHec);
+
 impl FakeHec {
     pub fn builder(token: &str) -> Builder {
         Builder {

@@ -38,6 +38,8 @@ pub struct FakeNewRelic {
     state: Arc<Nr>,
 }
 
+crate::stand_in_fake!(FakeNewRelic);
+
 impl FakeNewRelic {
     /// Accepts `key` as either `Api-Key` or `X-Insert-Key`.
     pub async fn start(account_id: &str, key: &str) -> std::io::Result<FakeNewRelic> {

@@ -95,6 +95,8 @@ pub struct FakeOtlp {
     state: Arc<Otlp>,
 }
 
+crate::stand_in_fake!(FakeOtlp);
+
 impl FakeOtlp {
     /// A receiver requiring `x-api-key: <api_key>`, with the Collector's body limit.
     pub async fn start(api_key: &str) -> std::io::Result<FakeOtlp> {

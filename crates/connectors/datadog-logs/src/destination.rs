@@ -33,17 +33,13 @@ impl Destination for DatadogConfig {
         &self,
         credential: &str,
     ) -> Result<switchyard_destination::StandIn, String> {
-        use switchyard_testkit::{FakeDatadog, datadog};
-        let fake = std::sync::Arc::new(
-            FakeDatadog::start_with(credential, datadog::MAX_PAYLOAD, false)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        let f = fake.clone();
-        Ok(switchyard_destination::StandIn::new(
-            fake.url(),
-            move || fake.received_count(),
-            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
-        ))
+        let fake = switchyard_testkit::FakeDatadog::start_with(
+            credential,
+            switchyard_testkit::datadog::MAX_PAYLOAD,
+            false,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(switchyard_testkit::fake::stand_in_parts(fake).into())
     }
 }

@@ -44,16 +44,10 @@ impl Destination for FirehoseConfig {
         &self,
         credential: &str,
     ) -> Result<switchyard_destination::StandIn, String> {
-        let fake = std::sync::Arc::new(
+        let fake =
             switchyard_testkit::FakeFirehose::start(&self.delivery_stream, credential, false)
                 .await
-                .map_err(|e| e.to_string())?,
-        );
-        let f = fake.clone();
-        Ok(switchyard_destination::StandIn::new(
-            fake.url(),
-            move || fake.received_count(),
-            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
-        ))
+                .map_err(|e| e.to_string())?;
+        Ok(switchyard_testkit::fake::stand_in_parts(fake).into())
     }
 }

@@ -42,17 +42,13 @@ impl Destination for OtlpLogsConfig {
         &self,
         credential: &str,
     ) -> Result<switchyard_destination::StandIn, String> {
-        use switchyard_testkit::otlp::{FakeOtlp, MAX_BODY};
-        let fake = std::sync::Arc::new(
-            FakeOtlp::start_with(credential, MAX_BODY, false)
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        let f = fake.clone();
-        Ok(switchyard_destination::StandIn::new(
-            fake.url(),
-            move || fake.received_count(),
-            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
-        ))
+        let fake = switchyard_testkit::FakeOtlp::start_with(
+            credential,
+            switchyard_testkit::otlp::MAX_BODY,
+            false,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(switchyard_testkit::fake::stand_in_parts(fake).into())
     }
 }

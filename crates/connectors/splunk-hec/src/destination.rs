@@ -32,18 +32,11 @@ impl Destination for HecConfig {
         &self,
         credential: &str,
     ) -> Result<switchyard_destination::StandIn, String> {
-        let fake = std::sync::Arc::new(
-            switchyard_testkit::FakeHec::builder(credential)
-                .counting_only()
-                .start()
-                .await
-                .map_err(|e| e.to_string())?,
-        );
-        let f = fake.clone();
-        Ok(switchyard_destination::StandIn::new(
-            fake.url(),
-            move || fake.received_count(),
-            move |down| f.fail_randomly(if down { 1000 } else { 0 }),
-        ))
+        let fake = switchyard_testkit::FakeHec::builder(credential)
+            .counting_only()
+            .start()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(switchyard_testkit::fake::stand_in_parts(fake).into())
     }
 }
