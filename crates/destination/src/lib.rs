@@ -17,7 +17,9 @@ use std::sync::Arc;
 use switchyard_core::Wiring;
 use switchyard_core::config::typed;
 use switchyard_core::route::ConnectorIndex;
-use switchyard_core::{BatchLimits, Connector, ConnectorHandle, Engine, EngineSettings, Problem};
+use switchyard_core::{
+    BatchLimits, Connector, ConnectorHandle, EncodeError, Engine, EngineSettings, Problem, Shipment,
+};
 use switchyard_http::ClientOptions;
 
 /// What a destination kind declares about itself. Implemented by the kind's config type: the
@@ -193,8 +195,28 @@ pub trait ConnectorConfig: fmt::Debug + Send + Sync + 'static {
     /// See [`Destination::start_stand_in`].
     fn start_stand_in<'a>(&'a self, credential: &'a str) -> BoxFuture<'a, Result<StandIn, String>>;
 
+    /// The connector's encoder on its own, built but never started (`make bench-micro`).
+    fn encoder<'a>(
+        &'a self,
+        client: &'a ClientOptions,
+    ) -> BoxFuture<'a, Result<Box<dyn RequestEncoder>, String>>;
+
     /// The concrete config, for code (tests, the benches) that knows the kind.
     fn as_any(&self) -> &dyn Any;
+}
+
+/// A connector's encoder on its own: what a request of a shipment's events puts on the wire.
+pub trait RequestEncoder: Send + Sync {
+    /// Encodes `shipment` as the connector would send it; returns the request's size on the
+    /// wire (compressed, where the connector compresses).
+    fn encoded_size(&self, shipment: Shipment<'_>) -> Result<usize, EncodeError>;
+}
+
+impl<C: Connector> RequestEncoder for C {
+    fn encoded_size(&self, shipment: Shipment<'_>) -> Result<usize, EncodeError> {
+        let encoded = Connector::encode(self, shipment)?;
+        Ok(self.request_size(&encoded.request))
+    }
 }
 
 impl<D: Destination> ConnectorConfig for D {
@@ -222,6 +244,16 @@ impl<D: Destination> ConnectorConfig for D {
 
     fn start_stand_in<'a>(&'a self, credential: &'a str) -> BoxFuture<'a, Result<StandIn, String>> {
         Box::pin(Destination::start_stand_in(self, credential))
+    }
+
+    fn encoder<'a>(
+        &'a self,
+        client: &'a ClientOptions,
+    ) -> BoxFuture<'a, Result<Box<dyn RequestEncoder>, String>> {
+        Box::pin(async move {
+            let connector = self.connect(client).await.map_err(|e| e.to_string())?;
+            Ok(Box::new(connector) as Box<dyn RequestEncoder>)
+        })
     }
 
     fn as_any(&self) -> &dyn Any {

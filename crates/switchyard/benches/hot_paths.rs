@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the per-event hot paths on events generated from the sample (compact
 //! JSON, varied types and sizes, as collectors write them): the routing scan, each
-//! destination's encoder (alone and with compression), and gzip. `make bench-micro` (or
+//! configured destination's encoder (as configured, and uncompressed where the kind has a
+//! `compression` key) with the bytes it puts on the wire, and gzip. `make bench-micro` (or
 //! `cargo bench --bench hot_paths`) runs them; they print numbers and assert nothing.
 //!
 //! A tiny harness rather than criterion: it keeps `make test` (which compiles benches for
@@ -9,14 +10,9 @@
 use bytes::Bytes;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
-use switchyard::settings::Settings;
-use switchyard_core::{Connector, Event, Origin, PartitionId, Router, Shipment, compress};
-use switchyard_datadog_logs::{DatadogConfig, DatadogLogs};
-use switchyard_kinesis_firehose::FirehoseConfig;
-use switchyard_kinesis_firehose::encode::encode as firehose_encode;
-use switchyard_newrelic_events::flatten::Flattener;
-use switchyard_newrelic_events::{NewRelicConfig, NewRelicEvents};
-use switchyard_splunk_hec::{HecConfig, SplunkHec};
+use switchyard::settings::{ConnectorOverride, ConnectorSettings, Settings};
+use switchyard_core::{EncodeError, Event, Origin, PartitionId, Router, Shipment, compress};
+use switchyard_destination::ConnectorConfig;
 use switchyard_testkit::Generator;
 
 const BATCH: usize = 500;
@@ -53,6 +49,55 @@ fn bench(name: &str, per_call: usize, bytes: usize, mut f: impl FnMut()) {
     let per_event = best.as_nanos() as f64 / per_call as f64;
     let mib_s = bytes as f64 / best.as_secs_f64() / (1 << 20) as f64;
     println!("{name:<40} {per_event:>10.0} ns/event {mib_s:>9.1} MiB/s of input");
+}
+
+/// Connector `c`'s `settings` as overrides.
+fn overrides(
+    c: &ConnectorSettings,
+    settings: Vec<(&'static str, String)>,
+) -> Vec<ConnectorOverride> {
+    settings
+        .into_iter()
+        .map(|(key, value)| ConnectorOverride {
+            id: c.id.clone(),
+            key,
+            value,
+        })
+        .collect()
+}
+
+/// Times `kind`'s encoder on the largest prefix of `events` one request takes (New Relic's
+/// compressed limit is 10^6 bytes), and prints what a request puts on the wire per event.
+fn encoder_bench(
+    runtime: &tokio::runtime::Runtime,
+    name: &str,
+    kind: &dyn ConnectorConfig,
+    events: &[Event],
+) {
+    let encoder = runtime
+        .block_on(kind.encoder(&Default::default()))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut n = events.len();
+    let size = loop {
+        match encoder.encoded_size(Shipment::plain(&events[..n])) {
+            Ok(size) => break size,
+            Err(EncodeError::TooLarge { .. }) if n > 1 => n /= 2,
+            Err(e) => panic!("{name}: {e}"),
+        }
+    };
+    let bytes = events[..n].iter().map(|e| e.raw().len()).sum();
+    bench(name, n, bytes, || {
+        black_box(
+            encoder
+                .encoded_size(Shipment::plain(black_box(&events[..n])))
+                .unwrap(),
+        );
+    });
+    println!(
+        "{:<40} {:>10.0} bytes/event on the wire",
+        "",
+        size as f64 / n as f64
+    );
 }
 
 fn origin() -> Origin {
@@ -104,66 +149,38 @@ fn main() {
         black_box(router.route(black_box(&events[0])));
     });
 
-    for c in &settings.connectors {
-        // The encoders of the kinds this bench knows, as the repo config sets them up.
-        let kind = &c.kind;
-        if let Some(cfg) = kind.downcast_ref::<HecConfig>() {
-            let mut cfg = cfg.clone();
-            cfg.compression = compress::Compression::None;
-            let plain = SplunkHec::new(&cfg, &Default::default()).unwrap();
-            bench("splunk_hec encode", BATCH, batch_bytes, || {
-                black_box(plain.encode(Shipment::plain(black_box(&events))).unwrap());
-            });
-            cfg.compression = compress::Compression::Gzip;
-            let gz = SplunkHec::new(&cfg, &Default::default()).unwrap();
-            bench("splunk_hec encode + gzip", BATCH, batch_bytes, || {
-                black_box(gz.encode(Shipment::plain(black_box(&events))).unwrap());
-            });
+    // Every connector's encoder, built through the registry as the router builds it, pointed
+    // at an address nothing listens on (nothing is sent): as the repo config sets it up, and
+    // without compression where its kind has the key.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let nowhere: Vec<ConnectorOverride> = settings
+        .connectors
+        .iter()
+        .flat_map(|c| overrides(c, c.kind.stand_in_settings("http://127.0.0.1:9", "bench")))
+        .collect();
+    let configured = Settings::from_toml_with(toml, &lookup, &nowhere).expect("overrides apply");
+    for c in &configured.connectors {
+        let kind = c.kind.kind();
+        let plain = [
+            nowhere.clone(),
+            overrides(c, vec![("compression", "none".into())]),
+        ]
+        .concat();
+        if let Some(p) = Settings::from_toml_with(toml, &lookup, &plain)
+            .ok()
+            .and_then(|s| s.connectors.into_iter().find(|p| p.id == c.id))
+        {
+            encoder_bench(&runtime, &format!("{kind} encode"), &*p.kind, &events);
         }
-        if let Some(cfg) = kind.downcast_ref::<DatadogConfig>() {
-            let mut cfg = cfg.clone();
-            cfg.compression = compress::Compression::None;
-            let plain = DatadogLogs::new(&cfg, &Default::default()).unwrap();
-            bench("datadog_logs encode", BATCH, batch_bytes, || {
-                black_box(plain.encode(Shipment::plain(black_box(&events))).unwrap());
-            });
-            cfg.compression = compress::Compression::Gzip;
-            let gz = DatadogLogs::new(&cfg, &Default::default()).unwrap();
-            bench("datadog_logs encode + gzip", BATCH, batch_bytes, || {
-                black_box(gz.encode(Shipment::plain(black_box(&events))).unwrap());
-            });
-        }
-        if let Some(cfg) = kind.downcast_ref::<FirehoseConfig>() {
-            // The records only (the AWS SDK's JSON, base64 and SigV4 come on top).
-            let delimiter = cfg.record_delimiter.as_bytes();
-            bench("kinesis_firehose records", BATCH, batch_bytes, || {
-                black_box(firehose_encode(
-                    Shipment::plain(black_box(&events)),
-                    delimiter,
-                    false,
-                ));
-            });
-        }
-        if let Some(cfg) = kind.downcast_ref::<NewRelicConfig>() {
-            let flattener = Flattener::new(cfg).unwrap();
-            bench("newrelic_events flatten", BATCH, batch_bytes, || {
-                let mut out = Vec::with_capacity(batch_bytes * 2);
-                black_box(flattener.encode(Shipment::plain(black_box(&events)), &mut out));
-            });
-            // New Relic always compresses (and limits the compressed body to 10^6 bytes).
-            let nr = NewRelicEvents::new(cfg, &Default::default()).unwrap();
-            bench(
-                "newrelic_events flatten + gzip",
-                200,
-                batch_bytes / BATCH * 200,
-                || {
-                    black_box(
-                        nr.encode(Shipment::plain(black_box(&events[..200])))
-                            .unwrap(),
-                    );
-                },
-            );
-        }
+        encoder_bench(
+            &runtime,
+            &format!("{kind} encode as configured"),
+            &*c.kind,
+            &events,
+        );
     }
     let body: Vec<u8> = events
         .iter()

@@ -192,6 +192,15 @@ impl Settings {
         Self::parse(text, lookup, env_overrides, &[])
     }
 
+    /// As [`Settings::from_toml`] without `SWITCHYARD__…` variables, with `overrides`.
+    pub fn from_toml_with(
+        text: &str,
+        lookup: Lookup<'_>,
+        overrides: &[ConnectorOverride],
+    ) -> Result<Settings, Invalid> {
+        Self::parse(text, lookup, false, overrides)
+    }
+
     fn parse(
         text: &str,
         lookup: Lookup<'_>,
