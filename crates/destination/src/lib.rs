@@ -54,6 +54,9 @@ pub trait Destination: DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'st
     /// expecting `credential` (the demo and the benches write them over the file's).
     fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)>;
 
+    /// What a minimal stand-in (`make bench`'s) must know of the protocol to answer it.
+    fn wire(&self) -> Wire;
+
     /// Starts this kind's stand-in from `switchyard-testkit`, expecting `credential`, for the
     /// demo. Crates provide it behind their `stand-in` feature.
     fn start_stand_in(
@@ -63,6 +66,36 @@ pub trait Destination: DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'st
         let _ = credential;
         async { Err(format!("{} has no stand-in in this build", Self::KIND)) }
     }
+}
+
+/// What `make bench`'s stand-ins know of a destination's protocol: where the credential is,
+/// how events sit in a body, and what the answers look like. Nothing else is checked there;
+/// the strict fakes of the test suite check the rest.
+#[derive(Debug, Clone)]
+pub struct Wire {
+    /// Whether a request's headers carry `credential`.
+    pub authorized: fn(header: Headers<'_>, credential: &str) -> bool,
+    /// A header value that marks a request as a health check, besides any GET.
+    pub health_request: Option<(&'static str, &'static str)>,
+    pub framing: Framing,
+    /// The success status, and the answer's body for a request of `n` records.
+    pub accepted: (u16, fn(n: usize) -> String),
+    /// The answer's body to a health check.
+    pub healthy: String,
+    pub content_type: &'static str,
+}
+
+/// A request's header values by lowercase name.
+pub type Headers<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// How events sit in a request's (decoded) body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Each event's JSON appears in the body as it is (JSON lines, arrays, envelopes,
+    /// protobuf strings).
+    Embedded,
+    /// A Firehose `PutRecordBatch`: JSON whose records' `Data` is base64.
+    FirehoseRecords,
 }
 
 /// A running local stand-in for a destination (the demo's). Stops when dropped.
@@ -192,6 +225,9 @@ pub trait ConnectorConfig: fmt::Debug + Send + Sync + 'static {
     /// See [`Destination::stand_in_settings`].
     fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)>;
 
+    /// See [`Destination::wire`].
+    fn wire(&self) -> Wire;
+
     /// See [`Destination::start_stand_in`].
     fn start_stand_in<'a>(&'a self, credential: &'a str) -> BoxFuture<'a, Result<StandIn, String>>;
 
@@ -240,6 +276,10 @@ impl<D: Destination> ConnectorConfig for D {
 
     fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)> {
         Destination::stand_in_settings(self, url, credential)
+    }
+
+    fn wire(&self) -> Wire {
+        Destination::wire(self)
     }
 
     fn start_stand_in<'a>(&'a self, credential: &'a str) -> BoxFuture<'a, Result<StandIn, String>> {

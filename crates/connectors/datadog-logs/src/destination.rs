@@ -3,7 +3,7 @@
 
 use crate::config::{self, DatadogConfig};
 use crate::{BuildError, DatadogLogs};
-use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_destination::{Descriptor, Destination, Framing, Wire, descriptor};
 use switchyard_http::ClientOptions;
 
 pub const DESCRIPTOR: Descriptor = descriptor::<DatadogConfig>();
@@ -26,6 +26,17 @@ impl Destination for DatadogConfig {
 
     fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)> {
         vec![("endpoint", url.into()), ("api_key", credential.into())]
+    }
+
+    fn wire(&self) -> Wire {
+        Wire {
+            authorized: |header, credential| header("dd-api-key").as_deref() == Some(credential),
+            health_request: None,
+            framing: Framing::Embedded,
+            accepted: (202, |_| "{}".into()),
+            healthy: r#"{"valid":true}"#.into(),
+            content_type: "application/json",
+        }
     }
 
     #[cfg(feature = "stand-in")]

@@ -3,7 +3,7 @@
 
 use crate::config::{self, FirehoseConfig};
 use crate::{BuildError, KinesisFirehose};
-use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_destination::{Descriptor, Destination, Framing, Wire, descriptor};
 use switchyard_http::ClientOptions;
 
 pub const DESCRIPTOR: Descriptor = descriptor::<FirehoseConfig>();
@@ -37,6 +37,29 @@ impl Destination for FirehoseConfig {
             ("access_key_id", credential.into()),
             ("secret_access_key", "stand-in-secret-access-key".into()),
         ]
+    }
+
+    /// SigV4 names the access key id in `Authorization`; one answer per record.
+    fn wire(&self) -> Wire {
+        Wire {
+            authorized: |header, credential| {
+                header("authorization")
+                    .is_some_and(|a| a.contains(&format!("Credential={credential}/")))
+            },
+            health_request: Some(("x-amz-target", "Firehose_20150804.DescribeDeliveryStream")),
+            framing: Framing::FirehoseRecords,
+            accepted: (200, |n| {
+                let answers = vec![r#"{"RecordId":"r"}"#; n].join(",");
+                format!(
+                    r#"{{"FailedPutCount":0,"Encrypted":false,"RequestResponses":[{answers}]}}"#
+                )
+            }),
+            healthy: format!(
+                r#"{{"DeliveryStreamDescription":{{"DeliveryStreamName":{:?},"DeliveryStreamARN":"arn:aws:firehose:us-east-1:123456789012:deliverystream/{}","DeliveryStreamStatus":"ACTIVE","DeliveryStreamType":"DirectPut","VersionId":"1","Destinations":[],"HasMoreDestinations":false}}}}"#,
+                self.delivery_stream, self.delivery_stream
+            ),
+            content_type: "application/x-amz-json-1.1",
+        }
     }
 
     #[cfg(feature = "stand-in")]

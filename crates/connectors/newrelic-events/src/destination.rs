@@ -3,7 +3,7 @@
 
 use crate::config::{self, NewRelicConfig};
 use crate::{BuildError, NewRelicEvents};
-use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_destination::{Descriptor, Destination, Framing, Wire, descriptor};
 use switchyard_http::ClientOptions;
 
 pub const DESCRIPTOR: Descriptor = descriptor::<NewRelicConfig>();
@@ -39,6 +39,23 @@ impl Destination for NewRelicConfig {
             ("account_id", STAND_IN_ACCOUNT.into()),
             (key, credential.into()),
         ]
+    }
+
+    fn wire(&self) -> Wire {
+        Wire {
+            authorized: |header, credential| {
+                ["api-key", "x-insert-key"]
+                    .iter()
+                    .any(|h| header(h).as_deref() == Some(credential))
+            },
+            health_request: None,
+            framing: Framing::Embedded,
+            accepted: (200, |_| {
+                r#"{"success":true,"uuid":"bd3b1e1c-0000-4000-8000-000000000000"}"#.into()
+            }),
+            healthy: "{}".into(),
+            content_type: "application/json",
+        }
     }
 
     #[cfg(feature = "stand-in")]

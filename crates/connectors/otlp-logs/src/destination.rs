@@ -3,7 +3,7 @@
 
 use crate::config::{self, OtlpLogsConfig};
 use crate::{BuildError, OtlpLogs};
-use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_destination::{Descriptor, Destination, Framing, Wire, descriptor};
 use switchyard_http::ClientOptions;
 
 pub const DESCRIPTOR: Descriptor = descriptor::<OtlpLogsConfig>();
@@ -35,6 +35,18 @@ impl Destination for OtlpLogsConfig {
             ("endpoint", format!("{url}/v1/logs")),
             (STAND_IN_HEADER, credential.into()),
         ]
+    }
+
+    /// An empty `ExportLogsServiceResponse` (no partial success) accepts every record.
+    fn wire(&self) -> Wire {
+        Wire {
+            authorized: |header, credential| header("x-api-key").as_deref() == Some(credential),
+            health_request: None,
+            framing: Framing::Embedded,
+            accepted: (200, |_| String::new()),
+            healthy: String::new(),
+            content_type: "application/x-protobuf",
+        }
     }
 
     #[cfg(feature = "stand-in")]

@@ -2,7 +2,7 @@
 
 use crate::config::{self, HecConfig};
 use crate::{BuildError, SplunkHec};
-use switchyard_destination::{Descriptor, Destination, descriptor};
+use switchyard_destination::{Descriptor, Destination, Framing, Wire, descriptor};
 use switchyard_http::ClientOptions;
 
 pub const DESCRIPTOR: Descriptor = descriptor::<HecConfig>();
@@ -25,6 +25,19 @@ impl Destination for HecConfig {
 
     fn stand_in_settings(&self, url: &str, credential: &str) -> Vec<(&'static str, String)> {
         vec![("endpoint", url.into()), ("token", credential.into())]
+    }
+
+    fn wire(&self) -> Wire {
+        Wire {
+            authorized: |header, credential| {
+                header("authorization").as_deref() == Some(&format!("Splunk {credential}"))
+            },
+            health_request: None,
+            framing: Framing::Embedded,
+            accepted: (200, |_| r#"{"text":"Success","code":0}"#.into()),
+            healthy: r#"{"text":"HEC is healthy","code":17}"#.into(),
+            content_type: "application/json",
+        }
     }
 
     #[cfg(feature = "stand-in")]

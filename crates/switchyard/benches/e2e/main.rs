@@ -20,7 +20,7 @@ mod standins;
 use load::{Events, Size};
 use router::RouterProcess;
 use serde_json::{Value, json};
-use standins::{Progress, Protocol, Tally, now_us};
+use standins::{Progress, Tally, now_us};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -418,20 +418,13 @@ async fn stand_ins(
     for c in &settings.connectors {
         let key = |k: &str| format!("SWITCHYARD__CONNECTORS__{}__{k}", c.id.to_uppercase());
         let secret = format!("bench-secret-{}", destinations.len());
-        let protocol = Protocol::of(c.kind.kind())
-            .ok_or_else(|| format!("no bench stand-in speaks {}", c.kind.kind()))?;
-        let stream = c
-            .kind
-            .downcast_ref::<switchyard_kinesis_firehose::FirehoseConfig>()
-            .map(|f| f.delivery_stream.clone())
-            .unwrap_or_default();
         let url = if c.enabled {
             let down = first_down && destinations.is_empty();
             if down {
                 env.push((key("DETACH_AFTER_SECS"), "1".into()));
             }
             let tally = Arc::new(Tally::new(capacity, progress.clone()));
-            let url = standins::start(protocol, &secret, &stream, down, tally.clone())
+            let url = standins::start(&c.id, c.kind.wire(), &secret, down, tally.clone())
                 .await
                 .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
             destinations.push(Destination {

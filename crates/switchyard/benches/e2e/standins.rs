@@ -1,6 +1,7 @@
-//! Fast stand-ins for the four destinations. Each answers as its API does (auth header
-//! checked, success body in the API's shape), decodes every body it gets (Content-Encoding,
-//! and Firehose's JSON and base64), and tallies the benchmark marker of every event in it.
+//! Fast stand-ins for the destinations, from what each kind's descriptor says of its wire
+//! protocol (`Wire`). Each answers as its API does (auth header checked, success body in the
+//! API's shape), decodes every body it gets (Content-Encoding, and Firehose's JSON and
+//! base64), and tallies the benchmark marker of every event in it.
 //! Nothing more: the strict fakes of `switchyard-testkit` check formats and limits in the
 //! test suite, and here the router, not the sinks, should be what costs CPU.
 
@@ -14,6 +15,7 @@ use memchr::memmem;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use switchyard_destination::{Framing, Wire};
 use switchyard_testkit::fake::{Decoded, decode_body};
 use tokio::sync::Notify;
 
@@ -23,29 +25,6 @@ pub const MARKER: &[u8] = b"@swb:";
 pub const SEQ_DIGITS: usize = 12;
 pub const TIME_DIGITS: usize = 16;
 pub const MARKER_LEN: usize = MARKER.len() + SEQ_DIGITS + 1 + TIME_DIGITS;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    SplunkHec,
-    DatadogLogs,
-    NewRelicEvents,
-    Firehose,
-    OtlpLogs,
-}
-
-impl Protocol {
-    /// The stand-in protocol of the destination kind called `kind`.
-    pub fn of(kind: &str) -> Option<Protocol> {
-        Some(match kind {
-            "splunk_hec" => Protocol::SplunkHec,
-            "datadog_logs" => Protocol::DatadogLogs,
-            "newrelic_events" => Protocol::NewRelicEvents,
-            "kinesis_firehose" => Protocol::Firehose,
-            "otlp_logs" => Protocol::OtlpLogs,
-            _ => return None,
-        })
-    }
-}
 
 /// What all stand-ins of a run add up to, and a wake-up for whoever waits on it.
 #[derive(Default)]
@@ -181,28 +160,29 @@ pub fn now_us() -> u64 {
 }
 
 struct StandIn {
-    protocol: Protocol,
+    /// The connector it stands in for, for messages.
+    id: String,
+    wire: Wire,
     /// The credential the router must present (API key, token, or AWS access key id).
     secret: String,
-    /// Firehose's delivery stream name, for DescribeDeliveryStream.
-    stream: String,
     /// Answers 503 to every delivery: the destination is down.
     down: bool,
     tally: Arc<Tally>,
 }
 
-/// A stand-in on a free 127.0.0.1 port; returns its base URL. It stops with the runtime.
+/// A stand-in for connector `id` speaking `wire`, on a free 127.0.0.1 port; returns its base
+/// URL. It stops with the runtime.
 pub async fn start(
-    protocol: Protocol,
+    id: &str,
+    wire: Wire,
     secret: &str,
-    stream: &str,
     down: bool,
     tally: Arc<Tally>,
 ) -> std::io::Result<String> {
     let state = Arc::new(StandIn {
-        protocol,
+        id: id.into(),
+        wire,
         secret: secret.into(),
-        stream: stream.into(),
         down,
         tally,
     });
@@ -223,15 +203,17 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     if !s.authorized(&headers) {
-        s.tally.progress.error(format!(
-            "{:?} stand-in: request without the credential",
-            s.protocol
-        ));
+        s.tally
+            .progress
+            .error(format!("{} stand-in: request without the credential", s.id));
         return (StatusCode::FORBIDDEN, "{}").into_response();
     }
-    let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok());
-    if method == Method::GET || target == Some("Firehose_20150804.DescribeDeliveryStream") {
-        return s.healthy();
+    let health = s
+        .wire
+        .health_request
+        .is_some_and(|(name, value)| headers.get(name).is_some_and(|v| v == value));
+    if method == Method::GET || health {
+        return s.answer(200, s.wire.healthy.clone());
     }
     if s.down {
         return (StatusCode::SERVICE_UNAVAILABLE, "{}").into_response();
@@ -240,11 +222,12 @@ async fn handle(
     s.tally.requests.fetch_add(1, Relaxed);
     s.tally.body_bytes.fetch_add(body.len() as u64, Relaxed);
     match s.accept(&headers, &body, now) {
-        Ok(records) => s.success(records),
+        Ok(records) => {
+            let (status, body) = s.wire.accepted;
+            s.answer(status, body(records))
+        }
         Err(e) => {
-            s.tally
-                .progress
-                .error(format!("{:?} stand-in: {e}", s.protocol));
+            s.tally.progress.error(format!("{} stand-in: {e}", s.id));
             (StatusCode::BAD_REQUEST, "{}").into_response()
         }
     }
@@ -264,20 +247,12 @@ struct Record<'a> {
 
 impl StandIn {
     fn authorized(&self, h: &HeaderMap) -> bool {
-        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("");
-        match self.protocol {
-            Protocol::SplunkHec => {
-                get("authorization").strip_prefix("Splunk ") == Some(&self.secret)
-            }
-            Protocol::DatadogLogs => get("dd-api-key") == self.secret,
-            Protocol::OtlpLogs => get("x-api-key") == self.secret,
-            Protocol::NewRelicEvents => {
-                get("api-key") == self.secret || get("x-insert-key") == self.secret
-            }
-            Protocol::Firehose => {
-                get("authorization").contains(&format!("Credential={}/", self.secret))
-            }
-        }
+        let header = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        (self.wire.authorized)(&header, &self.secret)
     }
 
     /// Decodes the body and tallies its events; returns how many records it held (Firehose
@@ -290,7 +265,7 @@ impl StandIn {
             Decoded::Corrupt(e) => return Err(format!("corrupt body: {e}")),
         };
         let body = &body[..];
-        if self.protocol != Protocol::Firehose {
+        if self.wire.framing == Framing::Embedded {
             return self.tally.record(body, now);
         }
         let put: PutRecordBatch<'_> =
@@ -306,50 +281,10 @@ impl StandIn {
         Ok(put.records.len())
     }
 
-    fn success(&self, records: usize) -> Response {
-        let (status, body) = match self.protocol {
-            Protocol::SplunkHec => (200, r#"{"text":"Success","code":0}"#.to_string()),
-            Protocol::DatadogLogs => (202, "{}".to_string()),
-            // An empty ExportLogsServiceResponse: every record accepted.
-            Protocol::OtlpLogs => (200, String::new()),
-            Protocol::NewRelicEvents => (
-                200,
-                r#"{"success":true,"uuid":"bd3b1e1c-0000-4000-8000-000000000000"}"#.to_string(),
-            ),
-            Protocol::Firehose => {
-                let mut b = String::with_capacity(64 + records * 18);
-                b.push_str(r#"{"FailedPutCount":0,"Encrypted":false,"RequestResponses":["#);
-                for i in 0..records {
-                    b.push_str(if i == 0 { "" } else { "," });
-                    b.push_str(r#"{"RecordId":"r"}"#);
-                }
-                b.push_str("]}");
-                (200, b)
-            }
-        };
-        self.json(status, body)
-    }
-
-    fn healthy(&self) -> Response {
-        let body = match self.protocol {
-            Protocol::SplunkHec => r#"{"text":"HEC is healthy","code":17}"#.to_string(),
-            Protocol::Firehose => {
-                switchyard_testkit::firehose::describe_answer(&self.stream).to_string()
-            }
-            _ => r#"{"valid":true}"#.to_string(),
-        };
-        self.json(200, body)
-    }
-
-    fn json(&self, status: u16, body: String) -> Response {
-        let content_type = match self.protocol {
-            Protocol::Firehose => "application/x-amz-json-1.1",
-            Protocol::OtlpLogs => "application/x-protobuf",
-            _ => "application/json",
-        };
+    fn answer(&self, status: u16, body: String) -> Response {
         (
             StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
-            [("content-type", content_type)],
+            [("content-type", self.wire.content_type)],
             body,
         )
             .into_response()
