@@ -41,6 +41,9 @@ enum Command {
     /// Check a configuration file; lists every problem and exits 2 if there are any
     /// (warnings are printed too, but alone they still exit 0).
     Validate(ConfigArg),
+    /// List each customer's resolved destination instances (docs/tenancy.md), secrets
+    /// redacted; exits 2 if the configuration or a tenant file is invalid.
+    Tenants(ConfigArg),
     /// Deliver one connector's dead-lettered events again (after fixing the cause), then stop.
     Replay {
         #[command(flatten)]
@@ -101,6 +104,7 @@ async fn main() -> ExitCode {
     init_logging();
     match cli.command {
         Command::Validate(a) => validate(&a.config),
+        Command::Tenants(a) => tenants(&a.config),
         Command::Run(a) => run(&a.config).await,
         Command::Replay {
             config,
@@ -169,6 +173,14 @@ fn validate(path: &str) -> ExitCode {
                     l.max_linger.as_millis()
                 );
             }
+            if let Some(dir) = &s.tenants.directory {
+                println!(
+                    "  tenants: {} in {} (customers without a file: {:?})",
+                    s.tenants.by_customer.len(),
+                    dir.display(),
+                    s.tenants.unknown
+                );
+            }
             println!("note: {}", s.parking.note());
             ExitCode::SUCCESS
         }
@@ -177,6 +189,38 @@ fn validate(path: &str) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Every tenant's instances: which connector, of which kind, with which settings (their
+/// `Debug`, in which every credential shows as `<redacted>`).
+fn tenants(path: &str) -> ExitCode {
+    let s = match Settings::load(path, &env_lookup) {
+        Ok(s) => s,
+        Err(invalid) => {
+            eprint!("{path}: {invalid}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(dir) = &s.tenants.directory else {
+        println!(
+            "{path}: no [tenants] directory: every customer's events go to the connectors of this file"
+        );
+        return ExitCode::SUCCESS;
+    };
+    println!(
+        "{} tenant(s) in {}; a customer without a file: {:?}",
+        s.tenants.by_customer.len(),
+        dir.display(),
+        s.tenants.unknown
+    );
+    for (code, tenant) in &s.tenants.by_customer {
+        println!("{code} ({}):", tenant.file.display());
+        for c in &tenant.connectors {
+            let state = if c.enabled { "" } else { " (disabled)" };
+            println!("  {}: {}{state} {:?}", c.id, c.kind.kind(), c.kind);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn replay(path: &str, connector: &str, timeout_secs: u64) -> ExitCode {

@@ -184,6 +184,12 @@ pub enum StartError {
     Source(#[from] SourceError),
     #[error("dead-letter or parking producer: {0}")]
     DeadLetter(#[from] switchyard_kafka::KafkaError),
+    /// Tenants are read and checked, but routing by tenant is not built yet: running would
+    /// send every tenant's events with the default credentials (docs/tenancy.md).
+    #[error(
+        "tenants.directory is set, but routing events to each customer's own destinations is not built yet (docs/tenancy.md); remove [tenants] to run"
+    )]
+    TenantsNotRouted,
 }
 
 /// Counters at one moment, for the progress line and tests.
@@ -209,6 +215,9 @@ impl Pipeline {
     /// Starts every enabled connector and joins the consumer group, and with parking on, the
     /// drain of each connector's parked events. The workers run on the calling tokio runtime.
     pub async fn start(settings: &Settings) -> Result<Pipeline, StartError> {
+        if settings.tenants.directory.is_some() {
+            return Err(StartError::TenantsNotRouted);
+        }
         let isolations: Vec<(String, Arc<Isolation>)> = if settings.parking.enabled {
             settings
                 .connectors

@@ -412,3 +412,80 @@ max_linger_ms = 20
     );
     assert_eq!(hec.received_count(), 400);
 }
+
+/// A directory of the test's own for tenant files, removed when dropped.
+struct TenantDir(std::path::PathBuf);
+
+impl TenantDir {
+    fn new(test: &str) -> TenantDir {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-cli-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TenantDir(dir)
+    }
+}
+
+impl Drop for TenantDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn tenants_lists_each_customers_instances_with_secrets_redacted_and_run_refuses_them() {
+    let dir = TenantDir::new("tenants");
+    std::fs::write(
+        dir.0.join("acme.toml"),
+        "[connectors.hec]\nendpoint = \"https://splunk.acme:8088\"\ntoken = \"${ACME_HEC_TOKEN}\"\n",
+    )
+    .unwrap();
+    let config = TempFile::new(
+        "tenants",
+        &format!(
+            "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n\
+             [connectors.hec]\nkind = \"splunk_hec\"\nendpoint = \"https://hec:8088\"\ntoken = \"${{HEC_TOKEN}}\"\n\
+             [tenants]\ndirectory = \"{}\"\n",
+            dir.0.display()
+        ),
+    );
+    let env = [
+        ("HEC_TOKEN", "default-hec-token"),
+        ("ACME_HEC_TOKEN", "acme-hec-secret"),
+    ];
+    let out = switchyard(&["tenants", "--config", config.path()], &env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 tenant(s)"), "{stdout}");
+    assert!(stdout.contains("acme ("), "{stdout}");
+    assert!(
+        stdout.contains("  hec: splunk_hec") && stdout.contains("https://splunk.acme:8088"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<redacted>"), "{stdout}");
+    assert!(!stdout.contains("acme-hec-secret"), "{stdout}");
+
+    // Without the tenant's variable, the file and key are named and the exit code is 2.
+    let out = switchyard(&["validate", "--config", config.path()], &env[..1]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains(
+            "acme.toml: connectors.hec.token: environment variable ACME_HEC_TOKEN is not set"
+        ),
+        "{stderr}"
+    );
+
+    // Routing by tenant is not built: run refuses rather than use the default credentials.
+    let out = switchyard(&["run", "--config", config.path()], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr.contains("routing events to each customer's own destinations is not built yet"),
+        "{stderr}"
+    );
+}

@@ -173,37 +173,50 @@ pub(super) fn connectors(
             return Vec::new();
         }
     };
-    let mut out = Vec::new();
-    for (id, v) in table {
-        let path = format!("connectors.{id}");
-        let Value::Object(fields) = v else {
-            problems.push(Problem::new(&path, "must be a table"));
-            continue;
-        };
-        let mut unset = Vec::new();
-        let fields = interpolate_map(fields, &path, lookup, problems, &mut unset);
-        // A disabled connector does not run, so the variables it would need may be absent
-        // (as when it is switched off by an override in an environment without its secrets).
-        // Its other mistakes are still reported.
-        let enabled = fields
-            .get("enabled")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        let mut found = Vec::new();
-        let connector = connector(id, &path, fields, &mut found, &mut unset, warnings);
-        if enabled {
-            problems.extend(unset.iter().cloned());
-        } else {
-            // What an unset variable's empty value trips is not a problem either.
-            found.retain(|p| !unset.iter().any(|u| u.path == p.path));
-        }
-        problems.append(&mut found);
-        if let Some(mut c) = connector {
-            c.unset_variables = unset;
-            out.push(c);
-        }
+    table
+        .into_iter()
+        .filter_map(|(id, v)| {
+            let path = format!("connectors.{id}");
+            connector_entry(id, v, &path, lookup, problems, warnings)
+        })
+        .collect()
+}
+
+/// One `[connectors.<id>]` table as it is written (before `${…}` references), reported
+/// under `path`.
+pub(super) fn connector_entry(
+    id: String,
+    value: Value,
+    path: &str,
+    lookup: Lookup<'_>,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Option<ConnectorSettings> {
+    let Value::Object(fields) = value else {
+        problems.push(Problem::new(path, "must be a table"));
+        return None;
+    };
+    let mut unset = Vec::new();
+    let fields = interpolate_map(fields, path, lookup, problems, &mut unset);
+    // A disabled connector does not run, so the variables it would need may be absent
+    // (as when it is switched off by an override in an environment without its secrets).
+    // Its other mistakes are still reported.
+    let enabled = fields
+        .get("enabled")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let mut found = Vec::new();
+    let connector = connector(id, path, fields, &mut found, &mut unset, warnings);
+    if enabled {
+        problems.extend(unset.iter().cloned());
+    } else {
+        // What an unset variable's empty value trips is not a problem either.
+        found.retain(|p| !unset.iter().any(|u| u.path == p.path));
     }
-    out
+    problems.append(&mut found);
+    let mut c = connector?;
+    c.unset_variables = unset;
+    Some(c)
 }
 
 /// One connector's table (already interpolated) as settings; problems go to `problems`, files

@@ -25,14 +25,16 @@ use switchyard_kafka::{KafkaOptions, SourceConfig};
 mod connector;
 mod interpolate;
 mod secrets;
+mod tenants;
 #[cfg(test)]
 mod tests;
 
-use connector::connectors;
+use connector::{connector_entry, connectors};
 use interpolate::interpolate_map;
 use secrets::literal_secrets;
 pub use switchyard_core::Problem;
 use switchyard_core::config::typed;
+pub use tenants::{Tenant, Tenants, Unknown};
 
 /// Everything wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub struct Settings {
     pub dead_letter: DeadLetterSettings,
     pub parking: ParkingSettings,
     pub connectors: Vec<ConnectorSettings>,
+    /// Customers' own instances of the connectors (docs/tenancy.md).
+    pub tenants: Tenants,
     /// What loads but should change (a deprecated key, a secret written in the file):
     /// `validate` prints these and startup logs them, so they are seen without stopping anyone.
     pub warnings: Vec<Problem>,
@@ -251,11 +255,19 @@ impl Settings {
         let admin = section::<AdminSection>(&mut root, "admin", problems);
         let dead_letter = section::<DeadLetterSection>(&mut root, "dead_letter", problems);
         let parking = section::<ParkingSection>(&mut root, "parking", problems);
+        let tenants_section = section::<tenants::TenantsSection>(&mut root, "tenants", problems);
+        let written = match &connectors_table {
+            Some(Value::Object(t)) => t.clone(),
+            _ => Map::new(),
+        };
         let connectors = connectors(connectors_table, lookup, problems, warnings);
+        let tenants = tenants_section
+            .map(|t| tenants::load(t, &written, lookup, problems, warnings))
+            .unwrap_or_default();
         for key in root.keys() {
             problems.push(Problem::new(
                 key,
-                "unknown section (expected kafka, router, admin, dead_letter, parking, connectors)",
+                "unknown section (expected kafka, router, admin, dead_letter, parking, tenants, connectors)",
             ));
         }
         let (kafka, router, admin, dead_letter, parking, connectors) =
@@ -354,6 +366,7 @@ impl Settings {
                 max_event_bytes: router.max_event_bytes,
             },
             connectors,
+            tenants,
             warnings: Vec::new(),
         })
     }

@@ -22,31 +22,42 @@ pub(super) fn literal_secrets(file: &Value, merged: &Value) -> Vec<Problem> {
     for (id, connector) in connectors {
         let kind = connector.get("kind").and_then(Value::as_str).unwrap_or("");
         let secret_keys = crate::destinations::find(kind).map_or(&[][..], |d| d.secret_keys);
-        for &key in secret_keys {
-            let Some(written) = file
-                .get("connectors")
-                .and_then(|c| c.get(id))
-                .and_then(|c| c.get(key))
-            else {
-                continue;
-            };
-            // A table of secrets (OTLP's headers) holds one in each value.
-            let entries: Vec<(String, &Value, Option<&Value>)> = match written {
-                Value::Object(table) => table
-                    .iter()
-                    .map(|(name, v)| {
-                        let merged = connector.get(key).and_then(|t| t.get(name));
-                        (format!("{key}.{name}"), v, merged)
-                    })
-                    .collect(),
-                v => vec![(key.to_string(), v, connector.get(key))],
-            };
-            for (key, written, merged) in entries {
-                // An override replaces the file's value, which is then never used.
-                if is_literal(written) && merged == Some(written) {
-                    out.push(literal_secret(id, &key));
-                }
+        let Some(written) = file.get("connectors").and_then(|c| c.get(id)) else {
+            continue;
+        };
+        for (key, value) in secret_entries(written, secret_keys) {
+            // An override replaces the file's value, which is then never used.
+            let merged = key.split('.').try_fold(connector, |v, k| v.get(k));
+            if is_literal(value) && merged == Some(value) {
+                out.push(literal_secret(id, &key));
             }
+        }
+    }
+    out
+}
+
+/// The keys of `table` (a connector's table) that hold a credential written as it is, dotted
+/// for a table of secrets (OTLP's headers hold one in each value).
+pub(super) fn literal_in_table(table: &Map<String, Value>, secret_keys: &[&str]) -> Vec<String> {
+    let table = Value::Object(table.clone());
+    secret_entries(&table, secret_keys)
+        .into_iter()
+        .filter(|(_, v)| is_literal(v))
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// The credentials `connector` holds, as (key, value): a secret key's value, or each value of
+/// a secret key that is a table.
+fn secret_entries<'a>(connector: &'a Value, secret_keys: &[&str]) -> Vec<(String, &'a Value)> {
+    let mut out = Vec::new();
+    for &key in secret_keys {
+        match connector.get(key) {
+            Some(Value::Object(table)) => {
+                out.extend(table.iter().map(|(name, v)| (format!("{key}.{name}"), v)));
+            }
+            Some(v) => out.push((key.to_string(), v)),
+            None => {}
         }
     }
     out

@@ -867,3 +867,120 @@ fn tls_files_and_proxy_are_read_and_checked_at_load() {
         "{err}"
     );
 }
+
+/// `BASE` with an OTLP connector and a `[tenants]` directory at `dir`.
+fn with_tenants(dir: &SecretDir, extra: &str) -> String {
+    format!(
+        "{BASE}index = \"main\"\n[connectors.otlp]\nkind = \"otlp_logs\"\nendpoint = \"https://otlp:4318/v1/logs\"\n[connectors.otlp.headers]\nx-api-key = \"${{DD_API_KEY}}\"\nx-team = \"${{DD_API_KEY}}\"\n[tenants]\ndirectory = \"{}\"\n{extra}",
+        dir.0.display()
+    )
+}
+
+#[test]
+fn a_tenant_file_overrides_what_differs_for_its_customer() {
+    let dir = SecretDir::new("tenants-ok");
+    dir.file(
+        "acme.toml",
+        "[connectors.hec]\nendpoint = \"https://splunk.acme:8088\"\ntoken = \"${ACME_TOKEN}\"\n\
+         [connectors.otlp]\nenabled = false\n[connectors.otlp.headers]\nx-api-key = \"${ACME_TOKEN}\"\n",
+    );
+    dir.file("globex.toml", "[connectors.hec]\nindex = \"globex\"\n");
+    // Not tenants: Kubernetes' own entries in a mounted ConfigMap, and other files.
+    dir.file(".hidden.toml", "not toml at all");
+    dir.file("README", "not a tenant");
+    let lookup = |name: &str| match name {
+        "ACME_TOKEN" => Some("acme-hec-token".to_string()),
+        _ => lookup(name),
+    };
+    let s = Settings::from_toml(&with_tenants(&dir, ""), &lookup, false)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.tenants.unknown, Unknown::Default);
+    assert_eq!(
+        s.tenants.by_customer.keys().collect::<Vec<_>>(),
+        ["acme", "globex"]
+    );
+    let acme = &s.tenants.by_customer["acme"];
+    let hec = acme.connectors[0].kind.downcast_ref::<HecConfig>().unwrap();
+    assert_eq!(hec.endpoint, "https://splunk.acme:8088");
+    assert_eq!(hec.token.as_ref().unwrap().expose(), "acme-hec-token");
+    assert_eq!(
+        hec.index.as_deref(),
+        Some("main"),
+        "what the file does not say is the connector's"
+    );
+    let otlp = &acme.connectors[1];
+    assert!(!otlp.enabled);
+    let headers = &otlp
+        .kind
+        .downcast_ref::<switchyard_otlp_logs::OtlpLogsConfig>()
+        .unwrap()
+        .headers;
+    assert_eq!(headers["x-api-key"].expose(), "acme-hec-token");
+    assert_eq!(
+        headers["x-team"].expose(),
+        "DD_API_KEY-value",
+        "tables merge key by key"
+    );
+    let globex = &s.tenants.by_customer["globex"].connectors[0];
+    let hec = globex.kind.downcast_ref::<HecConfig>().unwrap();
+    assert_eq!(
+        (hec.endpoint.as_str(), hec.index.as_deref()),
+        ("https://hec:8088", Some("globex"))
+    );
+    // The default instances are untouched.
+    let base = s.connectors[0].kind.downcast_ref::<HecConfig>().unwrap();
+    assert_eq!(base.index.as_deref(), Some("main"));
+    assert!(!format!("{:?}", s.tenants).contains("acme-hec-token"));
+}
+
+#[test]
+fn a_bad_tenant_file_is_refused_naming_the_file_and_the_key() {
+    let dir = SecretDir::new("tenants-bad");
+    let acme = dir.file(
+        "acme.toml",
+        "[connectors.hec]\ntoken = \"literal-acme-token\"\nbatch = { max_events = 1 }\n\
+         [connectors.nosuch]\nendpoint = \"https://x\"\n[rate]\nx = 1\n",
+    );
+    let unset = dir.file(
+        "unset.toml",
+        "[connectors.hec]\ntoken = \"${UNSET_TENANT_TOKEN}\"\n",
+    );
+    let bad_name = dir.file("a b.toml", "[connectors.hec]\nindex = \"x\"\n");
+    let broken = dir.file("broken.toml", "[connectors.hec\n");
+    let problems = load(&with_tenants(&dir, "unknown = \"reject\"\n"))
+        .unwrap_err()
+        .0;
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        format!("{acme}: connectors.hec.batch"),
+        format!("{acme}: connectors.hec.token"),
+        format!("{acme}: connectors.nosuch"),
+        format!("{acme}: rate"),
+        format!("{unset}: connectors.hec.token"),
+        bad_name.clone(),
+        broken.clone(),
+    ] {
+        assert!(
+            paths.contains(&expected.as_str()),
+            "{expected} not in {problems:#?}"
+        );
+    }
+    let literal = problems
+        .iter()
+        .find(|p| p.path.ends_with("connectors.hec.token") && p.path.starts_with(&acme))
+        .unwrap();
+    assert!(literal.message.contains("tenant file"), "{literal}");
+    assert!(!format!("{problems:?}").contains("literal-acme-token"));
+}
+
+#[test]
+fn without_a_tenants_section_there_are_no_tenants_and_a_missing_directory_is_a_problem() {
+    let s = load(BASE).unwrap();
+    assert!(s.tenants.is_empty() && s.tenants.directory.is_none());
+    let problems = load(&format!(
+        "{BASE}[tenants]\ndirectory = \"/nonexistent/tenants\"\n"
+    ))
+    .unwrap_err()
+    .0;
+    assert_eq!(problems[0].path, "tenants.directory");
+}
