@@ -188,6 +188,20 @@ pub fn endpoint_url(text: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// What is wrong with a header a user configured, checked as the transport will build it
+/// (so `validate` and startup agree). Never includes the value.
+pub fn header_problem(name: &str, value: &str) -> Option<String> {
+    if HeaderName::from_bytes(name.as_bytes()).is_err() {
+        return Some(format!("{name:?} is not a valid header name"));
+    }
+    if HeaderValue::from_str(value).is_err() {
+        return Some(format!(
+            "{name:?} has a value with characters HTTP does not allow"
+        ));
+    }
+    None
+}
+
 /// `Retry-After` in either of its forms (RFC 9110 10.2.3): delta-seconds, or an HTTP-date,
 /// which is read as the time left until then (none if it has passed). How long the engine
 /// actually waits is capped by the connector's `retry.max_backoff_ms` (core's retry module).
@@ -257,6 +271,22 @@ mod tests {
                 .contains("\"not a url\"")
         );
         assert!(endpoint_url("http://").is_err());
+    }
+
+    #[test]
+    fn a_configured_header_is_checked_as_the_transport_builds_it() {
+        assert_eq!(header_problem("x-api-key", "k 1"), None);
+        assert!(header_problem("bad name", "v").is_some());
+        assert!(header_problem("x", "line\nbreak").is_some());
+        let e = header_problem("x", "bell\u{7}-s3cret").unwrap();
+        assert!(!e.contains("s3cret"), "{e}");
+        // What it accepts, the transport builds.
+        assert!(
+            HttpTransport::new(Url::parse("http://h/").unwrap(), &ClientOptions::default())
+                .unwrap()
+                .configured_secret_header("x-api-key", &Secret::new("k 1"))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -116,25 +116,13 @@ impl OtlpLogsConfig {
 
 /// What is wrong with one configured header, naming it but never showing its value.
 fn header_problem(name: &str, value: &Secret) -> Option<String> {
-    // RFC 9110 5.1: a field name is a token.
-    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(tchar) {
-        return Some(format!("{name:?} is not a valid header name"));
-    }
     if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
         return Some(format!("{name:?} is set by the connector itself"));
     }
     if value.is_empty() {
         return Some(format!("{name:?} has an empty value"));
     }
-    // RFC 9110 5.5: visible characters, spaces and tabs; no line breaks or other controls.
-    let field_char = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
-    if !value.expose().bytes().all(field_char) {
-        return Some(format!(
-            "{name:?} has a value with characters HTTP does not allow"
-        ));
-    }
-    None
+    switchyard_http::header_problem(name, value.expose())
 }
 
 #[cfg(test)]
