@@ -152,28 +152,10 @@ impl Broker {
     pub fn produce(&self, topic: &str, records: impl IntoIterator<Item = (i32, Vec<u8>)>) {
         let p = self.producer();
         for (partition, payload) in records {
-            let mut record = BaseRecord::<(), [u8]>::to(topic)
+            let record = BaseRecord::<(), [u8]>::to(topic)
                 .partition(partition)
                 .payload(&payload);
-            loop {
-                match p.send(record) {
-                    Ok(()) => break,
-                    Err((e, r)) => {
-                        // Queue full: let deliveries drain, then try again.
-                        assert!(
-                            matches!(
-                                e,
-                                rdkafka::error::KafkaError::MessageProduction(
-                                    rdkafka::types::RDKafkaErrorCode::QueueFull
-                                )
-                            ),
-                            "produce failed: {e}"
-                        );
-                        p.poll(Duration::from_millis(10));
-                        record = r;
-                    }
-                }
-            }
+            send_when_room(&p, record, || true).unwrap_or_else(|e| panic!("produce failed: {e}"));
             p.poll(Duration::ZERO);
         }
         p.flush(Duration::from_secs(60))
@@ -263,14 +245,9 @@ pub fn produce_paced(
         for _ in 0..per_tick {
             n += 1;
             let payload = next();
-            let mut record = BaseRecord::<(), [u8]>::to(topic).payload(&payload);
-            while let Err((_, r)) = producer.send(record) {
-                producer.poll(Duration::from_millis(50));
-                if !running.load(SeqCst) {
-                    break;
-                }
-                record = r;
-            }
+            let record = BaseRecord::<(), [u8]>::to(topic).payload(&payload);
+            send_when_room(&producer, record, || running.load(SeqCst))
+                .map_err(|e| format!("produce: {e}"))?;
         }
         producer.poll(Duration::ZERO);
         // Pace to the offered rate: sleep until this tick's slot.
@@ -280,4 +257,28 @@ pub fn produce_paced(
     producer
         .flush(Duration::from_secs(5))
         .map_err(|e| format!("flush: {e}"))
+}
+
+/// Sends `record`, waiting for deliveries to make room while the local queue is full and
+/// `keep_trying` holds; any other failure is returned.
+fn send_when_room(
+    producer: &BaseProducer,
+    mut record: BaseRecord<'_, (), [u8]>,
+    keep_trying: impl Fn() -> bool,
+) -> Result<(), String> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) if keep_trying() => {
+                producer.poll(Duration::from_millis(10));
+                record = r;
+            }
+            Err((e, _)) => return Err(e.to_string()),
+        }
+    }
 }
