@@ -551,6 +551,15 @@ fn the_repo_configs_commented_out_overrides_are_valid() {
             c.id
         );
     }
+    // Every example is there to be tried: each key shows in some connector once uncommented.
+    for key in examples.map(|k| k.trim_end_matches(" = ")) {
+        assert!(
+            s.connectors
+                .iter()
+                .any(|c| tree["connectors"][&c.id][key].is_string()),
+            "no commented-out {key} example"
+        );
+    }
     // The examples take their secrets from variables and use no deprecated key.
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 }
