@@ -1,11 +1,12 @@
 //! From a raw record to queued deliveries: parse, route, register the offset, fan out.
 
-use crate::dead_letter::{DeadLetters, Letter};
+use crate::dead_letter::{DeadLetters, Letter, Refusals};
 use crate::engine::ConnectorHandle;
 use crate::event::{Envelope, Event, Malformed, Origin};
 use crate::offsets::Acker;
-use crate::route::{Router, TargetSet};
-use crate::stats::SourceStats;
+use crate::route::{ConnectorIndex, Router, TargetSet};
+use crate::stats::{ConnectorStats, SourceStats};
+use crate::tenancy::{PerCustomer, Resolved};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -22,12 +23,40 @@ pub enum Accepted {
     Duplicate,
 }
 
+/// How the dispatcher reaches one connector.
+pub enum Reach {
+    /// One instance for every customer.
+    One(ConnectorHandle),
+    /// An instance per customer (docs/tenancy.md), and where its refusals go.
+    PerCustomer {
+        connector: Arc<PerCustomer>,
+        refusals: Refusals,
+    },
+}
+
+impl Reach {
+    /// The counters of every instance of the connector.
+    pub fn stats(&self) -> &Arc<ConnectorStats> {
+        match self {
+            Reach::One(h) => &h.stats,
+            Reach::PerCustomer { connector, .. } => connector.stats(),
+        }
+    }
+
+    fn close(self) -> Vec<JoinHandle<()>> {
+        match self {
+            Reach::One(h) => vec![h.close()],
+            Reach::PerCustomer { connector, .. } => connector.close(),
+        }
+    }
+}
+
 /// Owns the connector queues. The Kafka source feeds it records; dropping it (or
 /// [`Dispatcher::close`]) closes every queue.
 pub struct Dispatcher {
     router: Arc<Router>,
     /// Indexed by `ConnectorIndex`; `None` for disabled connectors.
-    connectors: Vec<Option<ConnectorHandle>>,
+    connectors: Vec<Option<Reach>>,
     acker: Arc<Acker>,
     stats: Arc<SourceStats>,
     max_event_bytes: usize,
@@ -37,7 +66,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     pub fn new(
         router: Arc<Router>,
-        connectors: Vec<Option<ConnectorHandle>>,
+        connectors: Vec<Option<Reach>>,
         acker: Arc<Acker>,
         stats: Arc<SourceStats>,
         max_event_bytes: usize,
@@ -83,7 +112,7 @@ impl Dispatcher {
                 return Accepted::Malformed(bad);
             }
         };
-        let targets = self.router.route(&event);
+        let (targets, resolved) = self.resolve(&event);
         let bytes = event.raw().len();
         if let Err(e) = self
             .acker
@@ -97,9 +126,22 @@ impl Dispatcher {
             self.stats.unrouted.fetch_add(1, Relaxed);
         }
         for i in targets.iter() {
-            let sent = self.connectors[i.0 as usize]
-                .as_ref()
-                .is_some_and(|c| c.send(event.clone()));
+            let sent = match &self.connectors[i.0 as usize] {
+                Some(Reach::One(handle)) => handle.send(event.clone()),
+                Some(Reach::PerCustomer {
+                    connector,
+                    refusals,
+                }) => match resolved.iter().find(|(j, _)| *j == i) {
+                    Some((_, Resolved::Reject(reason))) => {
+                        connector.no_tenant.fetch_add(1, Relaxed);
+                        refusals.refuse(vec![event.clone()], reason);
+                        true
+                    }
+                    Some((_, to)) => connector.send(to, event.clone()),
+                    None => false,
+                },
+                None => false,
+            };
             if !sent {
                 // Left unfinished on purpose: its offset is never committed, so it is
                 // redelivered after a restart rather than lost.
@@ -107,6 +149,26 @@ impl Dispatcher {
             }
         }
         Accepted::Routed(targets)
+    }
+
+    /// The connectors `event` goes to, and for those with per-customer instances, which
+    /// instance (or a refusal). A customer that turned a connector off, or whose filter
+    /// refuses the event, does not have it as a target at all. Resolved once, before the
+    /// offset is registered, so a reload in between cannot leave a target that nothing
+    /// finishes.
+    fn resolve(&self, event: &Event) -> (TargetSet, Vec<(ConnectorIndex, Resolved)>) {
+        let routed = self.router.route(event);
+        let mut skipped = TargetSet::default();
+        let mut resolved = Vec::new();
+        for i in routed.iter() {
+            if let Some(Reach::PerCustomer { connector, .. }) = &self.connectors[i.0 as usize] {
+                match connector.resolve(event) {
+                    Resolved::Skip => skipped.insert(i),
+                    to => resolved.push((i, to)),
+                }
+            }
+        }
+        (routed.without(skipped), resolved)
     }
 
     /// Passes over a record on purpose (a replay's header filter): its offset finishes at
@@ -171,7 +233,7 @@ impl Dispatcher {
         self.connectors
             .into_iter()
             .flatten()
-            .map(ConnectorHandle::close)
+            .flat_map(Reach::close)
             .collect()
     }
 }

@@ -19,11 +19,13 @@ pub mod heartbeat;
 pub mod isolation;
 pub mod log;
 pub mod offsets;
+pub mod rate;
 pub mod retry;
 pub mod route;
 pub mod secret;
 pub mod shipment;
 pub mod stats;
+pub mod tenancy;
 pub mod timings;
 
 pub use batch::BatchLimits;
@@ -31,16 +33,20 @@ pub use config::Problem;
 pub use connector::{
     Connector, Dropped, EncodeError, Encoded, EventVerdict, Fix, Outcome, SendError, Verdict,
 };
-pub use dead_letter::{DeadLetters, Letter};
-pub use dispatch::Dispatcher;
-pub use engine::{ConnectorHandle, Engine, EngineSettings, HealthCheck, Role, Wiring};
+pub use dead_letter::{DeadLetters, Letter, Refusals};
+pub use dispatch::{Dispatcher, Reach};
+pub use engine::{
+    BuildFuture, ConnectorHandle, Engine, EngineSettings, HealthCheck, Refuse, Role, Wiring,
+};
 pub use event::{Envelope, Event, MalformedReason, Origin, PartitionId};
 pub use heartbeat::Heartbeat;
 pub use isolation::{Isolation, IsolationSettings, State};
 pub use offsets::{Acker, OffsetTracker};
+pub use rate::RateLimit;
 pub use retry::{OnExhausted, RetryPolicy};
 pub use route::{ConnectorIndex, Filter, Route, Router, TargetSet};
 pub use secret::Secret;
 pub use shipment::Shipment;
 pub use stats::{ConnectorStats, SourceStats};
+pub use tenancy::{Fallback, Instance, Instances, PerCustomer, Resolved, Start};
 pub use timings::{DeliveryTimings, TimingRecord, TimingRecorder};

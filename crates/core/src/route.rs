@@ -39,6 +39,11 @@ impl TargetSet {
         self.0 == 0
     }
 
+    /// These targets but those of `other`.
+    pub fn without(self, other: TargetSet) -> TargetSet {
+        TargetSet(self.0 & !other.0)
+    }
+
     pub fn len(self) -> usize {
         self.0.count_ones() as usize
     }

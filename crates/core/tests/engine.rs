@@ -156,6 +156,7 @@ fn settings(max_events: usize, linger_ms: u64) -> EngineSettings {
         request_timeout: Duration::from_secs(5),
         append_observability: false,
         health_check: HealthCheck::default(),
+        rate_limit: None,
     }
 }
 
@@ -171,6 +172,7 @@ fn wiring(acker: &Arc<Acker>) -> Wiring {
         timings: TimingRecorder::new(10),
         dead_letters: None,
         isolation: None,
+        stats: None,
     }
 }
 

@@ -5,6 +5,7 @@
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use switchyard_core::Secret;
 use url::Url;
@@ -14,6 +15,10 @@ use url::Url;
 pub struct ClientOptions {
     pub tls: Tls,
     pub proxy: Proxy,
+    /// Set by [`ClientOptions::sharing_one_client`]: the one client that these options and
+    /// their clones build, so that a connector's instances (one per customer) share one
+    /// connection pool and one TLS configuration rather than each loading the root store.
+    shared: Option<Arc<OnceLock<reqwest::Client>>>,
 }
 
 /// The HTTP client could not be built from its options.
@@ -22,6 +27,28 @@ pub struct ClientOptions {
 pub struct ClientError(String);
 
 impl ClientOptions {
+    pub fn new(tls: Tls, proxy: Proxy) -> Self {
+        ClientOptions {
+            tls,
+            proxy,
+            shared: None,
+        }
+    }
+
+    /// These options, building one client for all their clones. The client belongs to the
+    /// tokio runtime it first runs on, so share it only within one pipeline.
+    pub fn sharing_one_client(&self) -> ClientOptions {
+        ClientOptions {
+            shared: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `other` would build the same client (same trust, identity and proxy).
+    pub fn builds_same_client_as(&self, other: &ClientOptions) -> bool {
+        self.tls == other.tls && self.proxy == other.proxy
+    }
+
     /// Whether a client can be built from these options: what files could not tell alone (a
     /// key that is not the certificate's, a certificate that does not parse).
     pub fn check(&self) -> Result<(), ClientError> {
@@ -29,6 +56,18 @@ impl ClientOptions {
     }
 
     pub(crate) fn client(&self) -> Result<reqwest::Client, ClientError> {
+        let Some(shared) = &self.shared else {
+            return self.build_client();
+        };
+        if let Some(client) = shared.get() {
+            return Ok(client.clone());
+        }
+        let built = self.build_client()?;
+        // Two first instances may build at once: one client wins, the other is dropped.
+        Ok(shared.get_or_init(|| built).clone())
+    }
+
+    fn build_client(&self) -> Result<reqwest::Client, ClientError> {
         let mut b = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
@@ -128,6 +167,17 @@ impl Tls {
     /// Whether a client certificate is presented.
     pub fn has_identity(&self) -> bool {
         self.identity_pem.is_some()
+    }
+}
+
+/// Same trust and identity: compared by content, the identity's key included (it never
+/// leaves the process).
+impl PartialEq for Tls {
+    fn eq(&self, other: &Tls) -> bool {
+        self.ca_pem == other.ca_pem
+            && self.system_roots == other.system_roots
+            && self.identity_pem.as_ref().map(Secret::expose)
+                == other.identity_pem.as_ref().map(Secret::expose)
     }
 }
 

@@ -146,6 +146,9 @@ fn refresh(m: &Monitor) {
                 .absolute(n);
         }
     }
+    for (id, running) in m.customer_instances() {
+        gauge!("switchyard_customer_instances", "connector" => id.to_string()).set(running as f64);
+    }
     for i in m.progress().isolation {
         for state in switchyard_core::State::ALL {
             let on = if i.state == state { 1.0 } else { 0.0 };

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use switchyard_destination::StandIn;
+use switchyard_testkit::generate::CUSTOMERS;
 use switchyard_testkit::{Broker, Generator};
 
 #[derive(Debug, Clone)]
@@ -82,8 +83,19 @@ pub async fn run(
     opts: DemoOptions,
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let (standins, overrides) = start_stand_ins(&Settings::load(config, &demo_lookup)?).await?;
-    let mut settings = Settings::load_with(config, &demo_lookup, &overrides)?;
+    let file = Settings::load(config, &demo_lookup)?;
+    let (standins, overrides) = start_stand_ins(&file).await?;
+    // The demo's own customers, unless the file names a tenant directory of its own.
+    let tenants = match file.tenants.directory {
+        None => Some(DemoTenants::start(&file).await?),
+        Some(_) => None,
+    };
+    let mut settings = Settings::load_with_tenants(
+        config,
+        &demo_lookup,
+        &overrides,
+        tenants.as_ref().map(|t| t.dir.path()),
+    )?;
     let broker = Broker::mock()
         .map_err(anyhow::Error::msg)
         .context("starting the embedded broker")?;
@@ -185,6 +197,15 @@ pub async fn run(
             s.stand_in.received()
         );
     }
+    for t in tenants.iter().flat_map(|t| &t.standins) {
+        eprintln!(
+            "stand-in for {} of customer {}{} received {} events",
+            t.id,
+            t.customer,
+            if t.broken { " (broken credential)" } else { "" },
+            t.stand_in.received()
+        );
+    }
     eprintln!(
         "stopped {}",
         if clean {
@@ -233,6 +254,92 @@ async fn start_stand_ins(
         });
     }
     Ok((standins, overrides))
+}
+
+/// Customers with their own destinations (docs/tenancy.md): a tenant directory written to a
+/// temporary folder, and for each customer a stand-in per connector expecting its own
+/// credential. The last customer's files name a credential its stand-ins do not accept, so
+/// its events are refused (dead-lettered) while the others' flow.
+struct DemoTenants {
+    dir: TempDir,
+    standins: Vec<TenantStandin>,
+}
+
+struct TenantStandin {
+    customer: &'static str,
+    id: String,
+    broken: bool,
+    stand_in: StandIn,
+}
+
+/// The demo's customers with a file of their own; the generator's other customers get each
+/// connector's own instance.
+const DEMO_TENANTS: usize = 3;
+
+impl DemoTenants {
+    async fn start(settings: &Settings) -> anyhow::Result<DemoTenants> {
+        let dir = TempDir::new("switchyard-demo-tenants")?;
+        let mut standins = Vec::new();
+        for (n, customer) in CUSTOMERS.iter().take(DEMO_TENANTS).enumerate() {
+            let broken = n + 1 == DEMO_TENANTS;
+            let mut file = String::new();
+            for c in settings.connectors.iter().filter(|c| c.enabled) {
+                // The file names a variable; demo_lookup gives every unset one a value.
+                let variable =
+                    format!("DEMO_{}_{}", customer, c.id.replace('-', "_")).to_ascii_uppercase();
+                let credential = demo_lookup(&variable).unwrap_or_default();
+                let expected = if broken {
+                    format!("{credential}-rotated")
+                } else {
+                    credential.clone()
+                };
+                let stand_in = c
+                    .kind
+                    .start_stand_in(&expected)
+                    .await
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("starting {customer}'s stand-in for {}", c.id))?;
+                file.push_str(&format!("[connectors.{}]\n", c.id));
+                for (key, value) in c.kind.stand_in_settings(&stand_in.url, &credential) {
+                    let value = if value == credential {
+                        format!("\"${{{variable}}}\"")
+                    } else {
+                        serde_json::Value::from(value).to_string()
+                    };
+                    file.push_str(&format!("{key} = {value}\n"));
+                }
+                standins.push(TenantStandin {
+                    customer,
+                    id: c.id.clone(),
+                    broken,
+                    stand_in,
+                });
+            }
+            std::fs::write(dir.path().join(format!("{customer}.toml")), file)?;
+        }
+        Ok(DemoTenants { dir, standins })
+    }
+}
+
+/// A folder under the system's temporary one, removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> std::io::Result<TempDir> {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(TempDir(path))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Prints the progress line every second, in place on a terminal, until `stop` resolves.

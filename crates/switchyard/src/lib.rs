@@ -7,8 +7,10 @@ pub mod demo;
 pub mod destinations;
 pub mod pipeline;
 pub mod progress;
+pub mod reload;
 pub mod replay;
 pub mod settings;
+pub mod tenancy;
 
 pub use pipeline::{Monitor, Pipeline, Progress};
 pub use settings::Settings;

@@ -281,15 +281,18 @@ async fn run(path: &str) -> ExitCode {
         return ExitCode::FAILURE;
     }
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "switchyard running");
-    progress::report_until(
+    let report = progress::report_until(
         &pipeline,
         Duration::from_secs(30),
         shutdown_signal(),
         |line| {
             tracing::info!(progress = %line, "progress");
         },
-    )
-    .await;
+    );
+    tokio::select! {
+        _ = report => {}
+        _ = switchyard::reload::serve(std::path::Path::new(path), &env_lookup, &pipeline) => {}
+    }
     tracing::info!("signal received; shutting down");
     let clean = pipeline.shutdown().await;
     tracing::info!(clean, "stopped");

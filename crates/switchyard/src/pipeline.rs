@@ -1,6 +1,8 @@
 //! Wiring: settings → connector workers → dispatcher → Kafka source.
 
+use crate::settings::ConnectorSettings;
 use crate::settings::Settings;
+use crate::tenancy::{Isolations, Kit, RoleOf, Tenanted};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use switchyard_core::{
     Acker, ConnectorHandle, ConnectorStats, Dispatcher, Heartbeat, Isolation, Role, Route, Router,
     SourceStats, State, TimingRecorder,
 };
-use switchyard_core::{DeadLetters, Wiring};
+use switchyard_core::{DeadLetters, Filter, PerCustomer, Reach, Wiring};
 use switchyard_kafka::letters::headers;
 use switchyard_kafka::{LetterProducer, Purpose, Source, SourceError, Status, StatusHandle};
 
@@ -21,8 +23,14 @@ pub struct Pipeline {
     drains: Vec<Flow>,
     /// Moves draining destinations back to flowing once their backlog is delivered.
     watcher: Option<tokio::task::JoinHandle<()>>,
+    /// Closes idle customers' instances.
+    reaper: Option<tokio::task::JoinHandle<()>>,
     monitor: Monitor,
     shutdown_timeout: Duration,
+    /// The settings in force: what a reload compares against.
+    settings: std::sync::Mutex<Settings>,
+    /// Every instance's isolation.
+    isolations: Arc<Isolations>,
 }
 
 /// One consumer group and the connector workers it feeds.
@@ -30,6 +38,12 @@ struct Flow {
     source: Source,
     acker: Arc<Acker>,
     timings: Arc<TimingRecorder>,
+    router: Arc<Router>,
+    stats: Arc<SourceStats>,
+    /// Every connector's counters, by id.
+    connectors: Vec<(Arc<str>, Arc<ConnectorStats>)>,
+    /// The connectors with per-customer instances (all of them, with tenants), for reloads.
+    tenanted: Vec<Tenanted>,
 }
 
 /// What observers (the admin server, the progress line, tests) read of a pipeline. Cheap to
@@ -39,6 +53,8 @@ pub struct Monitor {
     router: Arc<Router>,
     stats: Arc<SourceStats>,
     connectors: Vec<(Arc<str>, Arc<ConnectorStats>)>,
+    /// The main flow's connectors with per-customer instances.
+    tenanted: Vec<Arc<PerCustomer>>,
     isolated: Vec<Isolated>,
     status: StatusHandle,
     /// Each consumer's poll loop, by the name liveness reports it under.
@@ -103,6 +119,14 @@ impl Monitor {
 
     pub fn source_stats(&self) -> &Arc<SourceStats> {
         &self.stats
+    }
+
+    /// Per connector with per-customer instances: how many customers' instances run now.
+    pub fn customer_instances(&self) -> Vec<(Arc<str>, usize)> {
+        self.tenanted
+            .iter()
+            .map(|c| (c.id().clone(), c.customers_running()))
+            .collect()
     }
 
     pub fn connectors(&self) -> &[(Arc<str>, Arc<ConnectorStats>)] {
@@ -184,12 +208,75 @@ pub enum StartError {
     Source(#[from] SourceError),
     #[error("dead-letter or parking producer: {0}")]
     DeadLetter(#[from] switchyard_kafka::KafkaError),
-    /// Tenants are read and checked, but routing by tenant is not built yet: running would
-    /// send every tenant's events with the default credentials (docs/tenancy.md).
-    #[error(
-        "tenants.directory is set, but routing events to each customer's own destinations is not built yet (docs/tenancy.md); remove [tenants] to run"
-    )]
-    TenantsNotRouted,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Running instances closed because their settings changed or went away.
+    pub replaced: usize,
+    /// The sections that changed but apply only at the next start.
+    pub need_restart: Vec<String>,
+}
+
+/// The sections of `new` that differ from `old` and cannot change while running: the Kafka
+/// consumer and producers, the router's limits, the admin server, the tenant directory's
+/// place, and which connectors exist (their routing indices).
+fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
+    let mut changed = Vec::new();
+    let mut check = |name: &str, differs: bool| {
+        if differs {
+            changed.push(name.to_string());
+        }
+    };
+    // Debug output redacts secrets: a changed Kafka password alone goes unnoticed here, and
+    // applies at the next start like the rest of [kafka].
+    check(
+        "kafka",
+        format!("{:?}", old.kafka) != format!("{:?}", new.kafka),
+    );
+    check(
+        "router",
+        format!("{:?}", old.router) != format!("{:?}", new.router),
+    );
+    check(
+        "admin",
+        format!("{:?}", old.admin) != format!("{:?}", new.admin),
+    );
+    check(
+        "dead_letter",
+        format!("{:?}", old.dead_letter) != format!("{:?}", new.dead_letter),
+    );
+    check(
+        "parking",
+        format!("{:?}", old.parking) != format!("{:?}", new.parking),
+    );
+    check(
+        "tenants.directory",
+        old.tenants.directory != new.tenants.directory
+            || old.tenants.idle_after != new.tenants.idle_after,
+    );
+    let kinds = |s: &Settings| -> Vec<(String, &'static str)> {
+        s.connectors
+            .iter()
+            .map(|c| (c.id.clone(), c.kind.kind()))
+            .collect()
+    };
+    check(
+        "the list of connectors (ids and kinds)",
+        kinds(old) != kinds(new),
+    );
+    changed
+}
+
+/// Whether every connector's settings are the same.
+fn same_connectors(old: &Settings, new: &Settings) -> bool {
+    old.connectors.len() == new.connectors.len()
+        && old
+            .connectors
+            .iter()
+            .zip(&new.connectors)
+            .all(|(a, b)| a.id == b.id && a.fingerprint == b.fingerprint && a.enabled == b.enabled)
 }
 
 /// Counters at one moment, for the progress line and tests.
@@ -215,15 +302,14 @@ impl Pipeline {
     /// Starts every enabled connector and joins the consumer group, and with parking on, the
     /// drain of each connector's parked events. The workers run on the calling tokio runtime.
     pub async fn start(settings: &Settings) -> Result<Pipeline, StartError> {
-        if settings.tenants.directory.is_some() {
-            return Err(StartError::TenantsNotRouted);
-        }
-        let isolations: Vec<(String, Arc<Isolation>)> = if settings.parking.enabled {
+        let isolations = Arc::new(Isolations::default());
+        // The connectors that park: every enabled one, and with tenants every one, since a
+        // customer may enable a connector that is off by default.
+        let parked: Vec<&ConnectorSettings> = if settings.parking.enabled {
             settings
                 .connectors
                 .iter()
-                .filter(|c| c.enabled)
-                .map(|c| (c.id.clone(), Arc::new(Isolation::new(&c.id, c.isolation))))
+                .filter(|c| c.enabled || tenancy_on(settings))
                 .collect()
         } else {
             Vec::new()
@@ -238,42 +324,67 @@ impl Pipeline {
         } else {
             None
         };
-        let role_of = |id: &str| {
-            let isolation = isolations.iter().find(|(i, _)| i == id)?.1.clone();
-            Some(Role::Main {
-                isolation,
-                parking: parking.clone()?,
+        let role_of: RoleOf = {
+            let (isolations, parking) = (isolations.clone(), parking.clone());
+            let connectors = settings.connectors.clone();
+            Arc::new(move |id: &str, customer: Option<&str>| {
+                let c = connectors.iter().find(|c| c.id == id)?;
+                Some(Role::Main {
+                    isolation: isolations.of(c, customer),
+                    parking: parking.clone()?,
+                })
             })
         };
-        let (main, router, stats, connectors) = Flow::start(settings, &role_of).await?;
+        let main = Flow::start(settings, role_of).await?;
         let mut drains = Vec::new();
         let mut isolated = Vec::new();
         let mut loops = vec![("kafka".to_string(), main.source.heartbeat())];
-        for (id, isolation) in &isolations {
-            let drain_settings = drain_settings(settings, id);
-            let role = |_: &str| Some(Role::Drain(isolation.clone()));
-            let (flow, _, _, drained) = Flow::start(&drain_settings, &role).await?;
+        for c in &parked {
+            let drain_settings = drain_settings(settings, &c.id);
+            let role_of: RoleOf = {
+                let (isolations, c) = (isolations.clone(), (*c).clone());
+                Arc::new(move |_: &str, customer: Option<&str>| {
+                    Some(Role::Drain(isolations.of(&c, customer)))
+                })
+            };
+            let flow = Flow::start(&drain_settings, role_of).await?;
             isolated.push(Isolated {
-                id: Arc::from(id.as_str()),
-                isolation: isolation.clone(),
-                drain: drained.first().map(|(_, s)| s.clone()).unwrap_or_default(),
+                id: Arc::from(c.id.as_str()),
+                isolation: isolations.of(c, None),
+                drain: flow
+                    .connectors
+                    .first()
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default(),
             });
-            loops.push((format!("kafka drain of {id}"), flow.source.heartbeat()));
+            loops.push((format!("kafka drain of {}", c.id), flow.source.heartbeat()));
             drains.push(flow);
         }
         let watcher = (!drains.is_empty()).then(|| {
-            let watched: Vec<(Arc<Isolation>, StatusHandle, Arc<Acker>)> = isolations
+            let watched: Vec<Watched> = parked
                 .iter()
                 .zip(&drains)
-                .map(|((_, i), d)| (i.clone(), d.source.status_handle(), d.acker.clone()))
+                .map(|(c, d)| Watched {
+                    id: c.id.clone(),
+                    status: d.source.status_handle(),
+                    acker: d.acker.clone(),
+                })
                 .collect();
-            tokio::spawn(watch_drains(watched))
+            tokio::spawn(watch_drains(watched, isolations.clone()))
+        });
+        let reaper = tenancy_on(settings).then(|| {
+            let tenanted: Vec<Arc<PerCustomer>> = std::iter::once(&main)
+                .chain(&drains)
+                .flat_map(|f| f.tenanted.iter().map(|t| t.connector.clone()))
+                .collect();
+            tokio::spawn(close_idle(tenanted, settings.tenants.idle_after))
         });
         Ok(Pipeline {
             monitor: Monitor {
-                router,
-                stats,
-                connectors,
+                router: main.router.clone(),
+                stats: main.stats.clone(),
+                connectors: main.connectors.clone(),
+                tenanted: main.tenanted.iter().map(|t| t.connector.clone()).collect(),
                 isolated,
                 status: main.source.status_handle(),
                 loops,
@@ -283,8 +394,58 @@ impl Pipeline {
             main,
             drains,
             watcher,
+            reaper,
             shutdown_timeout: settings.router.shutdown_timeout,
+            settings: std::sync::Mutex::new(settings.clone()),
+            isolations,
         })
+    }
+
+    /// The isolation state of connector `id`'s instance for `customer` (None: its own), once
+    /// that instance has run.
+    pub fn instance_state(&self, id: &str, customer: Option<&str>) -> Option<State> {
+        self.isolations.state(id, customer)
+    }
+
+    /// Where the tenant files are read from, if anywhere.
+    pub fn tenant_directory(&self) -> Option<std::path::PathBuf> {
+        self.settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tenants
+            .directory
+            .clone()
+    }
+
+    /// Applies `new` settings live, as far as they can be (the README lists which keys need
+    /// a restart). Every instance, the connector's own and each customer's, whose settings
+    /// changed is replaced: its in-flight deliveries finish on it, and the next event starts
+    /// the new one. Only with `[tenants]`: without it each connector keeps its one instance
+    /// on the fast path, and a change to it needs a restart.
+    pub fn reload(&self, new: &Settings) -> Reloaded {
+        let mut current = self
+            .settings
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut reloaded = Reloaded {
+            replaced: 0,
+            need_restart: needs_restart(&current, new),
+        };
+        let flows = std::iter::once(&self.main).chain(&self.drains);
+        for t in flows.flat_map(|f| &f.tenanted) {
+            let id = t.connector.id();
+            if let Some(c) = new.connectors.iter().find(|c| *c.id == **id) {
+                reloaded.replaced += t.reload(c, new);
+            }
+        }
+        if !tenancy_on(&current) && !same_connectors(&current, new) {
+            reloaded.need_restart.push(
+                "connectors (without [tenants], each connector runs one instance on the fast path)"
+                    .into(),
+            );
+        }
+        *current = new.clone();
+        reloaded
     }
 
     pub fn progress(&self) -> Progress {
@@ -341,12 +502,13 @@ impl Pipeline {
             main,
             drains,
             watcher,
+            reaper,
             shutdown_timeout,
             ..
         } = self;
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
-        if let Some(w) = watcher {
-            w.abort();
+        for task in watcher.into_iter().chain(reaper) {
+            task.abort();
         }
         let stops: Vec<_> = std::iter::once(main)
             .chain(drains)
@@ -362,8 +524,8 @@ impl Pipeline {
     /// Stops without committing anything more, as a crash would (for tests). Workers still
     /// settle what they hold, but their acknowledgements change nothing in Kafka.
     pub async fn crash(self) {
-        if let Some(w) = self.watcher {
-            w.abort();
+        for task in self.watcher.into_iter().chain(self.reaper) {
+            task.abort();
         }
         for flow in std::iter::once(self.main).chain(self.drains) {
             let source = flow.source;
@@ -402,47 +564,81 @@ fn drain_settings(settings: &Settings, id: &str) -> Settings {
     d
 }
 
-/// Every [`WATCH_EVERY`], moves each draining destination back to flowing once this replica's
-/// drain has read its partitions to the end and has nothing left in flight.
-async fn watch_drains(drains: Vec<(Arc<Isolation>, StatusHandle, Arc<Acker>)>) {
+/// A connector's drain, as the watcher sees it.
+struct Watched {
+    id: String,
+    status: StatusHandle,
+    acker: Arc<Acker>,
+}
+
+/// Every [`WATCH_EVERY`], moves each draining instance back to flowing once this replica's
+/// drain of its connector has read its partitions to the end and has nothing left in flight.
+/// A connector's customers share its drain, so a customer still down holds back the others'
+/// return to flowing (not their deliveries: their new events are parked and drained).
+async fn watch_drains(drains: Vec<Watched>, isolations: Arc<Isolations>) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     loop {
         tick.tick().await;
-        for (isolation, status, acker) in &drains {
-            if isolation.state() == State::Draining
-                && status.status().caught_up()
-                && acker.lock().total_unfinished() == 0
+        for d in &drains {
+            let draining: Vec<_> = isolations
+                .of_connector(&d.id)
+                .into_iter()
+                .filter(|i| i.state() == State::Draining)
+                .collect();
+            if !draining.is_empty()
+                && d.status.status().caught_up()
+                && d.acker.lock().total_unfinished() == 0
             {
-                isolation.backlog_empty();
+                draining.iter().for_each(|i| i.backlog_empty());
             }
         }
     }
 }
 
-type Started = (
-    Flow,
-    Arc<Router>,
-    Arc<SourceStats>,
-    Vec<(Arc<str>, Arc<ConnectorStats>)>,
-);
+/// How often idle customers' instances are looked for.
+const IDLE_CHECK_EVERY: Duration = Duration::from_secs(30);
+
+/// Closes customers' instances that have had no event for `idle`: they flush and settle what
+/// they hold, and the customer's next event starts a new one.
+async fn close_idle(connectors: Vec<Arc<PerCustomer>>, idle: Duration) {
+    let mut tick = tokio::time::interval(IDLE_CHECK_EVERY.min(idle));
+    loop {
+        tick.tick().await;
+        for c in &connectors {
+            let closed = c.close_idle(idle);
+            if closed > 0 {
+                tracing::debug!(connector = %c.id(), closed, "idle customer instances closed");
+            }
+        }
+    }
+}
+
+/// Whether connectors have per-customer instances: a tenant directory is configured.
+fn tenancy_on(settings: &Settings) -> bool {
+    settings.tenants.directory.is_some()
+}
 
 impl Flow {
     /// Starts every enabled connector of `settings` and its consumer; `role_of` gives each
-    /// connector its part in isolation, if any.
-    async fn start(
-        settings: &Settings,
-        role_of: &dyn Fn(&str) -> Option<Role>,
-    ) -> Result<Started, StartError> {
+    /// instance its part in isolation, if any.
+    async fn start(settings: &Settings, role_of: RoleOf) -> Result<Flow, StartError> {
         let acker = Arc::new(Acker::new());
         let timings = TimingRecorder::new(4096);
         let stats = Arc::new(SourceStats::default());
+        let tenants = tenancy_on(settings);
         let routes = settings
             .connectors
             .iter()
             .map(|c| Route {
                 id: c.id.clone(),
-                enabled: c.enabled,
-                filter: c.filter.clone(),
+                // With tenants, each instance decides: a customer may turn on a connector
+                // that is off by default, or filter its events its own way.
+                enabled: c.enabled || tenants,
+                filter: if tenants {
+                    Filter::default()
+                } else {
+                    c.filter.clone()
+                },
             })
             .collect();
         let mut router = Router::new(routes, &settings.router.default_connectors);
@@ -459,7 +655,15 @@ impl Flow {
             )?)),
             None => None,
         };
-        let mut handles: Vec<Option<ConnectorHandle>> = Vec::new();
+        let kit = Kit {
+            runtime: tokio::runtime::Handle::current(),
+            acker: acker.clone(),
+            timings: timings.clone(),
+            dead_letters: dead_letters.clone(),
+            role_of,
+        };
+        let mut reach: Vec<Option<Reach>> = Vec::new();
+        let mut tenanted = Vec::new();
         for c in &settings.connectors {
             let index = router
                 .index_of(&c.id)
@@ -467,38 +671,50 @@ impl Flow {
                     id: c.id.clone(),
                     message: "not in the routing table".into(),
                 })?;
-            if !c.enabled {
-                handles.push(None);
-                continue;
+            if tenants {
+                let t = Tenanted::start(c, settings, index, kit.clone());
+                reach.push(Some(Reach::PerCustomer {
+                    connector: t.connector.clone(),
+                    refusals: t.refusals.clone(),
+                }));
+                tenanted.push(t);
+            } else if c.enabled {
+                let wiring = Wiring {
+                    acker: acker.clone(),
+                    timings: timings.clone(),
+                    dead_letters: dead_letters.clone(),
+                    isolation: (kit.role_of)(&c.id, None),
+                    stats: None,
+                };
+                reach.push(Some(Reach::One(spawn_connector(c, index, wiring).await?)));
+            } else {
+                reach.push(None);
             }
-            let wiring = Wiring {
-                acker: acker.clone(),
-                timings: timings.clone(),
-                dead_letters: dead_letters.clone(),
-                isolation: role_of(&c.id),
-            };
-            handles.push(Some(spawn_connector(c, index, wiring).await?));
         }
-        let connectors = handles
+        let connectors = settings
+            .connectors
             .iter()
-            .flatten()
-            .map(|h| (h.id.clone(), h.stats.clone()))
+            .zip(&reach)
+            .filter_map(|(c, r)| Some((Arc::from(c.id.as_str()), r.as_ref()?.stats().clone())))
             .collect();
         let dispatcher = Dispatcher::new(
             router.clone(),
-            handles,
+            reach,
             acker.clone(),
             stats.clone(),
             settings.router.max_event_bytes,
             dead_letters,
         );
         let source = Source::start(settings.kafka.clone(), dispatcher)?;
-        let flow = Flow {
+        Ok(Flow {
             source,
             acker,
             timings,
-        };
-        Ok((flow, router, stats, connectors))
+            router,
+            stats,
+            connectors,
+            tenanted,
+        })
     }
 
     /// Graceful stop by `deadline`; true if every delivery finished.

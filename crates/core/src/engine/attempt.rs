@@ -31,6 +31,9 @@ impl<C: Connector> Courier<C> {
             Ok(encoded) => encoded,
             Err(end) => return Attempt::Ended(end),
         };
+        if let Some(pace) = &self.pace {
+            pace.wait(events.len()).await;
+        }
         let verdict = self.call(&request, &events, watch).await;
         Attempt::Sent { events, verdict }
     }

@@ -54,6 +54,8 @@ pub struct EngineSettings {
     /// Append this connector's latest collector_observability records to each event sent.
     pub append_observability: bool,
     pub health_check: HealthCheck,
+    /// The destination account's limit, for this instance alone; None: as fast as it takes.
+    pub rate_limit: Option<crate::rate::RateLimit>,
 }
 
 /// The destination's health check, for the readiness probe (docs/health.md).
@@ -97,6 +99,74 @@ impl ConnectorHandle {
         drop(self.tx);
         self.task
     }
+
+    /// A handle whose worker `build` is still starting on `runtime` (a customer's instance,
+    /// built on its first event by the consumer thread, which must not wait). Events queue
+    /// meanwhile and go to the worker once it runs. If it cannot be built, each queued event
+    /// goes to `refuse` with the error as its reason: nothing is left unfinished.
+    pub fn building(
+        id: &str,
+        index: ConnectorIndex,
+        stats: Arc<ConnectorStats>,
+        runtime: &tokio::runtime::Handle,
+        build: BuildFuture,
+        refuse: Refuse,
+    ) -> ConnectorHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = runtime.spawn(forward_when_built(build, rx, refuse));
+        ConnectorHandle {
+            id: Arc::from(id),
+            index,
+            stats,
+            tx,
+            task,
+        }
+    }
+}
+
+/// A worker being built: the connector's own construction, then [`Engine::spawn`].
+pub type BuildFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<ConnectorHandle, String>> + Send>>;
+
+/// Where the events of an instance that could not be built go, with the reason.
+pub type Refuse = Arc<dyn Fn(Vec<Event>, &str) + Send + Sync>;
+
+async fn forward_when_built(
+    build: BuildFuture,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+    refuse: Refuse,
+) {
+    const AT_ONCE: usize = 256;
+    let mut events = Vec::with_capacity(AT_ONCE);
+    let worker = match build.await {
+        Ok(worker) => worker,
+        Err(e) => {
+            let reason = format!("instance: {e}");
+            tracing::error!(reason = %reason, "connector instance could not be built; its events are refused");
+            while rx.recv_many(&mut events, AT_ONCE).await > 0 {
+                refuse(std::mem::take(&mut events), &reason);
+            }
+            return;
+        }
+    };
+    // Counted as queued once, by this handle's `send`. A worker that stopped (it panicked)
+    // takes nothing more: what it would have had is refused, not dropped.
+    let mut running = true;
+    while rx.recv_many(&mut events, AT_ONCE).await > 0 {
+        let mut unsent = Vec::new();
+        for event in events.drain(..) {
+            if !running {
+                unsent.push(event);
+            } else if let Err(e) = worker.tx.send(event) {
+                running = false;
+                unsent.push(e.0);
+            }
+        }
+        if !unsent.is_empty() {
+            refuse(unsent, "instance: worker stopped");
+        }
+    }
+    let _ = worker.close().await;
 }
 
 /// What every connector worker shares with the rest of the pipeline.
@@ -108,6 +178,10 @@ pub struct Wiring {
     pub dead_letters: Option<Arc<dyn DeadLetters>>,
     /// This worker's part in isolating its destination; None: it never detaches.
     pub isolation: Option<Role>,
+    /// The counters of the connector this worker is one instance of (a customer's): shared
+    /// with its other instances, whose health the connector's own instance alone reports.
+    /// None: the worker's own, health included.
+    pub stats: Option<Arc<ConnectorStats>>,
 }
 
 /// A worker's part in its destination's [`Isolation`].
@@ -153,7 +227,7 @@ impl Engine {
         };
         if settings.health_check.enabled {
             tokio::spawn(health::check_health(courier.clone()));
-        } else {
+        } else if courier.owns_health {
             courier.stats.set_health(Health::Unchecked);
         }
         ConnectorHandle {
@@ -179,6 +253,9 @@ struct Courier<C> {
     dead_letters: Option<Arc<dyn DeadLetters>>,
     role: Option<Role>,
     stats: Arc<ConnectorStats>,
+    /// Whether this worker reports its connector's health (false for a customer's instance).
+    owns_health: bool,
+    pace: Option<crate::rate::Pace>,
     /// Rate-limits the log lines about events changed or refused, per kind.
     notices: crate::log::Throttle,
     connector: C,
@@ -215,7 +292,9 @@ impl<C: Connector> Courier<C> {
             timings: wiring.timings,
             dead_letters: wiring.dead_letters,
             role: wiring.isolation,
-            stats: Arc::default(),
+            owns_health: wiring.stats.is_none() || settings.health_check.enabled,
+            pace: settings.rate_limit.map(crate::rate::Pace::new),
+            stats: wiring.stats.unwrap_or_default(),
             notices: crate::log::Throttle::new(NOTICE_EVERY),
             connector,
         }
@@ -439,6 +518,7 @@ mod testing {
             request_timeout: Duration::from_secs(5),
             append_observability: false,
             health_check: HealthCheck::default(),
+            rate_limit: None,
         }
     }
 
@@ -460,6 +540,7 @@ mod testing {
                 timings: TimingRecorder::new(10),
                 dead_letters: Some(letters.clone()),
                 isolation: role,
+                stats: None,
             };
             let courier = Courier::new(Stub(script), "stub", ConnectorIndex(0), settings(), wiring);
             Rig {

@@ -193,7 +193,9 @@ impl<C: Connector> Courier<C> {
         if events.is_empty() {
             return;
         }
-        self.stats.mark_healthy();
+        if self.owns_health {
+            self.stats.mark_healthy();
+        }
         if let Some(role) = &self.role {
             role.isolation().answered();
         }

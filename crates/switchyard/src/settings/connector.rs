@@ -37,6 +37,17 @@ struct CommonSection {
     /// An `http://` proxy URL, or `"none"`; absent, `HTTPS_PROXY` and the rest apply.
     #[serde(default)]
     proxy: Option<String>,
+    /// The destination account's limit, kept by each instance (each customer's) alone.
+    #[serde(default)]
+    rate_limit: Option<RateLimitSection>,
+}
+
+/// `rate_limit = { events_per_sec = N }` or `{ requests_per_sec = N }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitSection {
+    events_per_sec: Option<u32>,
+    requests_per_sec: Option<u32>,
 }
 
 /// `[connectors.<id>.health_check]` (docs/health.md).
@@ -206,6 +217,7 @@ pub(super) fn connector_entry(
         .and_then(Value::as_bool)
         .unwrap_or(true);
     let mut found = Vec::new();
+    let fingerprint = fingerprint(&fields);
     let connector = connector(id, path, fields, &mut found, &mut unset, warnings);
     if enabled {
         problems.extend(unset.iter().cloned());
@@ -216,7 +228,19 @@ pub(super) fn connector_entry(
     problems.append(&mut found);
     let mut c = connector?;
     c.unset_variables = unset;
+    c.fingerprint = fingerprint;
     Some(c)
+}
+
+/// A digest of a connector's table with every reference resolved: equal exactly when the
+/// settings (secrets included) are. It never leaves the process.
+fn fingerprint(fields: &Map<String, Value>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // Maps keep the file's order: the same file prints alike; keys merely reordered count as
+    // a change, which costs one instance restart.
+    Value::Object(fields.clone()).to_string().hash(&mut h);
+    h.finish()
 }
 
 /// One connector's table (already interpolated) as settings; problems go to `problems`, files
@@ -275,6 +299,7 @@ fn connector(
         kind: kind?,
         client,
         unset_variables: Vec::new(),
+        fingerprint: 0,
     })
 }
 
@@ -315,7 +340,7 @@ fn client_options(
     if problems.len() > before {
         return None;
     }
-    let options = ClientOptions { tls, proxy };
+    let options = ClientOptions::new(tls, proxy);
     // Building a client parses the certificates and pairs the key with its certificate;
     // without TLS or proxy settings there is nothing it could find wrong.
     if (common.tls.is_some() || common.proxy.is_some())
@@ -411,6 +436,40 @@ fn isolation_settings(
     })
 }
 
+fn rate_limit(r: &RateLimitSection, path: &str, problems: &mut Vec<Problem>) -> Option<RateLimit> {
+    use std::num::NonZeroU32;
+    let key = format!("{path}.rate_limit");
+    match (r.events_per_sec, r.requests_per_sec) {
+        (Some(n), None) => match NonZeroU32::new(n) {
+            Some(n) => Some(RateLimit::EventsPerSec(n)),
+            None => {
+                problems.push(Problem::new(
+                    &format!("{key}.events_per_sec"),
+                    "must be at least 1",
+                ));
+                None
+            }
+        },
+        (None, Some(n)) => match NonZeroU32::new(n) {
+            Some(n) => Some(RateLimit::RequestsPerSec(n)),
+            None => {
+                problems.push(Problem::new(
+                    &format!("{key}.requests_per_sec"),
+                    "must be at least 1",
+                ));
+                None
+            }
+        },
+        _ => {
+            problems.push(Problem::new(
+                &key,
+                "sets exactly one of events_per_sec and requests_per_sec",
+            ));
+            None
+        }
+    }
+}
+
 fn engine_settings(
     c: &CommonSection,
     defaults: BatchLimits,
@@ -435,6 +494,10 @@ fn engine_settings(
             "is larger than retry.max_backoff_ms",
         ));
     }
+    let rate_limit = c
+        .rate_limit
+        .as_ref()
+        .and_then(|r| rate_limit(r, path, problems));
     (problems.len() == before).then(|| EngineSettings {
         limits: BatchLimits {
             max_events: c.batch.max_events.unwrap_or(defaults.max_events),
@@ -454,6 +517,7 @@ fn engine_settings(
         concurrency: c.concurrency,
         request_timeout: Duration::from_secs(c.timeout_secs),
         append_observability: c.append_observability,
+        rate_limit,
         health_check: HealthCheck {
             enabled: c.health_check.enabled,
             interval: Duration::from_secs(c.health_check.interval_secs),

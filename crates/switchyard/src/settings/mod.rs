@@ -15,7 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{
-    BatchLimits, EngineSettings, Filter, HealthCheck, IsolationSettings, OnExhausted, RetryPolicy,
+    BatchLimits, EngineSettings, Filter, HealthCheck, IsolationSettings, OnExhausted, RateLimit,
+    RetryPolicy,
 };
 use switchyard_destination::{ConnectorConfig, Descriptor};
 use switchyard_http::{ClientOptions, Proxy, Tls, TlsFiles};
@@ -42,7 +43,7 @@ pub struct Invalid(pub Vec<Problem>);
 
 impl fmt::Display for Invalid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{} Problem::new(s) in the configuration:", self.0.len())?;
+        writeln!(f, "{} problem(s) in the configuration:", self.0.len())?;
         for p in &self.0 {
             writeln!(f, "  {p}")?;
         }
@@ -136,6 +137,9 @@ pub struct ConnectorSettings {
     /// be read. Only a disabled connector can load with any, since it does not run; whatever
     /// enables it later must check them first.
     pub unset_variables: Vec<Problem>,
+    /// A digest of its table with every reference resolved: a reload replaces a running
+    /// instance only when this changes.
+    pub fingerprint: u64,
 }
 
 impl ConnectorSettings {
@@ -178,13 +182,24 @@ impl Settings {
         lookup: Lookup<'_>,
         overrides: &[ConnectorOverride],
     ) -> Result<Settings, Invalid> {
+        Self::load_with_tenants(path, lookup, overrides, None)
+    }
+
+    /// As [`Settings::load_with`]; where the file has no `[tenants]` section, `tenants` is
+    /// read as its tenant directory (the demo's own tenants).
+    pub fn load_with_tenants(
+        path: &str,
+        lookup: Lookup<'_>,
+        overrides: &[ConnectorOverride],
+        tenants: Option<&std::path::Path>,
+    ) -> Result<Settings, Invalid> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Invalid(vec![Problem {
                 path: path.into(),
                 message: format!("cannot read: {e}"),
             }])
         })?;
-        Self::parse(&text, lookup, true, overrides)
+        Self::parse(&text, lookup, true, overrides, tenants)
     }
 
     /// Parses TOML text; `env_overrides` applies `SWITCHYARD__SECTION__KEY` variables.
@@ -193,7 +208,7 @@ impl Settings {
         lookup: Lookup<'_>,
         env_overrides: bool,
     ) -> Result<Settings, Invalid> {
-        Self::parse(text, lookup, env_overrides, &[])
+        Self::parse(text, lookup, env_overrides, &[], None)
     }
 
     /// As [`Settings::from_toml`] without `SWITCHYARD__…` variables, with `overrides`.
@@ -202,7 +217,7 @@ impl Settings {
         lookup: Lookup<'_>,
         overrides: &[ConnectorOverride],
     ) -> Result<Settings, Invalid> {
-        Self::parse(text, lookup, false, overrides)
+        Self::parse(text, lookup, false, overrides, None)
     }
 
     fn parse(
@@ -210,6 +225,7 @@ impl Settings {
         lookup: Lookup<'_>,
         env_overrides: bool,
         overrides: &[ConnectorOverride],
+        tenants: Option<&std::path::Path>,
     ) -> Result<Settings, Invalid> {
         let file = read_tree(text, false)?;
         let mut tree = if env_overrides {
@@ -217,6 +233,10 @@ impl Settings {
         } else {
             file.clone()
         };
+        if let (Some(dir), Value::Object(root)) = (tenants, &mut tree) {
+            root.entry("tenants")
+                .or_insert_with(|| serde_json::json!({ "directory": dir }));
+        }
         for o in overrides {
             if let Some(c) = tree.get_mut("connectors").and_then(|c| c.get_mut(&o.id)) {
                 set_dotted(c, o.key, &o.value);

@@ -14,6 +14,13 @@ pub(super) struct TenantsSection {
     directory: Option<PathBuf>,
     #[serde(default)]
     unknown: Unknown,
+    /// A customer's instance with no event for this long is flushed and closed.
+    #[serde(default = "default_idle_after_secs")]
+    idle_after_secs: u64,
+}
+
+fn default_idle_after_secs() -> u64 {
+    300
 }
 
 /// What a customer without a tenant file gets.
@@ -32,6 +39,8 @@ pub enum Unknown {
 pub struct Tenants {
     pub directory: Option<PathBuf>,
     pub unknown: Unknown,
+    /// A customer's instance with no event for this long is flushed and closed.
+    pub idle_after: Duration,
     /// By `customer_code`.
     pub by_customer: BTreeMap<String, Tenant>,
 }
@@ -78,8 +87,15 @@ pub(super) fn load(
     let mut tenants = Tenants {
         directory: section.directory.clone(),
         unknown: section.unknown,
+        idle_after: Duration::from_secs(section.idle_after_secs),
         by_customer: BTreeMap::new(),
     };
+    if section.idle_after_secs == 0 {
+        problems.push(Problem::new(
+            "tenants.idle_after_secs",
+            "must be at least 1 (seconds without an event before a customer's instance closes)",
+        ));
+    }
     let Some(dir) = section.directory else {
         return tenants;
     };
