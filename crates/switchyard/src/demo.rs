@@ -154,9 +154,10 @@ pub async fn run(
         Err(e) => format!("admin server not started ({e})"),
     };
     eprintln!(
-        "switchyard demo: embedded broker {} | {} stand-in(s) | offering {} events/s | {admin} | Ctrl-C to stop",
+        "switchyard demo: embedded broker {} | {} stand-in(s), and {} for {DEMO_TENANTS} customers' own destinations (the last with a broken credential) | offering {} events/s | {admin} | Ctrl-C to stop",
         broker.bootstrap_servers(),
         standins.len(),
+        tenants.as_ref().map_or(0, |t| t.standins.len()),
         opts.rate
     );
     let outage = async {
@@ -279,15 +280,14 @@ const DEMO_TENANTS: usize = 3;
 impl DemoTenants {
     async fn start(settings: &Settings) -> anyhow::Result<DemoTenants> {
         let dir = TempDir::new("switchyard-demo-tenants")?;
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir_all(&secrets)?;
         let mut standins = Vec::new();
         for (n, customer) in CUSTOMERS.iter().take(DEMO_TENANTS).enumerate() {
             let broken = n + 1 == DEMO_TENANTS;
             let mut file = String::new();
             for c in settings.connectors.iter().filter(|c| c.enabled) {
-                // The file names a variable; demo_lookup gives every unset one a value.
-                let variable =
-                    format!("DEMO_{}_{}", customer, c.id.replace('-', "_")).to_ascii_uppercase();
-                let credential = demo_lookup(&variable).unwrap_or_default();
+                let credential = format!("{customer}-credential-for-{}", c.id);
                 let expected = if broken {
                     format!("{credential}-rotated")
                 } else {
@@ -299,10 +299,18 @@ impl DemoTenants {
                     .await
                     .map_err(anyhow::Error::msg)
                     .with_context(|| format!("starting {customer}'s stand-in for {}", c.id))?;
+                let secret_keys =
+                    crate::destinations::find(c.kind.kind()).map_or(&[][..], |d| d.secret_keys);
                 file.push_str(&format!("[connectors.{}]\n", c.id));
                 for (key, value) in c.kind.stand_in_settings(&stand_in.url, &credential) {
-                    let value = if value == credential {
-                        format!("\"${{{variable}}}\"")
+                    let secret = secret_keys
+                        .iter()
+                        .any(|s| key == *s || key.starts_with(&format!("{s}.")));
+                    let value = if secret {
+                        // As a Secret mounted beside the ConfigMap would hold it.
+                        let path = secrets.join(format!("{customer}-{}-{key}", c.id));
+                        std::fs::write(&path, &value)?;
+                        format!("\"${{file:{}}}\"", path.display())
                     } else {
                         serde_json::Value::from(value).to_string()
                     };

@@ -280,6 +280,9 @@ async fn run(path: &str) -> ExitCode {
         let _ = pipeline.shutdown().await;
         return ExitCode::FAILURE;
     }
+    let config = std::path::Path::new(path);
+    // Before saying it runs: a SIGHUP from then on reloads, and never ends the process.
+    let reloads = switchyard::reload::Triggers::install(config, &pipeline);
     tracing::info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "switchyard running");
     let report = progress::report_until(
         &pipeline,
@@ -291,7 +294,7 @@ async fn run(path: &str) -> ExitCode {
     );
     tokio::select! {
         _ = report => {}
-        _ = switchyard::reload::serve(std::path::Path::new(path), &env_lookup, &pipeline) => {}
+        _ = reloads.serve(config, &env_lookup, &pipeline) => {}
     }
     tracing::info!("signal received; shutting down");
     let clean = pipeline.shutdown().await;

@@ -22,18 +22,43 @@ pub enum Trigger {
     FileChanged,
 }
 
-/// Reloads `config` into `pipeline` whenever a trigger arrives; never returns.
-pub async fn serve(config: &Path, lookup: Lookup<'_>, pipeline: &Pipeline) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let _watcher = watch(config, pipeline, tx.clone());
-    let _signal = tokio::spawn(on_sighup(tx));
-    while let Some(trigger) = rx.recv().await {
-        // Take the rest of a burst of changes before reading anything.
-        while let Ok(Some(_)) = tokio::time::timeout(SETTLE, rx.recv()).await {}
-        apply(config, lookup, pipeline, trigger);
+/// What asks for reloads: the watcher and the SIGHUP handler, installed at once so that no
+/// signal sent after [`Triggers::install`] returns can end the process.
+pub struct Triggers {
+    rx: mpsc::UnboundedReceiver<Trigger>,
+    _watcher: Option<RecommendedWatcher>,
+    _signal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Triggers {
+    /// Watches the folder of `config` and `pipeline`'s tenant directory, and handles SIGHUP.
+    pub fn install(config: &Path, pipeline: &Pipeline) -> Triggers {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Triggers {
+            _watcher: watch(config, pipeline, tx.clone()),
+            _signal: on_sighup(tx),
+            rx,
+        }
     }
-    // Unreachable while the signal task lives; never end the caller's select on our account.
-    std::future::pending::<()>().await;
+
+    /// Reloads `config` into `pipeline` whenever a trigger arrives; never returns.
+    pub async fn serve(mut self, config: &Path, lookup: Lookup<'_>, pipeline: &Pipeline) {
+        while let Some(trigger) = self.rx.recv().await {
+            // Take the rest of a burst of changes before reading anything.
+            while let Ok(Some(_)) = tokio::time::timeout(SETTLE, self.rx.recv()).await {}
+            apply(config, lookup, pipeline, trigger);
+        }
+        // Only if neither the watcher nor the signal could start: never end the caller's
+        // select on our account.
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Installs the triggers and serves them (see [`Triggers`]); never returns.
+pub async fn serve(config: &Path, lookup: Lookup<'_>, pipeline: &Pipeline) {
+    Triggers::install(config, pipeline)
+        .serve(config, lookup, pipeline)
+        .await
 }
 
 /// Loads `config` and applies it: true if it loaded.
@@ -109,20 +134,26 @@ fn folder_of(file: &Path) -> Option<PathBuf> {
     }
 }
 
-async fn on_sighup(tx: mpsc::UnboundedSender<Trigger>) {
+/// The SIGHUP handler, registered before this returns; None (logged) if it cannot be.
+fn on_sighup(tx: mpsc::UnboundedSender<Trigger>) -> Option<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
             tracing::warn!("SIGHUP cannot be handled; reload by changing the files");
-            return;
+            return None;
         };
-        while hup.recv().await.is_some() {
-            if tx.send(Trigger::Signal).is_err() {
-                return;
+        Some(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                if tx.send(Trigger::Signal).is_err() {
+                    return;
+                }
             }
-        }
+        }))
     }
     #[cfg(not(unix))]
-    drop(tx);
+    {
+        drop(tx);
+        None
+    }
 }

@@ -432,7 +432,7 @@ impl Drop for TenantDir {
 }
 
 #[test]
-fn tenants_lists_each_customers_instances_with_secrets_redacted_and_run_refuses_them() {
+fn tenants_lists_each_customers_instances_with_secrets_redacted() {
     let dir = TenantDir::new("tenants");
     std::fs::write(
         dir.0.join("acme.toml"),
@@ -479,13 +479,80 @@ fn tenants_lists_each_customers_instances_with_secrets_redacted_and_run_refuses_
         ),
         "{stderr}"
     );
+}
 
-    // Routing by tenant is not built: run refuses rather than use the default credentials.
-    let out = switchyard(&["run", "--config", config.path()], &env);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(
-        stderr.contains("routing events to each customer's own destinations is not built yet"),
-        "{stderr}"
+/// The running binary reloads on SIGHUP, and on a change in the tenant directory; a file that
+/// does not load is refused naming the file and the key, and the process keeps running.
+#[test]
+fn run_reloads_on_sighup_and_on_a_changed_tenant_file() {
+    let dir = TenantDir::new("reload");
+    let acme = dir.0.join("acme.toml");
+    std::fs::write(&acme, "[connectors.hec]\nindex = \"acme\"\n").unwrap();
+    let config = TempFile::new(
+        "reload",
+        &format!(
+            "[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n\
+             [admin]\nenabled = false\n\
+             [connectors.hec]\nkind = \"splunk_hec\"\nendpoint = \"https://hec:8088\"\ntoken = \"${{HEC_TOKEN}}\"\n\
+             health_check = {{ enabled = false }}\n\
+             [tenants]\ndirectory = \"{}\"\n",
+            dir.0.display()
+        ),
     );
+    let mut child = Command::new(BIN)
+        .args(["run", "--config", config.path()])
+        .env("HEC_TOKEN", "default-hec-token")
+        .env("SWITCHYARD_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            // Anything else (a panic) is kept as text, to be shown if the test fails.
+            let log = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
+            if tx.send(log).is_err() {
+                break;
+            }
+        }
+    });
+    let wait_for = |what: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut seen = Vec::new();
+        loop {
+            let log = rx
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|e| panic!("{e}; saw:\n{seen:#?}"));
+            if what(&log) {
+                return log;
+            }
+            seen.push(log);
+        }
+    };
+    wait_for(&|l| l["message"] == "switchyard running");
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let log = wait_for(&|l| l["message"] == "settings reloaded");
+    assert_eq!(log["trigger"], "Signal", "{log}");
+
+    // A broken tenant file: refused with its file and key; the process goes on.
+    std::fs::write(&acme, "[connectors.hec]\nindex = 7\n").unwrap();
+    let refused = wait_for(&|l| l["message"] == "settings not reloaded");
+    assert!(
+        refused["key"]
+            .as_str()
+            .is_some_and(|k| k.ends_with("acme.toml: connectors.hec.index")),
+        "{refused}"
+    );
+    wait_for(&|l| l["message"] == "the new settings were refused; the running ones stay");
+    // Fixed: the change alone reloads it.
+    std::fs::write(&acme, "[connectors.hec]\nindex = \"acme2\"\n").unwrap();
+    let log = wait_for(&|l| l["message"] == "settings reloaded");
+    assert_eq!(log["trigger"], "FileChanged", "{log}");
 }
