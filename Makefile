@@ -1,7 +1,7 @@
 # switchyard — the two commands that matter: `make run` and `make test`.
 CARGO ?= cargo
 
-.PHONY: run test check fmt lint bench bench-micro build validate clean deploy-check toolchain-check soak
+.PHONY: run test check fmt lint bench bench-micro bench-tenants build validate clean deploy-check toolchain-check soak
 
 ## Run the router with connectors.toml on an embedded broker, generated events and local
 ## stand-ins. No accounts, no services. Ctrl-C stops it.
@@ -89,3 +89,7 @@ bench:
 ## Micro-benchmarks of the hot paths (routing scan, each encoder, gzip); print numbers only.
 bench-micro:
 	$(CARGO) bench -p switchyard --bench hot_paths
+
+## Tenancy at scale: 1,000 customers x 4 connectors; memory per instance and routing cost.
+bench-tenants:
+	$(CARGO) bench -p switchyard --bench tenants
