@@ -186,6 +186,7 @@ revoke_drain_timeout_secs = 5
 [tenants]
 directory = "{dir}"
 unknown = "${{UNKNOWN_POLICY}}"
+metrics_label_limit = 2
 
 [connectors.{SPLUNK}]
 kind = "splunk_hec"
@@ -538,6 +539,35 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
         pipeline.instance_state(SPLUNK, Some("up")),
         Some(State::Flowing)
     );
+    // Visible per customer (the label limit is 2: "down" and "up" both have series), and
+    // nothing of the customers past it beyond one series.
+    switchyard::admin::prometheus();
+    let (addr, _server) =
+        switchyard::admin::serve("127.0.0.1:0".parse().unwrap(), pipeline.monitor())
+            .await
+            .unwrap();
+    let (_, text) = switchyard_testkit::probe::http_get(&addr.to_string(), "/metrics").await;
+    for line in [
+        format!(
+            "switchyard_customer_instance_state{{connector=\"{SPLUNK}\",customer=\"down\",state=\"detached\"}} 1"
+        ),
+        format!(
+            "switchyard_customer_instance_state{{connector=\"{SPLUNK}\",customer=\"up\",state=\"flowing\"}} 1"
+        ),
+        format!("switchyard_customer_instances{{connector=\"{SPLUNK}\"}} 2"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let routed_up = switchyard_testkit::probe::metric(
+        &text,
+        &format!(
+            "switchyard_customer_events_routed_total{{connector=\"{SPLUNK}\",customer=\"up\"}}"
+        ),
+    );
+    assert_eq!(routed_up, Some(expected["up-hec"].len() as f64));
 
     // Back up: what it missed is drained to it, once.
     fakes.hec["down-hec"].fail_randomly(0);
@@ -611,7 +641,9 @@ async fn a_reload_mid_stream_loses_and_duplicates_nothing() {
     assert!(fakes.hec["a-old-hec"].wait_for_received(1, PATIENCE).await);
     let new = version("a-new-hec");
     write_version(&dir, &new, &fakes, &[]);
+    eprintln!(pipeline.monitor().customer_instances());
     let reloaded = pipeline.reload(&settings_of(&h, group, &fakes, &dir, &new));
+    eprintln!(pipeline.monitor().customer_instances());
     assert_eq!(reloaded.replaced, 1, "only customer a's instance changed");
     produce(&h, back, &mut ends);
     assert!(

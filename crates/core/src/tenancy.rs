@@ -76,6 +76,16 @@ pub struct PerCustomer {
     closing: Mutex<Vec<JoinHandle<()>>>,
     /// Events refused because their customer has no settings here.
     pub no_tenant: AtomicU64,
+    /// Events routed to each customer's instance, for the first `label_limit` customers to
+    /// send any (per-customer metric labels are opt-in, and capped); the rest count as one.
+    routed: Mutex<RoutedByCustomer>,
+    label_limit: usize,
+}
+
+#[derive(Default)]
+struct RoutedByCustomer {
+    labelled: HashMap<Arc<str>, u64>,
+    others: u64,
 }
 
 struct Running {
@@ -87,7 +97,13 @@ struct Running {
 impl PerCustomer {
     /// Starts the shared instance at once, so that its health is checked from the start;
     /// customers' instances start on their first event.
-    pub fn new(id: &str, stats: Arc<ConnectorStats>, instances: Instances) -> Self {
+    /// `label_limit`: how many customers get metric series of their own (0: none).
+    pub fn new(
+        id: &str,
+        stats: Arc<ConnectorStats>,
+        instances: Instances,
+        label_limit: usize,
+    ) -> Self {
         let this = PerCustomer {
             id: Arc::from(id),
             stats,
@@ -95,6 +111,8 @@ impl PerCustomer {
             running: Mutex::default(),
             closing: Mutex::default(),
             no_tenant: AtomicU64::new(0),
+            routed: Mutex::default(),
+            label_limit,
         };
         this.start_shared();
         this
@@ -139,12 +157,23 @@ impl PerCustomer {
         let Resolved::To(key, instance) = to else {
             return false;
         };
+        if let Some(code) = key
+            && self.label_limit > 0
+        {
+            self.count_routed(code);
+        }
         let mut running = self.running();
-        let fresh = running
-            .get(key)
-            .is_some_and(|r| r.fingerprint == instance.fingerprint);
-        if !fresh && let Some(stale) = running.insert(key.clone(), start(instance)) {
-            self.retire(stale);
+        let runs =
+            |r: Option<&Running>, i: &Instance| r.is_some_and(|r| r.fingerprint == i.fingerprint);
+        if !runs(running.get(key), instance) {
+            // Resolved just before a reload: the customer's instance as it is now, never one
+            // from settings already replaced (and never another customer's: same key).
+            let latest = self.latest(key).unwrap_or_else(|| instance.clone());
+            if !runs(running.get(key), &latest)
+                && let Some(stale) = running.insert(key.clone(), start(&latest))
+            {
+                self.retire(stale);
+            }
         }
         running.get_mut(key).is_some_and(|r| {
             r.last_event = Instant::now();
@@ -157,25 +186,51 @@ impl PerCustomer {
     /// next event starts the new one. Returns how many were closed.
     pub fn replace(&self, instances: Instances) -> usize {
         let instances = Arc::new(instances);
+        // Swapped while no event can start an instance, so that each running one is either
+        // closed here or already of the new settings.
+        let mut running = self.running();
         *self
             .instances
             .write()
             .unwrap_or_else(PoisonError::into_inner) = instances.clone();
-        let closed = self.close_where(|key, r| {
-            let now = match key {
-                None => instances.shared.as_deref(),
-                Some(code) => instances.by_customer.get(code).and_then(Option::as_deref),
-            };
-            now.is_none_or(|i| i.fingerprint != r.fingerprint)
+        let closed = take_where(&mut running, |key, r| {
+            of(&instances, key).is_none_or(|i| i.fingerprint != r.fingerprint)
         });
+        drop(running);
+        let n = closed.len();
+        closed.into_iter().for_each(|r| self.retire(r));
         self.start_shared();
-        closed
+        n
     }
 
     /// Closes the customers' instances that have had no event for `idle`; returns how many.
     /// The shared instance stays: it is the connector's, and its health is checked.
     pub fn close_idle(&self, idle: Duration) -> usize {
         self.close_where(|key, r| key.is_some() && r.last_event.elapsed() >= idle)
+    }
+
+    /// Events routed to customers' instances: per labelled customer, and all the others'.
+    pub fn routed_by_customer(&self) -> (Vec<(Arc<str>, u64)>, u64) {
+        let routed = lock(&self.routed);
+        let mut labelled: Vec<_> = routed
+            .labelled
+            .iter()
+            .map(|(c, n)| (c.clone(), *n))
+            .collect();
+        labelled.sort();
+        (labelled, routed.others)
+    }
+
+    fn count_routed(&self, code: &Arc<str>) {
+        let mut routed = lock(&self.routed);
+        let room = routed.labelled.len() < self.label_limit;
+        match routed.labelled.get_mut(code) {
+            Some(n) => *n += 1,
+            None if room => {
+                routed.labelled.insert(code.clone(), 1);
+            }
+            None => routed.others += 1,
+        }
     }
 
     /// Customers' instances running now (the shared one not counted).
@@ -206,18 +261,19 @@ impl PerCustomer {
     }
 
     fn close_where(&self, close: impl Fn(&Key, &Running) -> bool) -> usize {
-        let closed: Vec<Running> = {
-            let mut running = self.running();
-            let keys: Vec<Key> = running
-                .iter()
-                .filter(|(key, r)| close(key, r))
-                .map(|(key, _)| key.clone())
-                .collect();
-            keys.iter().filter_map(|k| running.remove(k)).collect()
-        };
+        let closed = take_where(&mut self.running(), close);
         let n = closed.len();
         closed.into_iter().for_each(|r| self.retire(r));
         n
+    }
+
+    /// The instance `key` names in the settings as they are now.
+    fn latest(&self, key: &Key) -> Option<Arc<Instance>> {
+        let instances = self.current();
+        match key {
+            None => instances.shared.clone(),
+            Some(code) => instances.by_customer.get(code).cloned().flatten(),
+        }
     }
 
     fn retire(&self, r: Running) {
@@ -229,6 +285,27 @@ impl PerCustomer {
     fn running(&self) -> MutexGuard<'_, HashMap<Key, Running>> {
         lock(&self.running)
     }
+}
+
+/// The instance `key` names in `instances`.
+fn of<'a>(instances: &'a Instances, key: &Key) -> Option<&'a Instance> {
+    match key {
+        None => instances.shared.as_deref(),
+        Some(code) => instances.by_customer.get(code).and_then(Option::as_deref),
+    }
+}
+
+/// Removes from `running` the instances `close` picks.
+fn take_where(
+    running: &mut HashMap<Key, Running>,
+    close: impl Fn(&Key, &Running) -> bool,
+) -> Vec<Running> {
+    let keys: Vec<Key> = running
+        .iter()
+        .filter(|(key, r)| close(key, r))
+        .map(|(key, _)| key.clone())
+        .collect();
+    keys.iter().filter_map(|k| running.remove(k)).collect()
 }
 
 fn start(instance: &Instance) -> Running {
@@ -315,7 +392,7 @@ mod tests {
     #[tokio::test]
     async fn a_customer_reaches_its_own_instance_and_no_other() {
         let starts = Arc::default();
-        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Shared, &starts));
+        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Shared, &starts), 0);
         assert_eq!(key(&c.resolve(&of(Some("acme")))), Some(Some("acme")));
         // Codes are exact: no case folding, no prefixes.
         assert_eq!(key(&c.resolve(&of(Some("ACME")))), Some(None));
@@ -327,7 +404,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_fallback_an_unknown_customer_is_refused_with_its_code() {
         let starts = Arc::default();
-        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Reject, &starts));
+        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Reject, &starts), 0);
         let Resolved::Reject(reason) = c.resolve(&of(Some("initech"))) else {
             panic!("not refused");
         };
@@ -345,6 +422,7 @@ mod tests {
                 shared: None,
                 ..instances(Fallback::Shared, &starts)
             },
+            0,
         );
         assert!(matches!(off.resolve(&of(Some("initech"))), Resolved::Skip));
     }
@@ -361,6 +439,7 @@ mod tests {
                 by_customer: HashMap::from([(Arc::from("acme"), Some(Arc::new(own)))]),
                 ..instances(Fallback::Shared, &starts)
             },
+            0,
         );
         assert!(matches!(c.resolve(&of(Some("acme"))), Resolved::Skip));
         assert_eq!(key(&c.resolve(&of(Some("other")))), Some(None));
@@ -369,7 +448,7 @@ mod tests {
     #[tokio::test]
     async fn instances_start_on_first_use_and_a_reload_replaces_only_what_changed() {
         let starts = Arc::new(AtomicUsize::new(0));
-        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Shared, &starts));
+        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Shared, &starts), 0);
         // The shared one at once; a customer's on its first event, once.
         assert_eq!(starts.load(Relaxed), 1);
         for _ in 0..3 {
@@ -390,8 +469,8 @@ mod tests {
         let e = of(Some("acme"));
         assert!(c.send(&c.resolve(&e), e));
         assert_eq!(c.customers_running(), 1);
-        // A decision made under the old settings starts the instance it names, never
-        // another customer's.
+        // A decision made just before the reload goes to the customer's instance as it is
+        // now: nothing restarts the replaced settings.
         let stale = Resolved::To(Some(Arc::from("acme")), instance(2, &starts));
         assert!(c.send(&stale, of(Some("acme"))));
         assert_eq!(c.customers_running(), 1);
@@ -400,7 +479,7 @@ mod tests {
     #[tokio::test]
     async fn idle_customers_instances_close_and_the_shared_one_stays() {
         let starts = Arc::new(AtomicUsize::new(0));
-        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Shared, &starts));
+        let c = PerCustomer::new("c", Arc::default(), instances(Fallback::Shared, &starts), 0);
         let e = of(Some("acme"));
         assert!(c.send(&c.resolve(&e), e));
         assert_eq!(c.close_idle(Duration::from_secs(3600)), 0);
@@ -415,5 +494,26 @@ mod tests {
             2,
             "the shared one and the closed one to wait for"
         );
+    }
+
+    #[tokio::test]
+    async fn per_customer_counts_are_capped_at_the_label_limit() {
+        let starts = Arc::default();
+        let mut instances = instances(Fallback::Shared, &starts);
+        for code in ["a", "b", "c"] {
+            instances
+                .by_customer
+                .insert(Arc::from(code), Some(instance(9, &starts)));
+        }
+        let c = PerCustomer::new("c", Arc::default(), instances, 2);
+        for code in ["b", "a", "b", "c", "c", "other"] {
+            let e = of(Some(code));
+            assert!(c.send(&c.resolve(&e), e));
+        }
+        // The first two customers to send have series of their own; "c" counts among the
+        // others; "other" has no instance of its own and counts nowhere here.
+        let (labelled, others) = c.routed_by_customer();
+        assert_eq!(labelled, vec![(Arc::from("a"), 1), (Arc::from("b"), 2)]);
+        assert_eq!(others, 2);
     }
 }

@@ -42,7 +42,8 @@ fn config(tenants: Option<&std::path::Path>) -> String {
     let common = "health_check = { enabled = false }\nendpoint = \"http://127.0.0.1:9\"\n\
                   retry = { max_attempts = 1, on_exhausted = \"dead_letter\" }\n\
                   batch = { max_linger_ms = 600000 }\n";
-    let mut text = String::from("[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n");
+    let mut text =
+        String::from("[kafka]\nbrokers = \"127.0.0.1:9\"\ntopics = [\"t\"]\ngroup_id = \"g\"\n");
     if let Some(dir) = tenants {
         text.push_str(&format!("[tenants]\ndirectory = \"{}\"\n", dir.display()));
     }
@@ -225,8 +226,14 @@ async fn run(n: usize, m: usize, full: bool) {
     let _ = std::fs::remove_dir_all(&dir);
 
     let per = |bytes: usize| bytes as f64 / instances as f64 / 1024.0;
-    println!("tenants: {n} customers x {} connectors = {instances} instances", IDS.len());
-    println!("  loading the tenant directory          {:>8.0} ms", load.as_secs_f64() * 1e3);
+    println!(
+        "tenants: {n} customers x {} connectors = {instances} instances",
+        IDS.len()
+    );
+    println!(
+        "  loading the tenant directory          {:>8.0} ms",
+        load.as_secs_f64() * 1e3
+    );
     println!(
         "  configured, none running (idle)       {:>8.1} KiB per instance",
         per(configured.saturating_sub(before))

@@ -146,6 +146,16 @@ fn refresh(m: &Monitor) {
                 .absolute(n);
         }
     }
+    for c in m.customer_series() {
+        let (id, customer) = (c.connector.to_string(), c.customer.to_string());
+        counter!("switchyard_customer_events_routed_total", "connector" => id.clone(), "customer" => customer.clone())
+            .absolute(c.routed);
+        for state in c.state.iter().flat_map(|_| switchyard_core::State::ALL) {
+            let on = if c.state == Some(state) { 1.0 } else { 0.0 };
+            gauge!("switchyard_customer_instance_state", "connector" => id.clone(), "customer" => customer.clone(), "state" => state.as_str())
+                .set(on);
+        }
+    }
     for (id, running) in m.customer_instances() {
         gauge!("switchyard_customer_instances", "connector" => id.to_string()).set(running as f64);
     }

@@ -55,6 +55,8 @@ pub struct Monitor {
     connectors: Vec<(Arc<str>, Arc<ConnectorStats>)>,
     /// The main flow's connectors with per-customer instances.
     tenanted: Vec<Arc<PerCustomer>>,
+    /// Every instance's isolation.
+    isolations: Arc<Isolations>,
     isolated: Vec<Isolated>,
     status: StatusHandle,
     /// Each consumer's poll loop, by the name liveness reports it under.
@@ -62,6 +64,19 @@ pub struct Monitor {
     stall_after: Duration,
     /// The main flow's offsets: what is unfinished, in events and payload bytes.
     acker: Arc<Acker>,
+}
+
+/// The label of the customers past `tenants.metrics_label_limit`.
+pub const OTHER_CUSTOMERS: &str = "_other";
+
+/// One customer's series of one connector.
+#[derive(Debug, Clone)]
+pub struct CustomerSeries {
+    pub connector: Arc<str>,
+    pub customer: Arc<str>,
+    pub routed: u64,
+    /// Its instance's isolation state, when the instance parks (parking is on).
+    pub state: Option<State>,
 }
 
 /// A connector's isolation state and its drain's counters.
@@ -119,6 +134,33 @@ impl Monitor {
 
     pub fn source_stats(&self) -> &Arc<SourceStats> {
         &self.stats
+    }
+
+    /// Per labelled customer of each connector (`tenants.metrics_label_limit`): events routed
+    /// to its instance and that instance's isolation state; then each connector's other
+    /// customers' events together, under the customer `_other`.
+    pub fn customer_series(&self) -> Vec<CustomerSeries> {
+        let mut out = Vec::new();
+        for c in &self.tenanted {
+            let (labelled, others) = c.routed_by_customer();
+            for (customer, routed) in labelled {
+                out.push(CustomerSeries {
+                    state: self.isolations.state(c.id(), Some(&customer)),
+                    connector: c.id().clone(),
+                    customer,
+                    routed,
+                });
+            }
+            if others > 0 {
+                out.push(CustomerSeries {
+                    connector: c.id().clone(),
+                    customer: Arc::from(OTHER_CUSTOMERS),
+                    routed: others,
+                    state: None,
+                });
+            }
+        }
+        out
     }
 
     /// Per connector with per-customer instances: how many customers' instances run now.
@@ -252,9 +294,10 @@ fn needs_restart(old: &Settings, new: &Settings) -> Vec<String> {
         format!("{:?}", old.parking) != format!("{:?}", new.parking),
     );
     check(
-        "tenants.directory",
+        "tenants.directory, idle_after_secs or metrics_label_limit",
         old.tenants.directory != new.tenants.directory
-            || old.tenants.idle_after != new.tenants.idle_after,
+            || old.tenants.idle_after != new.tenants.idle_after
+            || old.tenants.metrics_label_limit != new.tenants.metrics_label_limit,
     );
     let kinds = |s: &Settings| -> Vec<(String, &'static str)> {
         s.connectors
@@ -385,6 +428,7 @@ impl Pipeline {
                 stats: main.stats.clone(),
                 connectors: main.connectors.clone(),
                 tenanted: main.tenanted.iter().map(|t| t.connector.clone()).collect(),
+                isolations: isolations.clone(),
                 isolated,
                 status: main.source.status_handle(),
                 loops,

@@ -59,7 +59,12 @@ impl Tenanted {
             )),
         };
         let this = Tenanted {
-            connector: Arc::new(PerCustomer::new(&c.id, stats, Instances::none())),
+            connector: Arc::new(PerCustomer::new(
+                &c.id,
+                stats,
+                Instances::none(),
+                settings.tenants.metrics_label_limit,
+            )),
             refusals,
             index,
             client: c.client.sharing_one_client(),

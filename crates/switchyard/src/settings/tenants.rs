@@ -17,6 +17,9 @@ pub(super) struct TenantsSection {
     /// A customer's instance with no event for this long is flushed and closed.
     #[serde(default = "default_idle_after_secs")]
     idle_after_secs: u64,
+    /// How many customers get metric series of their own (per connector); 0: none.
+    #[serde(default)]
+    metrics_label_limit: usize,
 }
 
 fn default_idle_after_secs() -> u64 {
@@ -41,6 +44,8 @@ pub struct Tenants {
     pub unknown: Unknown,
     /// A customer's instance with no event for this long is flushed and closed.
     pub idle_after: Duration,
+    /// How many customers get metric series of their own (per connector); 0: none.
+    pub metrics_label_limit: usize,
     /// By `customer_code`.
     pub by_customer: BTreeMap<String, Tenant>,
 }
@@ -88,6 +93,7 @@ pub(super) fn load(
         directory: section.directory.clone(),
         unknown: section.unknown,
         idle_after: Duration::from_secs(section.idle_after_secs),
+        metrics_label_limit: section.metrics_label_limit,
         by_customer: BTreeMap::new(),
     };
     if section.idle_after_secs == 0 {
