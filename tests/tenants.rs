@@ -641,9 +641,7 @@ async fn a_reload_mid_stream_loses_and_duplicates_nothing() {
     assert!(fakes.hec["a-old-hec"].wait_for_received(1, PATIENCE).await);
     let new = version("a-new-hec");
     write_version(&dir, &new, &fakes, &[]);
-    eprintln!(pipeline.monitor().customer_instances());
     let reloaded = pipeline.reload(&settings_of(&h, group, &fakes, &dir, &new));
-    eprintln!(pipeline.monitor().customer_instances());
     assert_eq!(reloaded.replaced, 1, "only customer a's instance changed");
     produce(&h, back, &mut ends);
     assert!(
