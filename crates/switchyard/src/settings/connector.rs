@@ -100,8 +100,9 @@ fn d_probe_max() -> u64 {
     IsolationSettings::default().probe_max.as_secs()
 }
 
-const COMMON_KEYS: [&str; 13] = [
+const COMMON_KEYS: [&str; 14] = [
     "health_check",
+    "rate_limit",
     "tls",
     "proxy",
     "detach_after_secs",

@@ -124,6 +124,39 @@ fn isolation_knobs_are_validated_with_their_key_paths() {
 }
 
 #[test]
+fn a_rate_limit_is_events_or_requests_per_second_and_at_least_one() {
+    use switchyard_core::RateLimit;
+    let s = load(&format!("{BASE}rate_limit = {{ events_per_sec = 500 }}\n")).unwrap();
+    assert_eq!(
+        s.connectors[0].engine.rate_limit,
+        Some(RateLimit::EventsPerSec(500.try_into().unwrap()))
+    );
+    let s = load(&format!("{BASE}rate_limit = {{ requests_per_sec = 3 }}\n")).unwrap();
+    assert_eq!(
+        s.connectors[0].engine.rate_limit,
+        Some(RateLimit::RequestsPerSec(3.try_into().unwrap()))
+    );
+    assert_eq!(load(BASE).unwrap().connectors[0].engine.rate_limit, None);
+    for (limit, key) in [
+        (
+            "{ events_per_sec = 0 }",
+            "connectors.hec.rate_limit.events_per_sec",
+        ),
+        (
+            "{ events_per_sec = 1, requests_per_sec = 1 }",
+            "connectors.hec.rate_limit",
+        ),
+        ("{}", "connectors.hec.rate_limit"),
+    ] {
+        let problems = load(&format!("{BASE}rate_limit = {limit}\n"))
+            .unwrap_err()
+            .0;
+        assert_eq!(problems.len(), 1, "{limit}: {problems:?}");
+        assert_eq!(problems[0].path, key, "{limit}");
+    }
+}
+
+#[test]
 fn health_checks_and_the_stall_limit_default_and_are_validated_with_their_key_paths() {
     let s = load(BASE).unwrap();
     assert_eq!(s.connectors[0].engine.health_check, HealthCheck::default());
@@ -992,4 +1025,62 @@ fn without_a_tenants_section_there_are_no_tenants_and_a_missing_directory_is_a_p
     .unwrap_err()
     .0;
     assert_eq!(problems[0].path, "tenants.directory");
+}
+
+/// deploy/'s example tenant files fit the repo's connectors.toml: every problem they have
+/// here is only that the Secret they name is not mounted on this machine.
+#[test]
+fn the_deploy_examples_tenant_files_fit_the_repo_config() {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kustomize/components/tenants/tenants"
+    );
+    let text = format!(
+        "{}\n[tenants]\ndirectory = \"{dir}\"\n",
+        include_str!("../../../../connectors.toml")
+    );
+    let problems = load(&text).unwrap_err().0;
+    assert!(!problems.is_empty());
+    for p in &problems {
+        assert!(
+            p.message.contains("/etc/switchyard-tenant-secrets/")
+                && p.message.contains("cannot be read"),
+            "{p:?}"
+        );
+    }
+    // And with the secrets there, they load (a secret file's content, stood in for).
+    let mounted =
+        std::env::temp_dir().join(format!("switchyard-deploy-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&mounted).unwrap();
+    for name in [
+        "486a1f-splunk-hec-token",
+        "486a1f-datadog-api-key",
+        "77be02-splunk-hec-token",
+    ] {
+        std::fs::write(mounted.join(name), "secret").unwrap();
+    }
+    let copied = mounted.join("tenants");
+    std::fs::create_dir_all(&copied).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("/etc/switchyard-tenant-secrets", mounted.to_str().unwrap());
+        std::fs::write(copied.join(path.file_name().unwrap()), text).unwrap();
+    }
+    let text = format!(
+        "{}\n[tenants]\ndirectory = \"{}\"\n",
+        include_str!("../../../../connectors.toml"),
+        copied.display()
+    );
+    let s = load(&text);
+    let _ = std::fs::remove_dir_all(&mounted);
+    let s = s.unwrap();
+    assert_eq!(s.tenants.by_customer.len(), 2);
+    let acme = &s.tenants.by_customer["486a1f"];
+    assert!(
+        acme.connectors
+            .iter()
+            .any(|c| c.id == "dz-connector-newrelic" && !c.enabled)
+    );
 }
