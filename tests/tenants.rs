@@ -170,6 +170,18 @@ fn connector_id(short: &str) -> &'static str {
     if short == "hec" { SPLUNK } else { DD }
 }
 
+/// A broker with the test topic on two partitions, an empty tenant directory, and the fakes
+/// `names` (always with the two default ones).
+async fn rig(test: &str, names: &[&str]) -> (Harness, TenantDir, Fakes) {
+    let h = Harness::new(2).await;
+    let dir = TenantDir::new(test);
+    let mut fakes = Fakes::default();
+    for name in ["default-hec", "default-dd"].iter().chain(names) {
+        fakes.add(name).await;
+    }
+    (h, dir, fakes)
+}
+
 /// `connectors.toml` for a tenant directory: both connectors, pointed at the default fakes.
 fn config(h: &Harness, group: &str, fakes: &Fakes, dir: &Path, extra: &str) -> String {
     format!(
@@ -186,7 +198,7 @@ revoke_drain_timeout_secs = 5
 [tenants]
 directory = "{dir}"
 unknown = "${{UNKNOWN_POLICY}}"
-metrics_label_limit = 2
+metrics_label_limit = 3
 
 [connectors.{SPLUNK}]
 kind = "splunk_hec"
@@ -403,11 +415,7 @@ async fn no_customers_event_ever_reaches_another_customers_endpoint_or_credentia
 
 async fn leakage_case(seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let h = Harness::new(2).await;
-    let dir = TenantDir::new(&format!("leak-{seed}"));
-    let mut fakes = Fakes::default();
-    fakes.add("default-hec").await;
-    fakes.add("default-dd").await;
+    let (h, dir, mut fakes) = rig(&format!("leak-{seed}"), &[]).await;
     let tenants: Vec<String> = (0..rng.usize(2..=4)).map(|i| format!("cust-{i}")).collect();
     // Customers that never have a file, besides the events with no customer at all.
     let mut customers = tenants.clone();
@@ -469,12 +477,7 @@ async fn leakage_case(seed: u64) {
 /// the end. When it answers again, its parked events are drained to it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_customers_outage_touches_only_that_customers_instance() {
-    let h = Harness::new(2).await;
-    let dir = TenantDir::new("outage");
-    let mut fakes = Fakes::default();
-    for name in ["default-hec", "default-dd", "down-hec", "up-hec"] {
-        fakes.add(name).await;
-    }
+    let (h, dir, fakes) = rig("outage", &["down-hec", "up-hec", "refusing-hec"]).await;
     let version = Version {
         reject_unknown: false,
         own: BTreeMap::from([
@@ -489,6 +492,14 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
         ]),
     };
     write_version(&dir, &version, &fakes, &[]);
+    // A customer whose file names a token its HEC does not accept: its events are refused.
+    dir.write(
+        "refusing",
+        &format!(
+            "[connectors.{SPLUNK}]\nendpoint = \"{}\"\ntoken = \"${{SECRET_WRONG}}\"\n",
+            fakes.url("refusing-hec")
+        ),
+    );
     let parking = "g-tenant-outage-parked";
     h.broker.create_topic(parking, 2).unwrap();
     let extra = format!("[parking]\ntopic = \"{parking}\"");
@@ -502,7 +513,7 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
     let pipeline = Pipeline::start(&settings).await.unwrap();
 
     let mut rng = fastrand::Rng::with_seed(7);
-    let customers = ["down".to_string(), "up".to_string(), "other".to_string()];
+    let customers = ["down", "up", "refusing", "other"].map(String::from);
     let batch: Vec<_> = events(&mut rng, "outage", 600, &customers)
         .into_iter()
         .map(|mut e| {
@@ -515,7 +526,13 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
         })
         .collect();
     let mut expected = Expected::new();
-    expect(&mut expected, &version, &batch);
+    // The refused customer's file is not part of `version`: its events are expected nowhere.
+    let accepted: Vec<_> = batch
+        .iter()
+        .filter(|e| e.customer.as_deref() != Some("refusing"))
+        .cloned()
+        .collect();
+    expect(&mut expected, &version, &accepted);
     let mut ends = [0i64; 2];
     produce(&h, &batch, &mut ends);
 
@@ -530,6 +547,21 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
         assert_eq!(got, expected[fake], "{fake}");
     }
     assert!(received["down-hec"].is_empty());
+    // The refused customer's events are finished as refusals, and only theirs.
+    let refusing = batch
+        .iter()
+        .filter(|e| e.customer.as_deref() == Some("refusing"))
+        .count() as u64;
+    assert!(refusing > 0);
+    assert!(received["refusing-hec"].is_empty());
+    assert_eq!(
+        pipeline
+            .connector_stats(SPLUNK)
+            .unwrap()
+            .snapshot()
+            .rejected,
+        refusing
+    );
     assert_eq!(
         pipeline.instance_state(SPLUNK, Some("down")),
         Some(State::Detached)
@@ -539,8 +571,7 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
         pipeline.instance_state(SPLUNK, Some("up")),
         Some(State::Flowing)
     );
-    // Visible per customer (the label limit is 2: "down" and "up" both have series), and
-    // nothing of the customers past it beyond one series.
+    // Visible per customer (the label limit is 3: each customer with a file has series).
     switchyard::admin::prometheus();
     let (addr, _server) =
         switchyard::admin::serve("127.0.0.1:0".parse().unwrap(), pipeline.monitor())
@@ -554,7 +585,7 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
         format!(
             "switchyard_customer_instance_state{{connector=\"{SPLUNK}\",customer=\"up\",state=\"flowing\"}} 1"
         ),
-        format!("switchyard_customer_instances{{connector=\"{SPLUNK}\"}} 2"),
+        format!("switchyard_customer_instances{{connector=\"{SPLUNK}\"}} 3"),
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -589,18 +620,7 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
 /// customer's reach only its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_mid_stream_loses_and_duplicates_nothing() {
-    let h = Harness::new(2).await;
-    let dir = TenantDir::new("midstream");
-    let mut fakes = Fakes::default();
-    for name in [
-        "default-hec",
-        "default-dd",
-        "a-old-hec",
-        "a-new-hec",
-        "b-hec",
-    ] {
-        fakes.add(name).await;
-    }
+    let (h, dir, fakes) = rig("midstream", &["a-old-hec", "a-new-hec", "b-hec"]).await;
     let version = |a: &str| Version {
         reject_unknown: true,
         own: BTreeMap::from([
@@ -674,6 +694,39 @@ async fn a_reload_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(b, of("b"));
     assert_eq!(received["b-hec"].len(), b.len());
     assert!(received["default-hec"].is_empty());
+
+    // Pointing [tenants] at another (empty) directory needs a restart: until then nothing
+    // changes, and a's events still reach a's endpoint, never the connector's own.
+    let elsewhere = TenantDir::new("midstream-elsewhere");
+    let moved = config(&h, group, &fakes, elsewhere.path(), "");
+    let moved = Settings::from_toml(&moved, &lookup_for(true), false).unwrap();
+    let reloaded = pipeline.reload(&moved);
+    assert_eq!(reloaded.replaced, 0);
+    assert!(
+        reloaded
+            .need_restart
+            .iter()
+            .any(|s| s.starts_with("tenants.directory")),
+        "{reloaded:?}"
+    );
+    let late: Vec<_> = batch
+        .iter()
+        .filter(|e| e.customer.as_deref() == Some("a"))
+        .take(20)
+        .cloned()
+        .collect();
+    produce(&h, &late, &mut ends);
+    assert!(
+        committed_to(&pipeline, ends),
+        "{:?}",
+        pipeline.source_status()
+    );
+    let before = received["a-new-hec"].len() as u64;
+    assert_eq!(
+        fakes.hec["a-new-hec"].received_count(),
+        before + late.len() as u64
+    );
+    assert!(fakes.hec["default-hec"].received().is_empty());
     pipeline.shutdown().await;
 }
 
@@ -681,12 +734,7 @@ async fn a_reload_mid_stream_loses_and_duplicates_nothing() {
 /// whole, naming the file and the key, the running version stays, and the failure is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_tenant_file_applies_live_and_a_broken_one_is_refused() {
-    let h = Harness::new(2).await;
-    let dir = TenantDir::new("watch");
-    let mut fakes = Fakes::default();
-    for name in ["default-hec", "default-dd", "a-old-hec", "a-new-hec"] {
-        fakes.add(name).await;
-    }
+    let (h, dir, fakes) = rig("watch", &["a-old-hec", "a-new-hec"]).await;
     let version = |a: &str| Version {
         reject_unknown: false,
         own: BTreeMap::from([(

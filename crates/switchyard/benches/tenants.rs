@@ -123,10 +123,7 @@ async fn dispatcher(settings: &Settings) -> (Dispatcher, Vec<Tenanted>, Arc<Acke
         let index = ConnectorIndex(i as u8);
         if tenants {
             let t = Tenanted::start(c, settings, index, kit.clone());
-            reach.push(Some(Reach::PerCustomer {
-                connector: t.connector.clone(),
-                refusals: t.refusals.clone(),
-            }));
+            reach.push(Some(t.reach()));
             tenanted.push(t);
         } else {
             let wiring = Wiring {

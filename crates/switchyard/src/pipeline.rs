@@ -462,7 +462,7 @@ impl Pipeline {
     }
 
     /// Applies `new` settings live, as far as they can be (the README lists which keys need
-    /// a restart). Every instance, the connector's own and each customer's, whose settings
+    /// a restart; a changed tenant directory applies nothing until then). Every instance, the connector's own and each customer's, whose settings
     /// changed is replaced: its in-flight deliveries finish on it, and the next event starts
     /// the new one. Only with `[tenants]`: without it each connector keeps its one instance
     /// on the fast path, and a change to it needs a restart.
@@ -475,6 +475,11 @@ impl Pipeline {
             replaced: 0,
             need_restart: needs_restart(&current, new),
         };
+        // Tenants read from another directory, or from none, would send customers' events
+        // to the connector's own instance until the restart: nothing is applied.
+        if current.tenants.directory != new.tenants.directory {
+            return reloaded;
+        }
         let flows = std::iter::once(&self.main).chain(&self.drains);
         for t in flows.flat_map(|f| &f.tenanted) {
             let id = t.connector.id();
@@ -717,10 +722,7 @@ impl Flow {
                 })?;
             if tenants {
                 let t = Tenanted::start(c, settings, index, kit.clone());
-                reach.push(Some(Reach::PerCustomer {
-                    connector: t.connector.clone(),
-                    refusals: t.refusals.clone(),
-                }));
+                reach.push(Some(t.reach()));
                 tenanted.push(t);
             } else if c.enabled {
                 let wiring = Wiring {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use switchyard_core::stats::Health;
 use switchyard_core::{
     Acker, ConnectorHandle, ConnectorIndex, ConnectorStats, DeadLetters, Fallback, Instance,
-    Instances, Isolation, PerCustomer, Refusals, Role, Start, TimingRecorder, Wiring,
+    Instances, Isolation, PerCustomer, Reach, Refusals, Role, Start, TimingRecorder, Wiring,
 };
 use switchyard_http::ClientOptions;
 
@@ -72,6 +72,14 @@ impl Tenanted {
         };
         this.connector.replace(this.instances(c, settings));
         this
+    }
+
+    /// How the dispatcher reaches this connector.
+    pub fn reach(&self) -> Reach {
+        Reach::PerCustomer {
+            connector: self.connector.clone(),
+            refusals: self.refusals.clone(),
+        }
     }
 
     /// Applies a new version of the settings; returns how many running instances it closed.
