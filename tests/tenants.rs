@@ -289,6 +289,15 @@ fn events(rng: &mut fastrand::Rng, run: &str, n: usize, customers: &[String]) ->
         .collect()
 }
 
+/// `e`, naming HEC alone.
+fn to_hec_only(mut e: TestEvent) -> TestEvent {
+    e.list = vec!["hec"];
+    let mut v: Value = serde_json::from_slice(&e.bytes).unwrap();
+    v["connector_list"] = SPLUNK.into();
+    e.bytes = serde_json::to_vec(&v).unwrap();
+    e
+}
+
 /// A random version of the tenants over `customers`: each names each connector with a
 /// probability, pointing it at a fake of its own or turning it off.
 async fn random_version(
@@ -516,14 +525,8 @@ async fn one_customers_outage_touches_only_that_customers_instance() {
     let customers = ["down", "up", "refusing", "other"].map(String::from);
     let batch: Vec<_> = events(&mut rng, "outage", 600, &customers)
         .into_iter()
-        .map(|mut e| {
-            // Every event to HEC, so that each customer's share is known.
-            e.list = vec!["hec"];
-            let mut v: Value = serde_json::from_slice(&e.bytes).unwrap();
-            v["connector_list"] = SPLUNK.into();
-            e.bytes = serde_json::to_vec(&v).unwrap();
-            e
-        })
+        // Every event to HEC, so that each customer's share is known.
+        .map(to_hec_only)
         .collect();
     let mut expected = Expected::new();
     // The refused customer's file is not part of `version`: its events are expected nowhere.
@@ -646,13 +649,7 @@ async fn a_reload_mid_stream_loses_and_duplicates_nothing() {
     let batch: Vec<_> = events(&mut rng, "mid", 1200, &customers)
         .into_iter()
         .filter(|e| e.customer.is_some())
-        .map(|mut e| {
-            e.list = vec!["hec"];
-            let mut v: Value = serde_json::from_slice(&e.bytes).unwrap();
-            v["connector_list"] = SPLUNK.into();
-            e.bytes = serde_json::to_vec(&v).unwrap();
-            e
-        })
+        .map(to_hec_only)
         .collect();
     let mut ends = [0i64; 2];
     let (front, back) = batch.split_at(batch.len() / 2);

@@ -128,7 +128,11 @@ impl PerCustomer {
 
     /// Where `event` goes for this connector, under the instances as they are now.
     pub fn resolve(&self, event: &Event) -> Resolved {
-        let instances = self.current();
+        // Read in place: a reload waits for this lookup, and no reference count moves.
+        let instances = self
+            .instances
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let code = event.customer_code();
         let (key, instance) = match code.and_then(|c| instances.by_customer.get_key_value(c)) {
             Some((code, Some(own))) => (Some(code.clone()), own),

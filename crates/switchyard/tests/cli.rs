@@ -556,3 +556,53 @@ fn run_reloads_on_sighup_and_on_a_changed_tenant_file() {
     let log = wait_for(&|l| l["message"] == "settings reloaded");
     assert_eq!(log["trigger"], "FileChanged", "{log}");
 }
+
+/// `make run`'s demo: three customers have destinations of their own, and the third's
+/// credential is refused, so its stand-ins receive nothing while the others' receive their
+/// customers' events, and the demo still stops cleanly.
+#[test]
+fn the_demo_runs_three_customers_one_with_a_broken_credential() {
+    let out = {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "demo",
+            "--config",
+            &repo_config(),
+            "--rate",
+            "500",
+            "--duration-secs",
+            "8",
+        ])
+        .env("SWITCHYARD_LOG_FORMAT", "plain")
+        .env("SWITCHYARD__ADMIN__BIND", "127.0.0.1:0");
+        for (k, _) in REPO_ENV {
+            cmd.env_remove(k);
+        }
+        cmd.output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let received = |line_start: &str| -> u64 {
+        stderr
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(line_start)?
+                    .strip_suffix(" events")?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no line {line_start:?} in:\n{stderr}"))
+    };
+    let splunk = "stand-in for dz-connector-splunk";
+    assert!(received(&format!("{splunk} received ")) > 0);
+    for customer in ["486a1f", "77be02"] {
+        assert!(received(&format!("{splunk} of customer {customer} received ")) > 0);
+    }
+    assert_eq!(
+        received(&format!(
+            "{splunk} of customer c0ffee (broken credential) received "
+        )),
+        0
+    );
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+}
