@@ -117,10 +117,16 @@ async fn with_the_eager_assignor_every_partition_is_revoked_and_reassigned() {
         .options
         .insert("partition.assignment.strategy".into(), "range".into());
     let first = second_member_joins(&h, &settings).await;
-    assert_eq!(first.partitions_revoked, PARTITIONS as u64, "{first:?}");
+    // Every partition, the kept ones included, was revoked at least once. On a loaded
+    // machine a slow rejoin can cost the eager group another round, which again revokes
+    // all the member holds; the cooperative test above allows none.
+    assert!(
+        first.partitions_revoked >= PARTITIONS as u64,
+        "the kept partitions were not revoked: {first:?}"
+    );
     assert_eq!(
         first.partitions_assigned,
-        PARTITIONS as u64 + first.assigned as u64,
-        "{first:?}"
+        first.partitions_revoked + first.assigned as u64,
+        "each revoked partition was assigned back or moved: {first:?}"
     );
 }
