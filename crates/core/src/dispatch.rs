@@ -4,6 +4,7 @@ use crate::dead_letter::{DeadLetters, Letter, Refusals};
 use crate::engine::ConnectorHandle;
 use crate::event::{Envelope, Event, Malformed, Origin};
 use crate::offsets::Acker;
+use crate::record::{self, Limits, Member, Record};
 use crate::route::{ConnectorIndex, Router, TargetSet};
 use crate::stats::{ConnectorStats, SourceStats};
 use crate::tenancy::{PerCustomer, Resolved};
@@ -19,6 +20,9 @@ pub enum Accepted {
     Routed(TargetSet),
     /// Not an event; logged, counted, and its offset finished.
     Malformed(Malformed),
+    /// An array record: its events queued (each to its own connectors), and its malformed
+    /// members logged, counted and dead-lettered alone.
+    Array { events: usize, malformed: usize },
     /// This offset was already registered (a redelivery within one assignment): skipped.
     Duplicate,
 }
@@ -59,7 +63,7 @@ pub struct Dispatcher {
     connectors: Vec<Option<Reach>>,
     acker: Arc<Acker>,
     stats: Arc<SourceStats>,
-    max_event_bytes: usize,
+    limits: Limits,
     dead_letters: Option<Arc<dyn DeadLetters>>,
 }
 
@@ -69,7 +73,7 @@ impl Dispatcher {
         connectors: Vec<Option<Reach>>,
         acker: Arc<Acker>,
         stats: Arc<SourceStats>,
-        max_event_bytes: usize,
+        limits: Limits,
         dead_letters: Option<Arc<dyn DeadLetters>>,
     ) -> Self {
         Dispatcher {
@@ -77,7 +81,7 @@ impl Dispatcher {
             connectors,
             acker,
             stats,
-            max_event_bytes,
+            limits,
             dead_letters,
         }
     }
@@ -93,25 +97,32 @@ impl Dispatcher {
     /// Takes one record: its value, and its key and headers if it had any.
     pub fn accept(&self, raw: Bytes, envelope: Option<Arc<Envelope>>, origin: Origin) -> Accepted {
         self.stats.consumed.fetch_add(1, Relaxed);
-        let (partition, offset) = (origin.partition, origin.offset);
         // Second handles (reference counts) for the dead-letter topic.
         let kept = (raw.clone(), envelope.clone());
-        let event = match Event::parse_record(raw, envelope, origin.clone(), self.max_event_bytes) {
-            Ok(e) => e,
+        match record::parse(raw, envelope, origin.clone(), self.limits) {
+            Ok(Record::One(event)) => self.accept_event(event),
+            Ok(Record::Array(members)) => self.accept_members(members, kept, &origin),
             Err(bad) => {
-                self.stats.count_malformed(bad.reason);
-                tracing::warn!(
-                    topic = %origin.topic,
-                    partition = origin.kafka_partition,
-                    offset,
-                    reason = bad.reason.as_str(),
-                    detail = %bad.detail,
-                    "malformed record skipped"
-                );
-                self.dead_letter_malformed(kept, origin, &bad);
-                return Accepted::Malformed(bad);
+                self.note_malformed(&origin, &bad);
+                let (partition, offset) = (origin.partition, origin.offset);
+                let target = self.malformed_target();
+                if self
+                    .acker
+                    .lock()
+                    .register(partition, offset, target)
+                    .is_ok()
+                {
+                    self.dead_letter_malformed(kept, origin, &bad);
+                }
+                Accepted::Malformed(bad)
             }
-        };
+        }
+    }
+
+    /// A record that is one event: the common case.
+    fn accept_event(&self, event: Event) -> Accepted {
+        let origin = event.origin();
+        let (partition, offset) = (origin.partition, origin.offset);
         let (targets, resolved) = self.resolve(&event);
         let bytes = event.raw().len();
         if let Err(e) = self
@@ -122,6 +133,69 @@ impl Dispatcher {
             tracing::debug!(partition = origin.kafka_partition, offset, error = %e, "record not tracked");
             return Accepted::Duplicate;
         }
+        self.fan_out(&event, targets, &resolved);
+        Accepted::Routed(targets)
+    }
+
+    /// An array record: every member is resolved first, so that the record is registered
+    /// once with what each member owes, before any member can finish.
+    fn accept_members(
+        &self,
+        members: Vec<Member>,
+        (raw, envelope): (Bytes, Option<Arc<Envelope>>),
+        origin: &Origin,
+    ) -> Accepted {
+        self.stats.array_records.fetch_add(1, Relaxed);
+        self.stats
+            .array_members
+            .fetch_add(members.len() as u64, Relaxed);
+        let mut owed = Vec::with_capacity(members.len());
+        let mut routed = Vec::with_capacity(members.len());
+        for member in members {
+            match member {
+                Ok(event) => {
+                    let (targets, resolved) = self.resolve(&event);
+                    owed.push(targets);
+                    routed.push(Ok((event, targets, resolved)));
+                }
+                Err(bad) => {
+                    self.note_malformed(&bad.origin, &bad.malformed);
+                    owed.push(self.malformed_target());
+                    routed.push(Err(bad));
+                }
+            }
+        }
+        let (partition, offset) = (origin.partition, origin.offset);
+        if let Err(e) = self
+            .acker
+            .lock()
+            .register_members(partition, offset, owed, raw.len())
+        {
+            tracing::debug!(partition = origin.kafka_partition, offset, error = %e, "record not tracked");
+            return Accepted::Duplicate;
+        }
+        let (mut events, mut malformed) = (0, 0);
+        for member in routed {
+            match member {
+                Ok((event, targets, resolved)) => {
+                    events += 1;
+                    self.fan_out(&event, targets, &resolved);
+                }
+                Err(bad) => {
+                    malformed += 1;
+                    self.dead_letter_malformed(
+                        (bad.raw, envelope.clone()),
+                        bad.origin,
+                        &bad.malformed,
+                    );
+                }
+            }
+        }
+        Accepted::Array { events, malformed }
+    }
+
+    /// Hands `event` to each connector of `targets`, whose offset (or member) is registered.
+    fn fan_out(&self, event: &Event, targets: TargetSet, resolved: &[(ConnectorIndex, Resolved)]) {
         if targets.is_empty() {
             self.stats.unrouted.fetch_add(1, Relaxed);
         }
@@ -145,10 +219,32 @@ impl Dispatcher {
             if !sent {
                 // Left unfinished on purpose: its offset is never committed, so it is
                 // redelivered after a restart rather than lost.
-                tracing::error!(connector = %self.router.routes()[i.0 as usize].id, offset, "connector worker is not running; event left uncommitted");
+                tracing::error!(connector = %self.router.routes()[i.0 as usize].id, offset = event.origin().offset, "connector worker is not running; event left uncommitted");
             }
         }
-        Accepted::Routed(targets)
+    }
+
+    fn note_malformed(&self, origin: &Origin, bad: &Malformed) {
+        self.stats.count_malformed(bad.reason);
+        tracing::warn!(
+            topic = %origin.topic,
+            partition = origin.kafka_partition,
+            offset = origin.offset,
+            member = origin.member,
+            reason = bad.reason.as_str(),
+            detail = %bad.detail,
+            "malformed record skipped"
+        );
+    }
+
+    /// What a malformed record (or member) owes: its dead letter, or nothing without a
+    /// dead-letter topic.
+    fn malformed_target(&self) -> TargetSet {
+        let mut target = TargetSet::default();
+        if self.dead_letters.is_some() {
+            target.insert(TargetSet::DEAD_LETTER);
+        }
+        target
     }
 
     /// The connectors `event` goes to, and for those with per-customer instances, which
@@ -180,33 +276,18 @@ impl Dispatcher {
             .register(origin.partition, origin.offset, TargetSet::default());
     }
 
-    /// Without a dead-letter topic the record finishes at once; with one, when its letter is
-    /// written.
+    /// Writes the letter of a malformed record (or member) whose offset is registered as
+    /// owing it ([`Dispatcher::malformed_target`]); it finishes once the letter is stored.
     fn dead_letter_malformed(
         &self,
         (raw, envelope): (Bytes, Option<Arc<Envelope>>),
         origin: Origin,
         bad: &Malformed,
     ) {
-        let (partition, offset) = (origin.partition, origin.offset);
         let Some(dlq) = &self.dead_letters else {
-            // Finished with no targets: the watermark moves past it in order.
-            let _ = self
-                .acker
-                .lock()
-                .register(partition, offset, TargetSet::default());
             return;
         };
-        let mut target = TargetSet::default();
-        target.insert(TargetSet::DEAD_LETTER);
-        if self
-            .acker
-            .lock()
-            .register(partition, offset, target)
-            .is_err()
-        {
-            return;
-        }
+        let done_origin = origin.clone();
         let letter = Letter {
             raw,
             envelope,
@@ -222,7 +303,7 @@ impl Dispatcher {
             letter,
             Box::new(move || {
                 stats.malformed_dead_lettered.fetch_add(1, Relaxed);
-                acker.complete_offset(TargetSet::DEAD_LETTER, partition, offset);
+                acker.complete_origin(TargetSet::DEAD_LETTER, &done_origin);
             }),
         );
     }

@@ -21,6 +21,9 @@ pub struct Origin {
     pub topic: Arc<str>,
     pub kafka_partition: i32,
     pub offset: i64,
+    /// Which event of an array record, from 0 (see [`crate::record`]); None when the record
+    /// was one event object.
+    pub member: Option<u32>,
 }
 
 /// What the producer sent with the value: its key and headers, kept as they were so that a
@@ -47,16 +50,19 @@ pub enum MalformedReason {
     MissingTimestamp,
     InvalidField,
     Oversize,
+    /// An array record with more members than `router.max_array_members`.
+    TooManyMembers,
 }
 
 impl MalformedReason {
-    pub const ALL: [MalformedReason; 6] = [
+    pub const ALL: [MalformedReason; 7] = [
         Self::Empty,
         Self::NotJson,
         Self::NotObject,
         Self::MissingTimestamp,
         Self::InvalidField,
         Self::Oversize,
+        Self::TooManyMembers,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +73,7 @@ impl MalformedReason {
             Self::MissingTimestamp => "missing_timestamp",
             Self::InvalidField => "invalid_field",
             Self::Oversize => "oversize",
+            Self::TooManyMembers => "too_many_members",
         }
     }
 }
@@ -482,9 +489,8 @@ fn not_an_object(raw: &[u8]) -> Malformed {
         return not_json(e);
     }
     let what = match first_byte(raw) {
-        Some(b'[') => {
-            "a JSON array, not an event object (records holding an array of events are not unpacked)"
-        }
+        // A record that is an array is unpacked before this scan: this is a nested one.
+        Some(b'[') => "a JSON array, not an event object (arrays of events do not nest)",
         Some(b'"') => "a JSON string, not an event object",
         Some(b'n') => "JSON null, not an event object",
         Some(b't' | b'f') => "a JSON boolean, not an event object",
@@ -545,6 +551,7 @@ pub(crate) mod tests {
             topic: Arc::from("qoe"),
             kafka_partition: 0,
             offset,
+            member: None,
         }
     }
 
@@ -677,7 +684,7 @@ pub(crate) mod tests {
     fn bad_input_is_described_in_plain_words() {
         assert_eq!(
             detail("[1,2,3]"),
-            "the record is a JSON array, not an event object (records holding an array of events are not unpacked)"
+            "the record is a JSON array, not an event object (arrays of events do not nest)"
         );
         assert_eq!(
             detail("null"),

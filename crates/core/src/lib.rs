@@ -20,6 +20,7 @@ pub mod isolation;
 pub mod log;
 pub mod offsets;
 pub mod rate;
+pub mod record;
 pub mod retry;
 pub mod route;
 pub mod secret;

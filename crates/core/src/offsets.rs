@@ -9,7 +9,7 @@
 //! which partitions are still owned: the delivery engines drop the events of a revoked
 //! partition rather than deliver them for a member that no longer owns it.
 
-use crate::event::{Event, PartitionId};
+use crate::event::{Event, Origin, PartitionId};
 use crate::route::{ConnectorIndex, TargetSet};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -19,9 +19,56 @@ use tokio::sync::watch;
 #[derive(Debug)]
 struct Entry {
     offset: i64,
-    pending: TargetSet,
+    pending: Owed,
     /// Payload bytes, released when the last connector finishes it.
     bytes: usize,
+}
+
+/// Who still owes an offset something.
+#[derive(Debug)]
+enum Owed {
+    /// A record that is one event: the connectors that still owe it.
+    Event(TargetSet),
+    /// An array record: per member, the connectors that still owe it, and how many members
+    /// are not finished. The offset is finished when every member is.
+    Members { owed: Box<[TargetSet]>, left: u32 },
+}
+
+impl Owed {
+    fn members(owed: Vec<TargetSet>) -> Self {
+        let left = owed.iter().filter(|t| !t.is_empty()).count() as u32;
+        Owed::Members {
+            owed: owed.into_boxed_slice(),
+            left,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        match self {
+            Owed::Event(t) => t.is_empty(),
+            Owed::Members { left, .. } => *left == 0,
+        }
+    }
+
+    /// Clears `connector` for `member` (None: the record's one event). True when that
+    /// finished the record. A second clear, or a member the record does not have, changes
+    /// nothing.
+    fn clear(&mut self, member: Option<u32>, connector: ConnectorIndex) -> bool {
+        match (self, member) {
+            (Owed::Event(t), None) => t.remove(connector) && t.is_empty(),
+            (Owed::Members { owed, left }, Some(m)) => {
+                let Some(t) = owed.get_mut(m as usize) else {
+                    return false;
+                };
+                if !(t.remove(connector) && t.is_empty()) {
+                    return false;
+                }
+                *left -= 1;
+                *left == 0
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +143,29 @@ impl OffsetTracker {
         targets: TargetSet,
         bytes: usize,
     ) -> Result<(), RegisterError> {
+        self.register_owed(p, offset, Owed::Event(targets), bytes)
+    }
+
+    /// Tracks an array record's `offset` until every member is finished at every connector
+    /// of its own set (`members[i]` for member `i`; an empty set is finished already). Its
+    /// `bytes` count once, for the whole record.
+    pub fn register_members(
+        &mut self,
+        p: PartitionId,
+        offset: i64,
+        members: Vec<TargetSet>,
+        bytes: usize,
+    ) -> Result<(), RegisterError> {
+        self.register_owed(p, offset, Owed::members(members), bytes)
+    }
+
+    fn register_owed(
+        &mut self,
+        p: PartitionId,
+        offset: i64,
+        pending: Owed,
+        bytes: usize,
+    ) -> Result<(), RegisterError> {
         let t = self
             .partitions
             .get_mut(&p)
@@ -108,13 +178,14 @@ impl OffsetTracker {
         if let Some(last) = last.filter(|l| offset <= *l) {
             return Err(RegisterError::NotAscending { offset, last });
         }
-        if targets.is_empty() && t.entries.is_empty() {
+        let done = pending.is_done();
+        if done && t.entries.is_empty() {
             // Nothing ahead of it: finished on arrival.
             t.watermark = Some(offset + 1);
             return Ok(());
         }
-        let bytes = if targets.is_empty() { 0 } else { bytes };
-        if !targets.is_empty() {
+        let bytes = if done { 0 } else { bytes };
+        if !done {
             t.unfinished += 1;
             t.unfinished_bytes += bytes;
             self.total_unfinished += 1;
@@ -122,7 +193,7 @@ impl OffsetTracker {
         }
         t.entries.push_back(Entry {
             offset,
-            pending: targets,
+            pending,
             bytes,
         });
         Ok(())
@@ -131,6 +202,18 @@ impl OffsetTracker {
     /// Records that `connector` is done with `offset`. Unknown offsets (a revoked assignment,
     /// a second acknowledgement) are ignored.
     pub fn complete(&mut self, p: PartitionId, offset: i64, connector: ConnectorIndex) {
+        self.complete_member(p, offset, None, connector);
+    }
+
+    /// [`OffsetTracker::complete`] for one member of an array record (None: a record that is
+    /// one event).
+    pub fn complete_member(
+        &mut self,
+        p: PartitionId,
+        offset: i64,
+        member: Option<u32>,
+        connector: ConnectorIndex,
+    ) {
         let Some(t) = self.partitions.get_mut(&p) else {
             return;
         };
@@ -138,13 +221,13 @@ impl OffsetTracker {
             return;
         };
         let e = &mut t.entries[i];
-        if e.pending.remove(connector) && e.pending.is_empty() {
+        if e.pending.clear(member, connector) {
             t.unfinished -= 1;
             t.unfinished_bytes -= e.bytes;
             self.total_unfinished -= 1;
             self.total_unfinished_bytes -= e.bytes;
         }
-        while t.entries.front().is_some_and(|e| e.pending.is_empty()) {
+        while t.entries.front().is_some_and(|e| e.pending.is_done()) {
             let done = t.entries.pop_front().map(|e| e.offset);
             t.watermark = done.map(|o| o + 1);
         }
@@ -267,16 +350,17 @@ impl Acker {
             let mut t = self.lock();
             for e in events {
                 let o = e.origin();
-                t.complete(o.partition, o.offset, connector);
+                t.complete_member(o.partition, o.offset, o.member, connector);
             }
         }
         self.changed.notify_all();
     }
 
-    /// Marks one offset finished at `connector` (for work that has no `Event`, such as a
-    /// malformed record's dead-letter write).
-    pub fn complete_offset(&self, connector: ConnectorIndex, partition: PartitionId, offset: i64) {
-        self.lock().complete(partition, offset, connector);
+    /// Marks one record, or one member of an array record, finished at `connector` (for
+    /// work that has no `Event`, such as a malformed record's dead-letter write).
+    pub fn complete_origin(&self, connector: ConnectorIndex, origin: &Origin) {
+        self.lock()
+            .complete_member(origin.partition, origin.offset, origin.member, connector);
         self.changed.notify_all();
     }
 
@@ -464,6 +548,47 @@ mod tests {
             t.register(P, 0, set(&[HEC])),
             Err(RegisterError::NotAscending { offset: 0, last: 0 })
         );
+    }
+
+    #[test]
+    fn an_array_record_finishes_when_every_member_is_finished_everywhere() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        // Member 0 to hec and dd, member 1 nowhere (filtered out), member 2 to dd.
+        let members = vec![set(&[HEC, DD]), set(&[]), set(&[DD])];
+        t.register_members(P, 0, members, 900).unwrap();
+        t.register(P, 1, set(&[HEC])).unwrap();
+        t.complete(P, 1, HEC);
+        t.complete_member(P, 0, Some(0), HEC);
+        t.complete_member(P, 0, Some(0), DD);
+        t.complete_member(P, 0, Some(0), DD);
+        assert_eq!(t.watermark(P), None, "member 2 still owed to dd");
+        assert_eq!(t.unfinished_bytes(), 900, "the record's bytes count once");
+        t.complete(P, 0, DD);
+        t.complete_member(P, 0, Some(7), DD);
+        assert_eq!(
+            t.watermark(P),
+            None,
+            "no such member, nor a whole-record ack"
+        );
+        t.complete_member(P, 0, Some(2), DD);
+        assert_eq!(t.watermark(P), Some(2));
+        assert_eq!((t.total_unfinished(), t.unfinished_bytes()), (0, 0));
+    }
+
+    #[test]
+    fn an_array_record_with_nothing_owed_finishes_on_arrival_in_turn() {
+        let mut t = OffsetTracker::default();
+        t.assign(P);
+        t.register_members(P, 0, vec![], 10).unwrap();
+        assert_eq!(t.watermark(P), Some(1), "an empty array");
+        t.register(P, 1, set(&[HEC])).unwrap();
+        t.register_members(P, 2, vec![set(&[]), set(&[])], 10)
+            .unwrap();
+        assert_eq!(t.watermark(P), Some(1));
+        assert_eq!(t.unfinished_bytes(), 0);
+        t.complete(P, 1, HEC);
+        assert_eq!(t.watermark(P), Some(3));
     }
 
     #[test]

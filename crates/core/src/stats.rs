@@ -153,6 +153,10 @@ pub struct SourceStats {
     pub consumed: AtomicU64,
     /// Parsed events that no enabled connector takes.
     pub unrouted: AtomicU64,
+    /// Records that were a JSON array of events (counted in `consumed` once each).
+    pub array_records: AtomicU64,
+    /// The members of those arrays, malformed ones included.
+    pub array_members: AtomicU64,
     malformed: [AtomicU64; MalformedReason::ALL.len()],
     pub paused_partitions: AtomicU64,
     /// Times a partition was paused for backpressure.

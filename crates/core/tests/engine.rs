@@ -207,6 +207,7 @@ fn event(offset: i64, pad: usize) -> Event {
         topic: "qoe".into(),
         kafka_partition: 0,
         offset,
+        member: None,
     };
     let raw = format!(
         r#"{{"event":{{"timestamp":{offset}}},"event_id":"e-{offset}","pad":"{}"}}"#,

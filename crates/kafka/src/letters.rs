@@ -26,6 +26,9 @@ pub mod headers {
     pub const SOURCE_TOPIC: &str = "switchyard.source_topic";
     pub const SOURCE_PARTITION: &str = "switchyard.source_partition";
     pub const SOURCE_OFFSET: &str = "switchyard.source_offset";
+    /// Which event of an array record the letter holds, from 0; absent when the record was
+    /// one event. The letter's value is that event alone.
+    pub const SOURCE_MEMBER: &str = "switchyard.source_member";
     pub const TIME: &str = "switchyard.time";
     /// When the first attempt to deliver it began (epoch ms); absent if it was never sent.
     pub const FIRST_ATTEMPT_TIME: &str = "switchyard.first_attempt_time";
@@ -123,9 +126,14 @@ fn ours(l: &Letter, headers: OwnedHeaders) -> OwnedHeaders {
     ];
     let first = (l.first_attempt_ms > 0)
         .then(|| (headers::FIRST_ATTEMPT_TIME, l.first_attempt_ms.to_string()));
+    let member = l
+        .origin
+        .member
+        .map(|m| (headers::SOURCE_MEMBER, m.to_string()));
     pairs
         .iter()
         .chain(first.iter())
+        .chain(member.iter())
         .fold(headers, |h, (key, value)| {
             h.insert(Header {
                 key,

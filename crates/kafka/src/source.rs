@@ -329,6 +329,7 @@ impl Worker {
             topic,
             kafka_partition: partition,
             offset: msg.offset(),
+            member: None,
         };
         // The one copy of the payload: librdkafka's buffer is gone after the next poll.
         let topic = origin.topic.clone();

@@ -106,6 +106,7 @@ fn origin() -> Origin {
         topic: "qoe".into(),
         kafka_partition: 0,
         offset: 0,
+        member: None,
     }
 }
 

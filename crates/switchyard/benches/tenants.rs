@@ -14,11 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::Settings;
 use switchyard::tenancy::{Kit, Tenanted};
+use switchyard_core::record::Limits;
 use switchyard_core::{
     Acker, ConnectorIndex, Dispatcher, Origin, PartitionId, Reach, Route, Router, SourceStats,
     TimingRecorder, Wiring,
 };
 use switchyard_testkit::Generator;
+
+const LIMITS: Limits = Limits {
+    max_bytes: 1 << 20,
+    max_members: 1_000,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -142,7 +148,7 @@ async fn dispatcher(settings: &Settings) -> (Dispatcher, Vec<Tenanted>, Arc<Acke
         }
     }
     let stats = Arc::new(SourceStats::default());
-    let d = Dispatcher::new(router, reach, acker.clone(), stats, 1 << 20, None);
+    let d = Dispatcher::new(router, reach, acker.clone(), stats, LIMITS, None);
     (d, tenanted, acker)
 }
 
@@ -169,6 +175,7 @@ fn feed(d: &Dispatcher, events: &[Bytes], from: i64) -> Duration {
             topic: topic.clone(),
             kafka_partition: 0,
             offset: from + i as i64,
+            member: None,
         };
         d.accept(raw.clone(), None, origin);
     }

@@ -96,6 +96,8 @@ fn refresh(m: &Monitor) {
     let src = m.source_stats();
     counter!("switchyard_events_consumed_total").absolute(src.consumed.load(Relaxed));
     counter!("switchyard_events_unrouted_total").absolute(src.unrouted.load(Relaxed));
+    counter!("switchyard_array_records_total").absolute(src.array_records.load(Relaxed));
+    counter!("switchyard_array_members_total").absolute(src.array_members.load(Relaxed));
     counter!("switchyard_commits_total").absolute(src.commits.load(Relaxed));
     counter!("switchyard_commit_failures_total").absolute(src.commit_failures.load(Relaxed));
     gauge!("switchyard_paused_partitions").set(src.paused_partitions.load(Relaxed) as f64);

@@ -6,6 +6,7 @@ use crate::tenancy::{Isolations, Kit, RoleOf, Tenanted};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use switchyard_core::record::Limits;
 use switchyard_core::stats::ConnectorSnapshot;
 use switchyard_core::stats::Health;
 use switchyard_core::{
@@ -748,7 +749,10 @@ impl Flow {
             reach,
             acker.clone(),
             stats.clone(),
-            settings.router.max_event_bytes,
+            Limits {
+                max_bytes: settings.router.max_event_bytes,
+                max_members: settings.router.max_array_members,
+            },
             dead_letters,
         );
         let source = Source::start(settings.kafka.clone(), dispatcher)?;

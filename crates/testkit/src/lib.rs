@@ -32,6 +32,7 @@ pub fn event(json: &str) -> switchyard_core::Event {
         topic: "qoe".into(),
         kafka_partition: 0,
         offset: 0,
+        member: None,
     };
     switchyard_core::Event::parse(bytes::Bytes::from(json.to_owned()), origin, 8 << 20)
         .expect("test event parses")

@@ -291,6 +291,7 @@ mod tests {
             topic: "qoe".into(),
             kafka_partition: 0,
             offset: 0,
+            member: None,
         };
         let e = Event::parse(raw.into(), origin, 1 << 20).expect("the scan skips the string");
         let (records, outcome) =

@@ -561,6 +561,7 @@ mod testing {
                     self.acker.lock().register(P, offset, targets).unwrap();
                     let origin = Origin {
                         offset,
+                        member: None,
                         ..crate::event::tests::origin(0)
                     };
                     let raw = format!(r#"{{"event":{{"timestamp":{offset}}}}}"#);

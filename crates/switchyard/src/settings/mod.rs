@@ -119,6 +119,8 @@ pub struct RouterSettings {
     /// Send every event to `default_connectors` only (replay); not a file setting.
     pub ignore_connector_lists: bool,
     pub max_event_bytes: usize,
+    /// The events one array record may hold (docs/payloads.md).
+    pub max_array_members: usize,
     pub shutdown_timeout: Duration,
 }
 
@@ -344,6 +346,12 @@ impl Settings {
         if router.max_event_bytes == 0 {
             problems.push(Problem::new("router.max_event_bytes", "must be at least 1"));
         }
+        if router.max_array_members == 0 {
+            problems.push(Problem::new(
+                "router.max_array_members",
+                "must be at least 1",
+            ));
+        }
         if connectors.len() > switchyard_core::TargetSet::CAPACITY {
             problems.push(Problem::new(
                 "connectors",
@@ -384,6 +392,7 @@ impl Settings {
                 shutdown_timeout: router.shutdown_timeout(),
                 default_connectors: router.default_connectors,
                 max_event_bytes: router.max_event_bytes,
+                max_array_members: router.max_array_members,
             },
             connectors,
             tenants,
@@ -450,12 +459,17 @@ struct RouterSection {
     default_connectors: Vec<String>,
     #[serde(default = "d_max_event_bytes")]
     max_event_bytes: usize,
+    #[serde(default = "d_max_array_members")]
+    max_array_members: usize,
     #[serde(default = "d_shutdown")]
     shutdown_timeout_secs: u64,
 }
 
 fn d_max_event_bytes() -> usize {
     1 << 20
+}
+fn d_max_array_members() -> usize {
+    1_000
 }
 fn d_shutdown() -> u64 {
     30
