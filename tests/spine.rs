@@ -303,7 +303,7 @@ async fn malformed_records_are_counted_and_skipped_while_good_ones_flow() {
         good[0].clone(),
         ("bad-json".into(), b"{\"event\": nope".to_vec()),
         good[1].clone(),
-        ("bad-array".into(), b"[1,2,3]".to_vec()),
+        ("bad-scalar".into(), b"\"a string\"".to_vec()),
         good[2].clone(),
         (
             "bad-no-ts".into(),
