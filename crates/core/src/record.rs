@@ -253,12 +253,12 @@ mod tests {
 
     #[test]
     fn the_member_and_byte_limits_hold_for_the_whole_record() {
-        let five = format!("[{}]", vec![B; 5].join(","));
+        let five = format!("[{}]", [B; 5].join(","));
         assert_eq!(
             parse_str(&five).unwrap_err().reason,
             MalformedReason::TooManyMembers
         );
-        let four = format!("[{}]", vec![B; 4].join(","));
+        let four = format!("[{}]", [B; 4].join(","));
         assert_eq!(members(&four).len(), 4);
         let small = Limits {
             max_bytes: four.len() - 1,
