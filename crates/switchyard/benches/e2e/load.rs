@@ -22,12 +22,18 @@ pub enum Size {
 /// destination can tell which events were meant for it.
 pub struct Events {
     templates: Vec<(Vec<u8>, usize)>,
+    /// Events per Kafka record: 1 writes each event as its own object, more writes JSON
+    /// arrays of that many consecutive events (the vendor's payload shape).
+    pub per_record: u64,
 }
 
 impl Events {
-    pub fn new(size: Size, lists: &[String]) -> Events {
+    pub fn new(size: Size, lists: &[String], per_record: u64) -> Events {
         let templates = lists.iter().map(|l| template(size, l)).collect();
-        Events { templates }
+        Events {
+            templates,
+            per_record: per_record.max(1),
+        }
     }
 
     /// Bytes per event (all templates of a run differ by their connector list only).
@@ -35,12 +41,30 @@ impl Events {
         self.templates.iter().map(|(t, _)| t.len()).sum::<usize>() / self.templates.len()
     }
 
-    /// Event `seq`, stamped with its produce time.
-    pub fn write(&self, seq: u64, produced_us: u64, out: &mut Vec<u8>) {
-        let (template, at) = &self.templates[(seq % self.templates.len() as u64) as usize];
+    /// The record holding events `first..first + per_record`, stamped with its produce time.
+    pub fn write_record(&self, first: u64, produced_us: u64, out: &mut Vec<u8>) {
         out.clear();
+        if self.per_record == 1 {
+            self.append(first, produced_us, out);
+            return;
+        }
+        out.push(b'[');
+        for seq in first..first + self.per_record {
+            if seq > first {
+                out.push(b',');
+            }
+            self.append(seq, produced_us, out);
+        }
+        out.push(b']');
+    }
+
+    /// Appends event `seq`.
+    fn append(&self, seq: u64, produced_us: u64, out: &mut Vec<u8>) {
+        let (template, at) = &self.templates[(seq % self.templates.len() as u64) as usize];
+        let start = out.len();
         out.extend_from_slice(template);
         let digits = format!("{seq:0SEQ_DIGITS$}:{produced_us:0TIME_DIGITS$}");
+        let at = start + at;
         out[at + MARKER.len()..at + MARKER_LEN].copy_from_slice(digits.as_bytes());
     }
 }
@@ -81,8 +105,8 @@ fn template(size: Size, connector_list: &str) -> (Vec<u8>, usize) {
     (bytes, at)
 }
 
-/// Produces events `0..count` round-robin over `partitions` and waits until the broker has
-/// them. Partition by partition, in batches of about a megabyte: the mock cluster answers a
+/// Produces events `0..count` (in records of `per_record` events) round-robin over
+/// `partitions` and waits until the broker has them. Partition by partition, in batches of about a megabyte: the mock cluster answers a
 /// Fetch with one produced batch per partition, so small batches would make the broker, not
 /// the router, the bottleneck (a real broker returns up to `max.partition.fetch.bytes`).
 pub fn preload(
@@ -102,9 +126,10 @@ pub fn preload(
     let now = crate::standins::now_us();
     let mut out = Vec::new();
     let parts = partitions as u64;
+    let records = count / events.per_record;
     for partition in 0..parts {
-        for seq in (partition..count).step_by(parts as usize) {
-            events.write(seq, now, &mut out);
+        for record in (partition..records).step_by(parts as usize) {
+            events.write_record(record * events.per_record, now, &mut out);
             send(&producer, topic, partition as i32, &out)?;
         }
     }
@@ -133,8 +158,9 @@ fn send(
     }
 }
 
-/// Produces events `first..first + count` at `rate` per second, each stamped as it is sent.
-/// Returns the rate achieved: lower than asked when the machine could not keep up.
+/// Produces events `first..first + count` at `rate` per second, each record stamped as it is
+/// sent; `count` is rounded down to whole records. Returns the rate achieved: lower than
+/// asked when the machine could not keep up.
 pub fn offer(
     bootstrap: &str,
     topic: &str,
@@ -153,13 +179,16 @@ pub fn offer(
     let start = Instant::now();
     let mut out = Vec::new();
     let mut sent = 0;
+    let per = events.per_record;
+    let count = count / per * per;
     while sent < count {
         let due = ((start.elapsed().as_secs_f64() * rate) as u64).min(count);
-        while sent < due {
+        while sent + per <= due {
             let seq = first + sent;
-            events.write(seq, crate::standins::now_us(), &mut out);
-            send(&producer, topic, (seq % partitions as u64) as i32, &out)?;
-            sent += 1;
+            events.write_record(seq, crate::standins::now_us(), &mut out);
+            let record = seq / per;
+            send(&producer, topic, (record % partitions as u64) as i32, &out)?;
+            sent += per;
         }
         producer.poll(Duration::ZERO);
         // Pacing, not synchronisation: wake each millisecond to send what has come due.

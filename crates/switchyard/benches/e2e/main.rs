@@ -3,7 +3,8 @@
 //! with generated events and delivering to fast local stand-ins of its enabled destinations.
 //!
 //! Per scenario (sample-size and small events, each fanned out to every enabled destination,
-//! `…-fanout-N`, and to one of them) it measures throughput on the preloaded backlog, then latency at a fixed
+//! `…-fanout-N`, and to one of them; and sample events ten to a record as JSON arrays,
+//! `sample-array-10-…`) it measures throughput on the preloaded backlog, then latency at a fixed
 //! offered load of half that throughput, checks that every event reached every destination it
 //! was meant for, and writes everything to `target/bench/results.json`. See
 //! docs/performance.md for what each number means.
@@ -51,6 +52,8 @@ struct Scenario {
     /// The first destination is down for the whole run: it is detached, its events parked,
     /// and what is measured is the others' throughput and the router's CPU meanwhile.
     one_down: bool,
+    /// Events per Kafka record: more than one writes JSON arrays (the vendor's payload).
+    per_record: u64,
 }
 
 struct Knobs {
@@ -94,32 +97,46 @@ fn main() -> std::process::ExitCode {
         }
     };
     let all = format!("sample-fanout-{fan}");
+    let arrays = format!("sample-array-10-fanout-{fan}");
     let only = std::env::var("SWITCHYARD_BENCH_SCENARIOS").unwrap_or_else(|_| {
-        let smoke = if benching { "" } else { all.as_str() };
-        smoke.to_string()
+        if benching {
+            String::new()
+        } else {
+            format!("{all},{arrays}")
+        }
     });
     let scenarios: Vec<Scenario> = [
-        (all.clone(), Size::Sample, FanOut::All, n),
+        (all.clone(), Size::Sample, FanOut::All, n, 1),
+        // The vendor's payload shape: ten events to a record, each array unpacked.
+        (arrays.clone(), Size::Sample, FanOut::All, n, 10),
         // Every event is parked as well as delivered: a quarter as many keeps the mock's
         // memory (it holds the parking topic too) well in hand.
-        (format!("{all}-one-down"), Size::Sample, FanOut::All, n / 4),
-        ("sample-fanout-1".into(), Size::Sample, FanOut::One, n),
+        (
+            format!("{all}-one-down"),
+            Size::Sample,
+            FanOut::All,
+            n / 4,
+            1,
+        ),
+        ("sample-fanout-1".into(), Size::Sample, FanOut::One, n, 1),
         (
             format!("small-fanout-{fan}"),
             Size::Small,
             FanOut::All,
             4 * n,
+            1,
         ),
-        ("small-fanout-1".into(), Size::Small, FanOut::One, 4 * n),
+        ("small-fanout-1".into(), Size::Small, FanOut::One, 4 * n, 1),
     ]
     .into_iter()
     .filter(|(name, ..)| only.is_empty() || only.split(',').any(|o| o.trim() == *name))
-    .map(|(name, size, fan_out, events)| Scenario {
+    .map(|(name, size, fan_out, events, per_record)| Scenario {
         one_down: name.ends_with("-one-down"),
         name,
         size,
         fan_out,
-        events,
+        events: events / per_record * per_record,
+        per_record,
     })
     .collect();
 
@@ -206,7 +223,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     };
     // Deliveries that arrive: the destination that is down gets none.
     let delivered_fan_out = fan_out - u64::from(s.one_down);
-    let events = Events::new(s.size, &lists);
+    let events = Events::new(s.size, &lists, s.per_record);
     let topic = settings.kafka.topics.first().ok_or("no topic configured")?;
 
     let broker = Broker::mock()?;
@@ -290,7 +307,8 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
 
     // Latency: half that rate, each event stamped when produced.
     let rate = events_per_sec / 2.0;
-    let count = ((rate * knobs.latency_secs) as u64).clamp(1, MAX_LATENCY_EVENTS);
+    let per = s.per_record;
+    let count = ((rate * knobs.latency_secs) as u64).clamp(per, MAX_LATENCY_EVENTS) / per * per;
     for d in &destinations {
         d.tally.latency_from.store(s.events, Relaxed);
     }
@@ -351,6 +369,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     Ok(json!({
         "scenario": s.name,
         "event_bytes": events.bytes(),
+        "events_per_record": s.per_record,
         "fan_out": fan_out,
         "one_destination_down": s.one_down,
         "destinations": ids,
@@ -487,7 +506,7 @@ fn cpu_model() -> String {
 
 fn print_table(results: &[Value]) {
     println!(
-        "\n{:<18} {:>6} {:>9} {:>10} {:>8} {:>11} {:>9} {:>8} {:>8}",
+        "\n{:<26} {:>6} {:>9} {:>10} {:>8} {:>11} {:>9} {:>8} {:>8}",
         "scenario",
         "bytes",
         "events",
@@ -500,12 +519,12 @@ fn print_table(results: &[Value]) {
     );
     for r in results {
         if let Some(e) = r.get("error") {
-            println!("{:<18} INVALID: {e}", r["scenario"].as_str().unwrap_or(""));
+            println!("{:<26} INVALID: {e}", r["scenario"].as_str().unwrap_or(""));
             continue;
         }
         let f = |v: &Value| v.as_f64().unwrap_or(0.0);
         println!(
-            "{:<18} {:>6} {:>9} {:>10.0} {:>8.1} {:>11.1} {:>5.0} MiB {:>8.1} {:>8.1}",
+            "{:<26} {:>6} {:>9} {:>10.0} {:>8.1} {:>11.1} {:>5.0} MiB {:>8.1} {:>8.1}",
             r["scenario"].as_str().unwrap_or(""),
             r["event_bytes"],
             r["throughput"]["events"],
