@@ -11,6 +11,7 @@ use bytes::Bytes;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 use switchyard::settings::{ConnectorOverride, ConnectorSettings, Settings};
+use switchyard_core::record::{self, Limits};
 use switchyard_core::{EncodeError, Event, Origin, PartitionId, Router, Shipment, compress};
 use switchyard_destination::ConnectorConfig;
 use switchyard_testkit::Generator;
@@ -129,6 +130,29 @@ fn main() {
     bench("routing scan (Event::parse)", 1, mean, || {
         next = (next + 1) % BATCH;
         black_box(Event::parse(black_box(raws[next].clone()), origin(), 1 << 20).unwrap());
+    });
+    // The vendor's payload shape: ten events to a record, cut into members and each scanned.
+    let arrays: Vec<Bytes> = raws
+        .chunks(10)
+        .map(|c| {
+            let members: Vec<&[u8]> = c.iter().map(|b| b.as_ref()).collect();
+            Bytes::from([b"[".as_slice(), &members.join(&b","[..]), b"]"].concat())
+        })
+        .collect();
+    let limits = Limits {
+        max_bytes: 1 << 24,
+        max_members: 1_000,
+    };
+    let mut next_array = 0;
+    bench("array record scan, per event (10/record)", 10, 10 * mean, || {
+        next_array = (next_array + 1) % arrays.len();
+        let record = record::parse(
+            black_box(arrays[next_array].clone()),
+            None,
+            origin(),
+            limits,
+        );
+        black_box(record.unwrap());
     });
     let lookup = |name: &str| match name {
         "NEW_RELIC_ACCOUNT_ID" => Some("1234567".to_string()),
