@@ -5,7 +5,8 @@
 
 use crate::{ClientOptions, HttpBody, HttpResponse, HttpTransport, Url};
 use switchyard_core::{
-    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+    BatchLimits, ConfirmError, ConfirmSettings, Connector, EncodeError, Encoded, Event, Receipt,
+    SendError, Shipment, Verdict,
 };
 
 /// What is particular to one HTTP API.
@@ -35,6 +36,38 @@ pub trait HttpApi: Send + Sync + Sized + 'static {
     /// with the transport's headers; 200 means healthy. None: the API has no such endpoint.
     fn health_check(&self) -> Option<HealthCheck> {
         None
+    }
+
+    /// Headers whose values vary by request, added to every POST (HEC's channel).
+    fn request_headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Whether accepted requests are confirmed later, and how often to ask; see
+    /// [`Connector::confirmation`]. With Some, [`HttpApi::confirm_request`] and
+    /// [`HttpApi::confirmed`] say how.
+    fn confirmation(&self) -> Option<ConfirmSettings> {
+        None
+    }
+
+    /// The POST (URL and body) that asks which of `receipts` are confirmed; None when none
+    /// of them can be asked about any more (they are left to time out).
+    fn confirm_request(
+        &self,
+        receipts: &[Receipt],
+    ) -> Result<Option<(Url, HttpBody)>, ConfirmError> {
+        let _ = receipts;
+        Err(ConfirmError::Unsupported)
+    }
+
+    /// The receipts `response` confirms, of those `asked`.
+    fn confirmed(
+        &self,
+        response: &HttpResponse,
+        asked: &[Receipt],
+    ) -> Result<Vec<Receipt>, ConfirmError> {
+        let _ = (response, asked);
+        Err(ConfirmError::Unsupported)
     }
 }
 
@@ -92,11 +125,27 @@ impl<A: HttpApi> Connector for HttpDestination<A> {
     }
 
     async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
-        self.transport.post(request).await
+        let extra = self.api.request_headers();
+        self.transport
+            .post_to(self.transport.url(), request, &extra)
+            .await
     }
 
     fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict {
         self.api.classify(response, events)
+    }
+
+    fn confirmation(&self) -> Option<ConfirmSettings> {
+        self.api.confirmation()
+    }
+
+    async fn confirm(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>, ConfirmError> {
+        let Some((url, body)) = self.api.confirm_request(receipts)? else {
+            return Ok(Vec::new());
+        };
+        let extra = self.api.request_headers();
+        let response = self.transport.post_to(&url, &body, &extra).await?;
+        self.api.confirmed(&response, receipts)
     }
 
     async fn health(&self) -> Result<(), String> {
