@@ -266,11 +266,10 @@ pub(super) async fn poll<C: Connector>(
         };
         tokio::select! {
             _ = sleep(wait) => {}
-            // Set once the intake has finished its deliveries. A sender dropped unset means
-            // the worker was stopped (the shutdown budget ran out): stop too, leaving what
-            // was never confirmed unfinished.
+            // Set once the intake has finished its deliveries. (A worker stopped at the
+            // shutdown deadline aborts this task with it.)
             changed = closing.changed(), if !shutting => {
-                if changed.is_err() && !*closing.borrow() {
+                if changed.is_err() {
                     return;
                 }
                 shutting = *closing.borrow();
@@ -411,5 +410,71 @@ mod tests {
         r.courier.deliver(resend_batch(r.events(1)), false).await;
         assert_eq!(r.unfinished(), 0);
         assert_eq!(r.courier.stats.snapshot().delivered, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_waits_for_confirmation_and_a_stopped_worker_leaves_the_rest_unfinished() {
+        use super::super::testing::{Stub, settings};
+        use super::super::{Engine, Wiring};
+        let (r, script) = rig(vec![Outcome::Accepted(1), Outcome::Accepted(2)], 10);
+        let spawn = || {
+            let wiring = Wiring {
+                acker: r.acker.clone(),
+                timings: crate::timings::TimingRecorder::new(10),
+                dead_letters: None,
+                isolation: None,
+                stats: None,
+            };
+            Engine::spawn(
+                Stub(script.clone()),
+                "stub",
+                crate::route::ConnectorIndex(0),
+                settings(),
+                wiring,
+            )
+        };
+        let handle = spawn();
+        let stats = handle.stats.clone();
+        for e in r.events(2) {
+            handle.send(e);
+        }
+        let mut closing = handle.close();
+        let budget = tokio::time::timeout(Duration::from_secs(60), &mut closing).await;
+        assert!(
+            budget.is_err(),
+            "the worker ends only once its events are confirmed"
+        );
+        assert_eq!((r.unfinished(), stats.snapshot().delivered), (2, 0));
+        let polls = script.asked.lock().unwrap().len();
+        assert!(polls >= 10, "closing asks at least every second: {polls}");
+        script.confirms.lock().unwrap().push(1);
+        closing.await.unwrap();
+        assert_eq!((r.unfinished(), stats.snapshot().delivered), (0, 2));
+
+        // The pipeline stops a worker whose budget ran out: what was never confirmed stays
+        // unfinished (uncommitted, read again), and nobody asks about it any more.
+        let handle = spawn();
+        for e in r.events(1) {
+            handle.send(e);
+        }
+        let closing = handle.close();
+        let stop = closing.abort_handle();
+        let mut closing = closing;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), &mut closing)
+                .await
+                .is_err()
+        );
+        stop.abort();
+        let _ = closing.await;
+        let asked = script.asked.lock().unwrap().len();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            script.asked.lock().unwrap().len(),
+            asked,
+            "the poller stopped too"
+        );
+        assert_eq!(r.unfinished(), 1);
+        assert_eq!(stats.snapshot().delivered, 2);
     }
 }

@@ -19,7 +19,17 @@ pub(super) struct Intake<C> {
     pub(super) courier: Arc<Courier<C>>,
     /// The confirmation poller, when the destination confirms accepted requests later, and
     /// the switch that tells it the intake is done.
-    pub(super) confirmer: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    pub(super) confirmer: Option<(watch::Sender<bool>, Poller)>,
+}
+
+/// The confirmation poller's task, stopped with the intake: a worker the pipeline stops at
+/// its shutdown deadline stops asking too, leaving what was never confirmed unfinished.
+pub(super) struct Poller(pub(super) JoinHandle<()>);
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<C: Connector> Intake<C> {
@@ -46,9 +56,9 @@ impl<C: Connector> Intake<C> {
         // Events still awaiting confirmation are not delivered yet: the worker ends once
         // they are confirmed (or sent again and confirmed). The pipeline's shutdown budget
         // bounds the wait; what is never confirmed stays uncommitted and is read again.
-        if let Some((closing, poller)) = self.confirmer.take() {
+        if let Some((closing, mut poller)) = self.confirmer.take() {
             let _ = closing.send(true);
-            let _ = poller.await;
+            let _ = (&mut poller.0).await;
         }
     }
 

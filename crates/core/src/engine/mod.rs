@@ -227,7 +227,7 @@ impl Engine {
             courier.stats.confirming.store(true, Relaxed);
             let (closing, closed) = watch::channel(false);
             let poller = tokio::spawn(confirm::poll(courier.clone(), permits.clone(), closed));
-            (closing, poller)
+            (closing, intake::Poller(poller))
         });
         let intake = intake::Intake {
             batcher: Batcher::new(limits),
@@ -458,7 +458,7 @@ mod testing {
         }
     }
 
-    pub(super) struct Stub(Arc<Scripted>);
+    pub(super) struct Stub(pub(super) Arc<Scripted>);
 
     impl Connector for Stub {
         type Request = Vec<i64>;
