@@ -32,6 +32,19 @@ pub trait HttpApi: Send + Sync + Sized + 'static {
     /// What `response` means for the `events` that were sent, in order.
     fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict;
 
+    /// [`HttpApi::classify`] for an API whose answer depends on the per-request headers the
+    /// request carried (`sent`, from [`HttpApi::request_headers`] at send time): HEC's ack id
+    /// belongs to the channel the request named, which may since have been replaced.
+    fn classify_sent(
+        &self,
+        response: &HttpResponse,
+        sent: &[(&'static str, String)],
+        events: &[Event],
+    ) -> Verdict {
+        let _ = sent;
+        self.classify(response, events)
+    }
+
     /// The GET that tells whether the destination is up and takes these credentials, sent
     /// with the transport's headers; 200 means healthy. None: the API has no such endpoint.
     fn health_check(&self) -> Option<HealthCheck> {
@@ -60,14 +73,34 @@ pub trait HttpApi: Send + Sync + Sized + 'static {
         Err(ConfirmError::Unsupported)
     }
 
-    /// The receipts `response` confirms, of those `asked`.
+    /// The receipts `response` confirms, of those `asked`; `sent` are the per-request
+    /// headers the poll carried.
     fn confirmed(
         &self,
         response: &HttpResponse,
+        sent: &[(&'static str, String)],
         asked: &[Receipt],
     ) -> Result<Vec<Receipt>, ConfirmError> {
-        let _ = (response, asked);
+        let _ = (response, sent, asked);
         Err(ConfirmError::Unsupported)
+    }
+}
+
+/// An HTTP answer, with the per-request headers its request carried.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub response: HttpResponse,
+    /// From [`HttpApi::request_headers`], as sent.
+    pub sent: Vec<(&'static str, String)>,
+}
+
+/// An answer to a request that carried no per-request headers.
+impl From<HttpResponse> for Answered {
+    fn from(response: HttpResponse) -> Self {
+        Answered {
+            response,
+            sent: Vec::new(),
+        }
     }
 }
 
@@ -106,7 +139,7 @@ impl<A: HttpApi> HttpDestination<A> {
 
 impl<A: HttpApi> Connector for HttpDestination<A> {
     type Request = HttpBody;
-    type Response = HttpResponse;
+    type Response = Answered;
 
     fn hard_limits(&self) -> BatchLimits {
         self.api.hard_limits()
@@ -124,15 +157,18 @@ impl<A: HttpApi> Connector for HttpDestination<A> {
         request.bytes.len()
     }
 
-    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
-        let extra = self.api.request_headers();
-        self.transport
-            .post_to(self.transport.url(), request, &extra)
-            .await
+    async fn send(&self, request: &HttpBody) -> Result<Answered, SendError> {
+        let sent = self.api.request_headers();
+        let response = self
+            .transport
+            .post_to(self.transport.url(), request, &sent)
+            .await?;
+        Ok(Answered { response, sent })
     }
 
-    fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict {
-        self.api.classify(response, events)
+    fn classify(&self, answered: &Answered, events: &[Event]) -> Verdict {
+        self.api
+            .classify_sent(&answered.response, &answered.sent, events)
     }
 
     fn confirmation(&self) -> Option<ConfirmSettings> {
@@ -145,7 +181,7 @@ impl<A: HttpApi> Connector for HttpDestination<A> {
         };
         let extra = self.api.request_headers();
         let response = self.transport.post_to(&url, &body, &extra).await?;
-        self.api.confirmed(&response, receipts)
+        self.api.confirmed(&response, &extra, receipts)
     }
 
     async fn health(&self) -> Result<(), String> {

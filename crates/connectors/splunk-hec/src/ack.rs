@@ -4,18 +4,22 @@
 //! Splunk numbers ack ids from 0 per channel, so a receipt carries the channel's generation
 //! in its top bits: after a new channel is opened (code 11), ids of the old one can never be
 //! confused with the new one's. The old ones are no longer asked about; they time out and
-//! their events are sent again.
+//! their events are sent again. Which channel an answer belongs to is read from the header
+//! its request carried, not from the channel current when it is read.
 
 use std::sync::{Mutex, MutexGuard};
 use switchyard_core::Receipt;
 
-/// Bits of a receipt that hold the ack id; the rest hold the channel's generation.
+/// Bits of a receipt that hold the ack id; the other 24 hold the channel's generation.
 const ID_BITS: u32 = 40;
 const ID_MASK: u64 = (1 << ID_BITS) - 1;
+/// The generation of an answer on a channel already replaced: never current, so its
+/// receipts are never asked about and time out.
+pub const REPLACED: u32 = (1 << (64 - ID_BITS)) - 1;
 
 /// The receipt for ack id `id` of channel generation `generation`.
 pub fn receipt(generation: u32, id: u64) -> Receipt {
-    (u64::from(generation) << ID_BITS) | (id & ID_MASK)
+    (u64::from(generation.min(REPLACED)) << ID_BITS) | (id & ID_MASK)
 }
 
 /// The (generation, ack id) of `receipt`.
@@ -49,12 +53,22 @@ impl Channel {
         self.lock().clone()
     }
 
-    /// Opens a new channel, unless one was opened since `generation` was current (several
+    /// The generation of `uuid`: the current one's, or [`REPLACED`].
+    pub fn generation_of(&self, uuid: &str) -> u32 {
+        let current = self.lock();
+        if current.1 == uuid {
+            current.0
+        } else {
+            REPLACED
+        }
+    }
+
+    /// Opens a new channel in place of `uuid`, unless it was already replaced (several
     /// answers may report the same invalid channel).
-    pub fn renew(&self, generation: u32) {
+    pub fn renew(&self, uuid: &str) {
         let mut current = self.lock();
-        if current.0 == generation {
-            *current = (generation.wrapping_add(1), new_uuid());
+        if current.1 == uuid {
+            *current = ((current.0 + 1) % REPLACED, new_uuid());
         }
     }
 }
@@ -94,11 +108,18 @@ mod tests {
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
         let c = Channel::default();
         let (g, first) = c.current();
-        c.renew(g);
+        assert_eq!(c.generation_of(&first), g);
+        c.renew(&first);
         let (g2, second) = c.current();
         assert_eq!(g2, g + 1);
         assert_ne!(first, second);
-        c.renew(g);
+        c.renew(&first);
         assert_eq!(c.current().0, g2, "a stale report does not renew again");
+        assert_eq!(
+            c.generation_of(&first),
+            REPLACED,
+            "an answer on the old channel"
+        );
+        assert_eq!(parts(receipt(REPLACED, 5)), (REPLACED, 5));
     }
 }

@@ -50,6 +50,13 @@ struct Acks {
 /// The header naming the channel on every request when ack is on.
 pub const CHANNEL_HEADER: &str = "x-splunk-request-channel";
 
+/// The channel a request named ("" if none: no channel's, so never the current one).
+fn sent_channel<'a>(sent: &'a [(&'static str, String)]) -> &'a str {
+    sent.iter()
+        .find(|(name, _)| *name == CHANNEL_HEADER)
+        .map_or("", |(_, uuid)| uuid.as_str())
+}
+
 /// HEC settings that cannot make a working connector.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -111,15 +118,27 @@ impl HttpApi for Hec {
     }
 
     fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict {
+        self.classify_sent(response, &[], events)
+    }
+
+    /// With ack on, an answer belongs to the channel its request named: its ack id is that
+    /// channel's, and a code 11 replaces that channel only if it is still the current one.
+    fn classify_sent(
+        &self,
+        response: &HttpResponse,
+        sent: &[(&'static str, String)],
+        events: &[Event],
+    ) -> Verdict {
         let Some(acks) = &self.ack else {
             return classify::classify(response, events.len(), classify::Ack::Off);
         };
-        let (generation, _) = acks.channel.current();
+        let channel = sent_channel(sent);
+        let generation = acks.channel.generation_of(channel);
         let verdict = classify::classify(response, events.len(), classify::Ack::On { generation });
         if matches!(verdict.outcome, Outcome::Retry { .. })
             && classify::code(&response.body) == Some(classify::CHANNEL_INVALID)
         {
-            acks.channel.renew(generation);
+            acks.channel.renew(channel);
         }
         verdict
     }
@@ -176,19 +195,88 @@ impl HttpApi for Hec {
     fn confirmed(
         &self,
         response: &HttpResponse,
+        sent: &[(&'static str, String)],
         asked: &[Receipt],
     ) -> Result<Vec<Receipt>, ConfirmError> {
         let Some(acks) = &self.ack else {
             return Err(ConfirmError::Unsupported);
         };
-        let (generation, _) = acks.channel.current();
+        let channel = sent_channel(sent);
+        let generation = acks.channel.generation_of(channel);
         let ids = classify::acknowledged(response).inspect_err(|_| {
             // Splunk forgot the channel (a restart, or it idled out): its ids are lost, so
             // they time out and are sent again; new requests go on a new channel.
             if classify::code(&response.body) == Some(classify::CHANNEL_INVALID) {
-                acks.channel.renew(generation);
+                acks.channel.renew(channel);
             }
         })?;
         Ok(classify::confirmed(asked, generation, &ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hec() -> Hec {
+        let cfg: HecConfig = serde_json::from_value(serde_json::json!({
+            "endpoint": "http://127.0.0.1:1", "token": "t", "ack": true
+        }))
+        .unwrap();
+        Hec::build(&cfg, &ClientOptions::default()).unwrap().0
+    }
+
+    fn answer(status: u16, body: &str) -> HttpResponse {
+        HttpResponse {
+            status,
+            retry_after: None,
+            body: body.to_owned().into(),
+        }
+    }
+
+    #[test]
+    fn an_answer_belongs_to_the_channel_its_request_named() {
+        let hec = hec();
+        let sent = hec.request_headers();
+        assert_eq!(sent[0].0, CHANNEL_HEADER);
+        let events = [switchyard_testkit::event(r#"{"event":{"timestamp":1}}"#)];
+        let ok = answer(200, r#"{"text":"Success","code":0,"ackId":3}"#);
+        assert_eq!(
+            hec.classify_sent(&ok, &sent, &events).outcome,
+            Outcome::Accepted(ack::receipt(0, 3))
+        );
+        // Splunk says the channel is invalid: a new one replaces it, once.
+        let invalid = answer(400, r#"{"text":"Invalid data channel","code":11}"#);
+        assert!(matches!(
+            hec.classify_sent(&invalid, &sent, &events).outcome,
+            Outcome::Retry { .. }
+        ));
+        let renewed = hec.request_headers();
+        assert_ne!(renewed, sent);
+        hec.classify_sent(&invalid, &sent, &events);
+        assert_eq!(hec.request_headers(), renewed, "the old channel's 11 again");
+        // A late success on the old channel: its id is not the new channel's.
+        assert_eq!(
+            hec.classify_sent(&ok, &sent, &events).outcome,
+            Outcome::Accepted(ack::receipt(ack::REPLACED, 3))
+        );
+        // Receipts of a replaced channel are not asked about.
+        assert!(
+            hec.confirm_request(&[ack::receipt(0, 3)])
+                .unwrap()
+                .is_none()
+        );
+        let (url, body) = hec
+            .confirm_request(&[ack::receipt(1, 0), ack::receipt(1, 4)])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            url.as_str(),
+            format!(
+                "http://127.0.0.1:1/services/collector/ack?channel={}",
+                renewed[0].1
+            )
+        );
+        assert_eq!(&body.bytes[..], br#"{"acks":[0,4]}"#);
     }
 }

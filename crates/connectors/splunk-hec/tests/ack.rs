@@ -260,3 +260,22 @@ async fn the_ack_endpoint_refuses_an_unknown_channel_and_a_token_without_ack() {
     let e = hec.confirm(&[receipt]).await.unwrap_err();
     assert!(e.to_string().contains("set ack = false"), "{e}");
 }
+
+#[tokio::test]
+async fn an_invalid_channel_is_replaced_and_the_request_resent_on_the_new_one() {
+    let fake = FakeHec::builder(TOKEN).ack().start().await.unwrap();
+    fake.script([switchyard_testkit::hec::Reply::code(
+        400,
+        11,
+        "Invalid data channel",
+        None,
+    )]);
+    let r = rig(&config(&fake, true), settings(10, 1));
+    r.feed(0..2);
+    let (s, acker, letters) = r.close().await;
+    let codes: Vec<i64> = fake.seen().iter().map(|s| s.code).collect();
+    assert_eq!(codes, [11, 0], "refused once, then accepted");
+    assert_eq!((s.delivered, fake.acked()), (2, 1));
+    assert_eq!(acker.lock().watermark(P), Some(2));
+    assert!(letters.0.lock().unwrap().is_empty());
+}
