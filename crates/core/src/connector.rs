@@ -46,6 +46,54 @@ pub trait Connector: Send + Sync + 'static {
     fn health(&self) -> impl Future<Output = Result<(), String>> + Send {
         async { Ok(()) }
     }
+
+    /// How the engine asks for confirmations, when this destination answers accepted requests
+    /// with a [`Receipt`] ([`Outcome::Accepted`]) and confirms later that it stored their
+    /// events (Splunk HEC's indexer acknowledgement). None, the default: answers are final.
+    fn confirmation(&self) -> Option<ConfirmSettings> {
+        None
+    }
+
+    /// Which of `receipts` the destination now confirms. A receipt left out is not confirmed
+    /// yet; the engine asks again until its timeout. Only called when
+    /// [`Connector::confirmation`] is Some.
+    fn confirm(
+        &self,
+        receipts: &[Receipt],
+    ) -> impl Future<Output = Result<Vec<Receipt>, ConfirmError>> + Send {
+        let _ = receipts;
+        async { Err(ConfirmError::Unsupported) }
+    }
+}
+
+/// A destination's token for an accepted request whose events it has yet to confirm stored
+/// (HEC's `ackId`). Unique among the connector's unconfirmed requests.
+pub type Receipt = u64;
+
+/// How a destination's receipts are confirmed (docs/payloads.md, "HEC indexer
+/// acknowledgement").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConfirmSettings {
+    /// Between two rounds of asking which receipts are confirmed.
+    pub poll_interval: Duration,
+    /// Receipts awaiting confirmation at once; at the bound the connector sends nothing more
+    /// until some are confirmed or time out (backpressure, not loss).
+    pub max_pending: usize,
+    /// A receipt not confirmed this long after it was given is given up on: its events are
+    /// sent again (the destination may then store them twice).
+    pub timeout: Duration,
+}
+
+/// Asking for confirmations failed; the receipts stay unconfirmed and are asked about again.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConfirmError {
+    #[error("this destination confirms nothing")]
+    Unsupported,
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The destination answered, but not with confirmations; the text says what it said.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What an encoder made of a batch.
@@ -179,6 +227,9 @@ impl Verdict {
 pub enum Outcome {
     /// Every event was accepted.
     Delivered,
+    /// Every event was accepted, but the destination has yet to confirm it stored them: they
+    /// count as delivered only once [`Connector::confirm`] confirms this receipt.
+    Accepted(Receipt),
     /// Nothing was accepted; the same events may succeed later.
     Retry { reason: String },
     /// Nothing was accepted and resending cannot help.
@@ -187,6 +238,13 @@ pub enum Outcome {
     Split,
     /// Each event has its own verdict, in the order sent.
     Partial(Vec<EventVerdict>),
+}
+
+impl Outcome {
+    /// The destination took every event (final or awaiting confirmation).
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Outcome::Delivered | Outcome::Accepted(_))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

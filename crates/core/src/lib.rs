@@ -32,7 +32,8 @@ pub mod timings;
 pub use batch::BatchLimits;
 pub use config::Problem;
 pub use connector::{
-    Connector, Dropped, EncodeError, Encoded, EventVerdict, Fix, Outcome, SendError, Verdict,
+    ConfirmError, ConfirmSettings, Connector, Dropped, EncodeError, Encoded, EventVerdict, Fix,
+    Outcome, Receipt, SendError, Verdict,
 };
 pub use dead_letter::{DeadLetters, Letter, Refusals};
 pub use dispatch::{Dispatcher, Reach};

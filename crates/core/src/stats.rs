@@ -32,6 +32,13 @@ pub struct ConnectorStats {
     /// Events the destination accepted and then reported dropped, without saying which
     /// (see `Verdict::dropped`).
     pub dropped_by_destination: AtomicU64,
+    /// Whether the destination confirms accepted requests later (`Connector::confirmation`):
+    /// the two counters below mean something only then.
+    pub confirming: std::sync::atomic::AtomicBool,
+    /// Receipts of accepted requests awaiting the destination's confirmation.
+    pub awaiting_confirmation: AtomicU64,
+    /// Receipts never confirmed within their timeout: their events were sent again.
+    pub confirm_timeouts: AtomicU64,
     /// Adjustments encoders made to fit the API, by reason (see `Encoded::fixes`).
     fixes: Mutex<BTreeMap<&'static str, u64>>,
     /// Rejected events by reason class (the reason's text up to its first colon).
@@ -65,6 +72,8 @@ pub struct ConnectorSnapshot {
     pub parked: u64,
     pub cancelled: u64,
     pub dropped_by_destination: u64,
+    pub awaiting_confirmation: u64,
+    pub confirm_timeouts: u64,
 }
 
 impl ConnectorStats {
@@ -143,6 +152,8 @@ impl ConnectorStats {
             parked: self.parked.load(Relaxed),
             cancelled: self.cancelled.load(Relaxed),
             dropped_by_destination: self.dropped_by_destination.load(Relaxed),
+            awaiting_confirmation: self.awaiting_confirmation.load(Relaxed),
+            confirm_timeouts: self.confirm_timeouts.load(Relaxed),
         }
     }
 }

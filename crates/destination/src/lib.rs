@@ -57,6 +57,12 @@ pub trait Destination: DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'st
     /// What a minimal stand-in (`make bench`'s) must know of the protocol to answer it.
     fn wire(&self) -> Wire;
 
+    /// Lines `validate` prints under the connector about how it delivers, beyond its
+    /// batches (HEC: indexer acknowledgement and its knobs). None by default.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Starts this kind's stand-in from `switchyard-testkit`, expecting `credential`, for the
     /// demo. Crates provide it behind their `stand-in` feature.
     fn start_stand_in(
@@ -228,6 +234,9 @@ pub trait ConnectorConfig: fmt::Debug + Send + Sync + 'static {
     /// See [`Destination::wire`].
     fn wire(&self) -> Wire;
 
+    /// See [`Destination::notes`].
+    fn notes(&self) -> Vec<String>;
+
     /// See [`Destination::start_stand_in`].
     fn start_stand_in<'a>(&'a self, credential: &'a str) -> BoxFuture<'a, Result<StandIn, String>>;
 
@@ -280,6 +289,10 @@ impl<D: Destination> ConnectorConfig for D {
 
     fn wire(&self) -> Wire {
         Destination::wire(self)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        Destination::notes(self)
     }
 
     fn start_stand_in<'a>(&'a self, credential: &'a str) -> BoxFuture<'a, Result<StandIn, String>> {

@@ -5,7 +5,8 @@
 
 use crate::{ClientOptions, HttpBody, HttpResponse, HttpTransport, Url};
 use switchyard_core::{
-    BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
+    BatchLimits, ConfirmError, ConfirmSettings, Connector, EncodeError, Encoded, Event, Receipt,
+    SendError, Shipment, Verdict,
 };
 
 /// What is particular to one HTTP API.
@@ -31,10 +32,75 @@ pub trait HttpApi: Send + Sync + Sized + 'static {
     /// What `response` means for the `events` that were sent, in order.
     fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict;
 
+    /// [`HttpApi::classify`] for an API whose answer depends on the per-request headers the
+    /// request carried (`sent`, from [`HttpApi::request_headers`] at send time): HEC's ack id
+    /// belongs to the channel the request named, which may since have been replaced.
+    fn classify_sent(
+        &self,
+        response: &HttpResponse,
+        sent: &[(&'static str, String)],
+        events: &[Event],
+    ) -> Verdict {
+        let _ = sent;
+        self.classify(response, events)
+    }
+
     /// The GET that tells whether the destination is up and takes these credentials, sent
     /// with the transport's headers; 200 means healthy. None: the API has no such endpoint.
     fn health_check(&self) -> Option<HealthCheck> {
         None
+    }
+
+    /// Headers whose values vary by request, added to every POST (HEC's channel).
+    fn request_headers(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// Whether accepted requests are confirmed later, and how often to ask; see
+    /// [`Connector::confirmation`]. With Some, [`HttpApi::confirm_request`] and
+    /// [`HttpApi::confirmed`] say how.
+    fn confirmation(&self) -> Option<ConfirmSettings> {
+        None
+    }
+
+    /// The POST (URL and body) that asks which of `receipts` are confirmed; None when none
+    /// of them can be asked about any more (they are left to time out).
+    fn confirm_request(
+        &self,
+        receipts: &[Receipt],
+    ) -> Result<Option<(Url, HttpBody)>, ConfirmError> {
+        let _ = receipts;
+        Err(ConfirmError::Unsupported)
+    }
+
+    /// The receipts `response` confirms, of those `asked`; `sent` are the per-request
+    /// headers the poll carried.
+    fn confirmed(
+        &self,
+        response: &HttpResponse,
+        sent: &[(&'static str, String)],
+        asked: &[Receipt],
+    ) -> Result<Vec<Receipt>, ConfirmError> {
+        let _ = (response, sent, asked);
+        Err(ConfirmError::Unsupported)
+    }
+}
+
+/// An HTTP answer, with the per-request headers its request carried.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub response: HttpResponse,
+    /// From [`HttpApi::request_headers`], as sent.
+    pub sent: Vec<(&'static str, String)>,
+}
+
+/// An answer to a request that carried no per-request headers.
+impl From<HttpResponse> for Answered {
+    fn from(response: HttpResponse) -> Self {
+        Answered {
+            response,
+            sent: Vec::new(),
+        }
     }
 }
 
@@ -73,7 +139,7 @@ impl<A: HttpApi> HttpDestination<A> {
 
 impl<A: HttpApi> Connector for HttpDestination<A> {
     type Request = HttpBody;
-    type Response = HttpResponse;
+    type Response = Answered;
 
     fn hard_limits(&self) -> BatchLimits {
         self.api.hard_limits()
@@ -91,12 +157,31 @@ impl<A: HttpApi> Connector for HttpDestination<A> {
         request.bytes.len()
     }
 
-    async fn send(&self, request: &HttpBody) -> Result<HttpResponse, SendError> {
-        self.transport.post(request).await
+    async fn send(&self, request: &HttpBody) -> Result<Answered, SendError> {
+        let sent = self.api.request_headers();
+        let response = self
+            .transport
+            .post_to(self.transport.url(), request, &sent)
+            .await?;
+        Ok(Answered { response, sent })
     }
 
-    fn classify(&self, response: &HttpResponse, events: &[Event]) -> Verdict {
-        self.api.classify(response, events)
+    fn classify(&self, answered: &Answered, events: &[Event]) -> Verdict {
+        self.api
+            .classify_sent(&answered.response, &answered.sent, events)
+    }
+
+    fn confirmation(&self) -> Option<ConfirmSettings> {
+        self.api.confirmation()
+    }
+
+    async fn confirm(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>, ConfirmError> {
+        let Some((url, body)) = self.api.confirm_request(receipts)? else {
+            return Ok(Vec::new());
+        };
+        let extra = self.api.request_headers();
+        let response = self.transport.post_to(&url, &body, &extra).await?;
+        self.api.confirmed(&response, &extra, receipts)
     }
 
     async fn health(&self) -> Result<(), String> {

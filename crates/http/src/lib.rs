@@ -14,7 +14,7 @@ use switchyard_core::compress::{BodyWriter, CompressError};
 use switchyard_core::{Secret, SendError};
 
 pub use client::{ClientError, ClientOptions, Proxy, Tls, TlsError, TlsFiles};
-pub use destination::{HealthCheck, HttpApi, HttpDestination};
+pub use destination::{Answered, HealthCheck, HttpApi, HttpDestination};
 pub use reqwest::StatusCode;
 pub use url::Url;
 
@@ -132,12 +132,26 @@ impl HttpTransport {
     }
 
     pub async fn post(&self, body: &HttpBody) -> Result<HttpResponse, SendError> {
+        self.post_to(&self.url, body, &[]).await
+    }
+
+    /// POSTs `body` to `url` (another endpoint of the same API, with the same headers),
+    /// adding `extra` headers whose values vary by request (HEC's channel).
+    pub async fn post_to(
+        &self,
+        url: &Url,
+        body: &HttpBody,
+        extra: &[(&'static str, String)],
+    ) -> Result<HttpResponse, SendError> {
         let mut req = self
             .client
-            .post(self.url.clone())
+            .post(url.clone())
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, self.content_type)
             .body(body.bytes.clone());
+        for (name, value) in extra {
+            req = req.header(*name, value);
+        }
         if let Some(enc) = body.encoding {
             req = req.header(reqwest::header::CONTENT_ENCODING, enc);
         }

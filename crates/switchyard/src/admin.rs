@@ -134,6 +134,14 @@ fn refresh(m: &Monitor) {
             .absolute(s.dropped_by_destination);
         gauge!("switchyard_in_flight_requests", "connector" => id.clone())
             .set(s.in_flight_requests as f64);
+        // Only connectors whose destination confirms accepted requests later: HEC with
+        // `ack = true` is the one today, hence the names the issue gave them.
+        if stats.confirming.load(Relaxed) {
+            counter!("switchyard_hec_ack_timeouts_total", "connector" => id.clone())
+                .absolute(s.confirm_timeouts);
+            gauge!("switchyard_hec_acks_pending", "connector" => id.clone())
+                .set(s.awaiting_confirmation as f64);
+        }
         let healthy = if stats.health() == Health::Healthy {
             1.0
         } else {

@@ -172,6 +172,9 @@ fn validate(path: &str) -> ExitCode {
                     l.max_bytes,
                     l.max_linger.as_millis()
                 );
+                for note in c.kind.notes() {
+                    println!("    {note}");
+                }
             }
             if let Some(dir) = &s.tenants.directory {
                 println!(

@@ -90,6 +90,55 @@ kind = "smoke_signals"
 }
 
 #[test]
+fn validate_shows_hec_indexer_acknowledgement_and_checks_its_keys() {
+    let config = |ack: &str| {
+        format!(
+            r#"
+[kafka]
+brokers = "b:9092"
+topics = ["t"]
+group_id = "g"
+[connectors.splunk]
+kind = "splunk_hec"
+endpoint = "https://splunk:8088"
+token = "${{SPLUNK_HEC_TOKEN}}"
+{ack}
+"#
+        )
+    };
+    let on = TempFile::new("ack-on", &config("ack = true\nack_max_pending = 50"));
+    let out = switchyard(&["validate", "--config", on.path()], &REPO_ENV);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("indexer acknowledgement: polled every 10 s, up to 50 ack ids pending, resent after 300 s"),
+        "{stdout}"
+    );
+    let off = TempFile::new("ack-off", &config(""));
+    let out = switchyard(&["validate", "--config", off.path()], &REPO_ENV);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("acknowledgement"));
+
+    let bad = TempFile::new(
+        "ack-bad",
+        &config("ack = true\nack_poll_interval_secs = 30\nack_timeout_secs = 20"),
+    );
+    let out = switchyard(&["validate", "--config", bad.path()], &REPO_ENV);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "connectors.splunk.ack_timeout_secs: must be longer than ack_poll_interval_secs (30)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn environment_overrides_apply_and_secrets_are_not_echoed() {
     let out = switchyard(
         &["validate", "--config", &repo_config()],

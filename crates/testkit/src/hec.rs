@@ -1,6 +1,13 @@
 //! A strict fake Splunk HEC. It enforces what Splunk documents (token auth, gzip, the
 //! concatenated-envelope body, envelope fields, size limit) and answers with Splunk's codes,
 //! including the prefix-indexed `invalid-event-number` behaviour. Failures can be scripted.
+//!
+//! Indexer acknowledgement is learnt per token ([`Builder::ack`]): such a token demands a
+//! channel on every request (missing: code 10; not a GUID: code 11), numbers the accepted
+//! requests of each channel from 0 (`ackId`), and answers `/services/collector/ack` polls of
+//! a channel it knows (unknown: code 11). A token without it answers those polls code 14.
+//! Acknowledgement can be delayed by polls ([`Builder::ack_after_polls`]) or withheld
+//! ([`FakeHec::withhold_acks`]).
 
 use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json, serve};
 use axum::Router;
@@ -9,7 +16,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,7 +57,26 @@ struct Hec {
     poison: Mutex<Option<Poison>>,
     /// Requests to the health endpoint (they are not recorded as [`Seen`]).
     health_requests: std::sync::atomic::AtomicU64,
+    /// The token has indexer acknowledgement on.
+    ack: bool,
+    /// An ack id is acknowledged at this poll of it, not before (1: at the first).
+    ack_after_polls: u32,
+    /// No ack id is acknowledged while set.
+    withhold_acks: AtomicBool,
+    /// Per channel: the next ack id, and the ids not yet acknowledged with the polls each
+    /// has had.
+    channels: Mutex<HashMap<String, Channel>>,
+    ack_polls: AtomicU64,
+    /// Woken after every ack poll.
+    polled: tokio::sync::Notify,
+    acked: AtomicU64,
     rec: Recorder,
+}
+
+#[derive(Default)]
+struct Channel {
+    next: u64,
+    unacked: HashMap<u64, u32>,
 }
 
 pub struct FakeHec {
@@ -64,11 +91,24 @@ pub struct Builder {
     indexes: Option<HashSet<String>>,
     retain: bool,
     delay: Duration,
+    ack: bool,
+    ack_after_polls: u32,
     #[cfg(feature = "tls")]
     tls: Option<Arc<crate::tls::TlsServerConfig>>,
 }
 
 impl Builder {
+    /// The token has indexer acknowledgement on (`useACK`): requests need a channel, and
+    /// accepted ones answer an `ackId`.
+    pub fn ack(mut self) -> Self {
+        self.ack = true;
+        self
+    }
+    /// An ack id is acknowledged only at its `n`th poll (a slow indexer); default 1.
+    pub fn ack_after_polls(mut self, n: u32) -> Self {
+        self.ack_after_polls = n.max(1);
+        self
+    }
     /// Serves HTTPS with `config` (see [`crate::tls::Pki::server_config`]).
     #[cfg(feature = "tls")]
     pub fn tls(mut self, config: Arc<crate::tls::TlsServerConfig>) -> Self {
@@ -104,6 +144,13 @@ impl Builder {
             indexes: self.indexes,
             poison: Mutex::default(),
             health_requests: Default::default(),
+            ack: self.ack,
+            ack_after_polls: self.ack_after_polls,
+            withhold_acks: AtomicBool::new(false),
+            channels: Mutex::default(),
+            ack_polls: AtomicU64::new(0),
+            polled: tokio::sync::Notify::new(),
+            acked: AtomicU64::new(0),
             rec: Recorder::new(self.retain, self.delay),
         });
         let router = Router::new().fallback(handle);
@@ -132,6 +179,8 @@ impl FakeHec {
             indexes: None,
             retain: true,
             delay: Duration::ZERO,
+            ack: false,
+            ack_after_polls: 1,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -173,6 +222,54 @@ impl FakeHec {
             .load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// While `withhold` is set, polls acknowledge nothing (an indexer that never indexes);
+    /// once cleared, ids are acknowledged again as polled.
+    pub fn withhold_acks(&self, withhold: bool) {
+        self.state.withhold_acks.store(withhold, SeqCst);
+    }
+
+    /// Polls of `/services/collector/ack` answered (refused ones included).
+    pub fn ack_polls(&self) -> u64 {
+        self.state.ack_polls.load(SeqCst)
+    }
+
+    /// Waits until at least `n` ack polls were answered. False on timeout.
+    pub async fn wait_for_ack_polls(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let polled = self.state.polled.notified();
+            tokio::pin!(polled);
+            polled.as_mut().enable();
+            if self.ack_polls() >= n {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, polled).await.is_err() {
+                return self.ack_polls() >= n;
+            }
+        }
+    }
+
+    /// Ack ids answered `true`, over every channel.
+    pub fn acked(&self) -> u64 {
+        self.state.acked.load(SeqCst)
+    }
+
+    /// The channels that sent accepted requests.
+    pub fn channels(&self) -> Vec<String> {
+        self.state
+            .channels
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets every channel, as a restarted Splunk does: polls of them get code 11.
+    pub fn forget_channels(&self) {
+        self.state.channels.lock().unwrap().clear();
+    }
+
     /// Envelopes for which `bad` holds are refused as Splunk refuses bad events: 400 code 6
     /// with `invalid-event-number`, the events before it indexed.
     pub fn reject_when(&self, bad: impl Fn(&Value) -> bool + Send + Sync + 'static) {
@@ -206,6 +303,15 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path();
+    if path == "/services/collector/ack" {
+        if method != Method::POST {
+            return answer(405, 405, "Method Not Allowed", None);
+        }
+        let answer = hec.poll(&uri, &headers, &body);
+        hec.ack_polls.fetch_add(1, SeqCst);
+        hec.polled.notify_waiters();
+        return answer;
+    }
     if path == "/services/collector/health" || path == "/services/collector/health/1.0" {
         hec.health_requests
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -247,7 +353,7 @@ async fn handle(
         });
         return answer(503, 9, "Server is busy", None);
     }
-    let (status, code, items, resp) = hec.ingest(&headers, &body);
+    let (status, code, items, resp) = hec.ingest(&uri, &headers, &body);
     hec.rec.saw(Seen {
         status,
         code,
@@ -258,20 +364,129 @@ async fn handle(
     resp
 }
 
+/// Whether `s` is a GUID as Splunk wants a channel: 8-4-4-4-12 hex digits.
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 impl Hec {
+    /// The token's problem with `headers`' `Authorization`, as (status, code, text).
+    fn unauthorized(&self, headers: &HeaderMap) -> Option<(u16, i64, &'static str)> {
+        match header(headers, "authorization") {
+            None => Some((401, 2, "Token is required")),
+            Some(a) => match a.strip_prefix("Splunk ") {
+                None => Some((401, 3, "Invalid authorization")),
+                Some(t) if t != self.token => Some((403, 4, "Invalid token")),
+                Some(_) => None,
+            },
+        }
+    }
+
+    /// The request's channel: the header, or `?channel=`; both given must agree.
+    fn channel(&self, uri: &Uri, headers: &HeaderMap) -> Option<String> {
+        // A GUID needs no percent-decoding.
+        let query = uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|pair| pair.strip_prefix("channel="))
+                .map(str::to_owned)
+        });
+        let head = header(headers, "x-splunk-request-channel").map(str::to_owned);
+        if let (Some(q), Some(h)) = (&query, &head)
+            && q != h
+        {
+            self.rec.violation(format!(
+                "channel {q:?} in the query but {h:?} in the header"
+            ));
+        }
+        head.or(query)
+    }
+
+    /// `/services/collector/ack`: which of the ids polled are indexed.
+    fn poll(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+        if let Some((status, code, text)) = self.unauthorized(headers) {
+            return answer(status, code, text, None);
+        }
+        if !self.ack {
+            return answer(400, 14, "ACK is disabled", None);
+        }
+        let Some(channel) = self.channel(uri, headers) else {
+            return answer(400, 10, "Data channel is missing", None);
+        };
+        let ids = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+            v.get("acks")?
+                .as_array()?
+                .iter()
+                .map(Value::as_u64)
+                .collect::<Option<Vec<u64>>>()
+        });
+        let Some(ids) = ids else {
+            self.rec
+                .violation("ack poll body is not {\"acks\":[ids]}".into());
+            return answer(400, 6, "Invalid data format", None);
+        };
+        let mut channels = self.channels.lock().unwrap();
+        let Some(state) = channels.get_mut(&channel) else {
+            return answer(400, 11, "Invalid data channel", None);
+        };
+        let withhold = self.withhold_acks.load(SeqCst);
+        let mut acks = serde_json::Map::new();
+        for id in ids {
+            // An id answered true is forgotten: asked again, it is false.
+            let indexed = match state.unacked.get_mut(&id) {
+                Some(polls) if !withhold => {
+                    *polls += 1;
+                    *polls >= self.ack_after_polls
+                }
+                _ => false,
+            };
+            if indexed {
+                state.unacked.remove(&id);
+                self.acked.fetch_add(1, SeqCst);
+            }
+            acks.insert(id.to_string(), Value::Bool(indexed));
+        }
+        json(200, &json!({ "acks": acks }))
+    }
+
+    /// The ack channel of a request to a token with ack on, or its refusal.
+    fn ack_channel(&self, uri: &Uri, headers: &HeaderMap) -> Result<String, (i64, &'static str)> {
+        match self.channel(uri, headers) {
+            None => Err((10, "Data channel is missing")),
+            Some(c) if !is_guid(&c) => Err((11, "Invalid data channel")),
+            Some(c) => Ok(c),
+        }
+    }
+
+    /// A new ack id on `channel` for an accepted request.
+    fn next_ack_id(&self, channel: String) -> u64 {
+        let mut channels = self.channels.lock().unwrap();
+        let state = channels.entry(channel).or_default();
+        let id = state.next;
+        state.next += 1;
+        state.unacked.insert(id, 0);
+        id
+    }
+
     /// Returns (status, code, envelopes parsed, response).
-    fn ingest(&self, headers: &HeaderMap, body: &[u8]) -> (u16, i64, usize, Response) {
+    fn ingest(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> (u16, i64, usize, Response) {
         let done = |status: u16, code: i64, text: &str| {
             (status, code, 0, answer(status, code, text, None))
         };
-        match header(headers, "authorization") {
-            None => return done(401, 2, "Token is required"),
-            Some(a) => match a.strip_prefix("Splunk ") {
-                None => return done(401, 3, "Invalid authorization"),
-                Some(t) if t != self.token => return done(403, 4, "Invalid token"),
-                Some(_) => {}
-            },
+        if let Some((status, code, text)) = self.unauthorized(headers) {
+            return done(status, code, text);
         }
+        let channel = if self.ack {
+            match self.ack_channel(uri, headers) {
+                Ok(c) => Some(c),
+                Err((code, text)) => return done(400, code, text),
+            }
+        } else {
+            None
+        };
         if let Some(s) = self.rec.next_scripted() {
             let code = s.body["code"].as_i64().unwrap_or(0);
             return (s.status, code, 0, s.response());
@@ -308,7 +523,13 @@ impl Hec {
         let parsed = accepted.len() + usize::from(failure.is_some());
         self.rec.accept(accepted);
         match failure {
-            None => (200, 0, parsed, answer(200, 0, "Success", None)),
+            None => {
+                let mut ok = json!({"text": "Success", "code": 0});
+                if let Some(channel) = channel {
+                    ok["ackId"] = json!(self.next_ack_id(channel));
+                }
+                (200, 0, parsed, json(200, &ok))
+            }
             Some((i, code, text)) => (400, code, parsed, answer(400, code, text, Some(i))),
         }
     }

@@ -234,7 +234,7 @@ async fn the_fake_refuses_what_a_wrong_encoder_would_send() {
         .post(&request(record(1_712_167_312_284, json_event)))
         .await
         .unwrap();
-    let v = c.classify(&r, &[]);
+    let v = c.classify(&r.into(), &[]);
     assert_eq!(v.status_code, 400);
     let Outcome::Reject { reason } = v.outcome else {
         panic!("{v:?}")

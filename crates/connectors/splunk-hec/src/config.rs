@@ -8,6 +8,15 @@ use switchyard_http::Url;
 
 pub const EVENT_PATH: &str = "/services/collector/event";
 pub const HEALTH_PATH: &str = "/services/collector/health";
+pub const ACK_PATH: &str = "/services/collector/ack";
+
+/// Between two polls of `/services/collector/ack`, as Vector.
+pub const DEFAULT_ACK_POLL_INTERVAL_SECS: u64 = 10;
+/// Ack ids awaiting acknowledgement at once.
+pub const DEFAULT_ACK_MAX_PENDING: usize = 1000;
+/// An ack id unacknowledged this long is given up on and its events sent again (Vector gives
+/// up after 30 polls of 10 s; 300 s is the same).
+pub const DEFAULT_ACK_TIMEOUT_SECS: u64 = 300;
 
 /// Batches when nothing is configured: 1 MB keeps requests under Splunk Cloud's commonly
 /// cited request limit, so the same config works for Cloud and Enterprise.
@@ -43,6 +52,28 @@ pub struct HecConfig {
     pub host: Option<String>,
     #[serde(default)]
     pub compression: Compression,
+    /// Indexer acknowledgement: events count as delivered only once Splunk says they are
+    /// indexed (the token must have it on). Off: a 200 is delivery, as before.
+    #[serde(default)]
+    pub ack: bool,
+    #[serde(default = "default_ack_poll_interval_secs")]
+    pub ack_poll_interval_secs: u64,
+    #[serde(default = "default_ack_max_pending")]
+    pub ack_max_pending: usize,
+    #[serde(default = "default_ack_timeout_secs")]
+    pub ack_timeout_secs: u64,
+}
+
+fn default_ack_poll_interval_secs() -> u64 {
+    DEFAULT_ACK_POLL_INTERVAL_SECS
+}
+
+fn default_ack_max_pending() -> usize {
+    DEFAULT_ACK_MAX_PENDING
+}
+
+fn default_ack_timeout_secs() -> u64 {
+    DEFAULT_ACK_TIMEOUT_SECS
 }
 
 fn default_sourcetype() -> Option<String> {
@@ -57,6 +88,22 @@ impl HecConfig {
             .map_err(|e| e.to_string())
     }
 
+    /// The `/services/collector/ack` URL under `endpoint`.
+    pub fn ack_url(&self) -> Result<Url, String> {
+        switchyard_http::endpoint_url(&self.endpoint)?
+            .join(ACK_PATH)
+            .map_err(|e| e.to_string())
+    }
+
+    /// How acknowledgements are polled, when `ack` is on.
+    pub fn confirmation(&self) -> Option<switchyard_core::ConfirmSettings> {
+        self.ack.then(|| switchyard_core::ConfirmSettings {
+            poll_interval: Duration::from_secs(self.ack_poll_interval_secs),
+            max_pending: self.ack_max_pending,
+            timeout: Duration::from_secs(self.ack_timeout_secs),
+        })
+    }
+
     /// Every problem with these settings, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -67,6 +114,22 @@ impl HecConfig {
             None => out.push(("token", "is missing".into())),
             Some(t) if t.is_empty() => out.push(("token", "is empty".into())),
             Some(_) => {}
+        }
+        // Checked with `ack` off too, so turning it on later cannot surprise.
+        if self.ack_poll_interval_secs == 0 {
+            out.push(("ack_poll_interval_secs", "must be at least 1".into()));
+        }
+        if self.ack_max_pending == 0 {
+            out.push(("ack_max_pending", "must be at least 1".into()));
+        }
+        if self.ack_timeout_secs <= self.ack_poll_interval_secs {
+            out.push((
+                "ack_timeout_secs",
+                format!(
+                    "must be longer than ack_poll_interval_secs ({}), or no poll comes before it",
+                    self.ack_poll_interval_secs
+                ),
+            ));
         }
         out
     }
@@ -85,6 +148,10 @@ mod tests {
             sourcetype: default_sourcetype(),
             host: None,
             compression: Compression::Gzip,
+            ack: false,
+            ack_poll_interval_secs: DEFAULT_ACK_POLL_INTERVAL_SECS,
+            ack_max_pending: DEFAULT_ACK_MAX_PENDING,
+            ack_timeout_secs: DEFAULT_ACK_TIMEOUT_SECS,
         }
     }
 
@@ -106,5 +173,53 @@ mod tests {
             ["endpoint", "token"]
         );
         assert_eq!(cfg("not a url", Some(" ")).problems().len(), 2);
+    }
+
+    #[test]
+    fn ack_is_off_by_default_and_its_knobs_default_as_documented() {
+        let c: HecConfig = serde_json::from_value(serde_json::json!({
+            "endpoint": "https://splunk:8088", "token": "t"
+        }))
+        .unwrap();
+        assert!(!c.ack);
+        assert_eq!(c.confirmation(), None, "without ack, answers are final");
+        let on = HecConfig { ack: true, ..c };
+        assert_eq!(
+            on.confirmation(),
+            Some(switchyard_core::ConfirmSettings {
+                poll_interval: Duration::from_secs(10),
+                max_pending: 1000,
+                timeout: Duration::from_secs(300),
+            })
+        );
+        assert_eq!(
+            on.ack_url().unwrap().as_str(),
+            "https://splunk:8088/services/collector/ack"
+        );
+    }
+
+    #[test]
+    fn ack_knobs_are_checked_by_key() {
+        let c = HecConfig {
+            ack: true,
+            ack_poll_interval_secs: 0,
+            ack_max_pending: 0,
+            ack_timeout_secs: 0,
+            ..cfg("https://splunk:8088", Some("t"))
+        };
+        assert_eq!(
+            c.problems().iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [
+                "ack_poll_interval_secs",
+                "ack_max_pending",
+                "ack_timeout_secs"
+            ]
+        );
+        let c = HecConfig {
+            ack_poll_interval_secs: 30,
+            ack_timeout_secs: 30,
+            ..cfg("https://splunk:8088", Some("t"))
+        };
+        assert_eq!(c.problems()[0].0, "ack_timeout_secs");
     }
 }

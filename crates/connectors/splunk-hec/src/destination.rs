@@ -27,6 +27,16 @@ impl Destination for HecConfig {
         vec![("endpoint", url.into()), ("token", credential.into())]
     }
 
+    fn notes(&self) -> Vec<String> {
+        if !self.ack {
+            return Vec::new();
+        }
+        vec![format!(
+            "indexer acknowledgement: polled every {} s, up to {} ack ids pending, resent after {} s unacknowledged",
+            self.ack_poll_interval_secs, self.ack_max_pending, self.ack_timeout_secs
+        )]
+    }
+
     fn wire(&self) -> Wire {
         Wire {
             authorized: |header, credential| {

@@ -88,6 +88,10 @@ mod tests {
             sourcetype: Some("_json".into()),
             host: Some("router-\"1\"".into()),
             compression: Compression::Gzip,
+            ack: false,
+            ack_poll_interval_secs: 10,
+            ack_max_pending: 1000,
+            ack_timeout_secs: 300,
         })
     }
 

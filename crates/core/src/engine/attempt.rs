@@ -86,7 +86,7 @@ impl<C: Connector> Courier<C> {
             Ok(Err(e)) => unanswered(&e),
             Err(_) => timed_out(limit),
         };
-        if verdict.outcome != Outcome::Delivered {
+        if !verdict.outcome.is_accepted() {
             self.stats.failed_requests.fetch_add(1, Relaxed);
         }
         if let Some(dropped) = &verdict.dropped {

@@ -7,8 +7,8 @@ use crate::batch::{Batch, Batcher, Push};
 use crate::connector::Connector;
 use crate::event::Event;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, sleep_until};
 
 pub(super) struct Intake<C> {
@@ -17,6 +17,19 @@ pub(super) struct Intake<C> {
     pub(super) permits: Arc<Semaphore>,
     pub(super) tasks: JoinSet<()>,
     pub(super) courier: Arc<Courier<C>>,
+    /// The confirmation poller, when the destination confirms accepted requests later, and
+    /// the switch that tells it the intake is done.
+    pub(super) confirmer: Option<(watch::Sender<bool>, Poller)>,
+}
+
+/// The confirmation poller's task, stopped with the intake: a worker the pipeline stops at
+/// its shutdown deadline stops asking too, leaving what was never confirmed unfinished.
+pub(super) struct Poller(pub(super) JoinHandle<()>);
+
+impl Drop for Poller {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<C: Connector> Intake<C> {
@@ -40,6 +53,13 @@ impl<C: Connector> Intake<C> {
         }
         self.flush().await;
         while self.tasks.join_next().await.is_some() {}
+        // Events still awaiting confirmation are not delivered yet: the worker ends once
+        // they are confirmed (or sent again and confirmed). The pipeline's shutdown budget
+        // bounds the wait; what is never confirmed stays uncommitted and is read again.
+        if let Some((closing, mut poller)) = self.confirmer.take() {
+            let _ = closing.send(true);
+            let _ = (&mut poller.0).await;
+        }
     }
 
     async fn accept(&mut self, event: Event) {

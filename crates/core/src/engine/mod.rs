@@ -12,18 +12,21 @@
 //! - [`settle`]: act on the answer: acknowledge what was delivered, reject (dead-letter) what
 //!   was refused, split what was too large, park what a detached destination cannot take;
 //! - [`backoff`]: after a failure, park, wait and try again, or give up;
+//! - [`confirm`]: for destinations that confirm accepted requests later, the events waiting
+//!   for that confirmation, and the poller that asks for it;
 //! - [`timing`]: the delivery's `collector_observability` timings, and the records the next
 //!   requests carry.
 
 mod attempt;
 mod backoff;
+mod confirm;
 mod health;
 mod intake;
 mod settle;
 mod timing;
 
 use crate::batch::{Batch, BatchLimits, Batcher};
-use crate::connector::Connector;
+use crate::connector::{Connector, Outcome};
 use crate::dead_letter::DeadLetters;
 use crate::event::Event;
 use crate::isolation::Isolation;
@@ -219,11 +222,19 @@ impl Engine {
         let limits = settings.limits.clamp_to(connector.hard_limits());
         let courier = Arc::new(Courier::new(connector, id, index, settings, wiring));
         let (tx, rx) = mpsc::unbounded_channel();
+        let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let confirmer = courier.unconfirmed.is_some().then(|| {
+            courier.stats.confirming.store(true, Relaxed);
+            let (closing, closed) = watch::channel(false);
+            let poller = tokio::spawn(confirm::poll(courier.clone(), permits.clone(), closed));
+            (closing, intake::Poller(poller))
+        });
         let intake = intake::Intake {
             batcher: Batcher::new(limits),
-            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            permits,
             tasks: JoinSet::new(),
             courier: courier.clone(),
+            confirmer,
         };
         if settings.health_check.enabled {
             tokio::spawn(health::check_health(courier.clone()));
@@ -258,6 +269,9 @@ struct Courier<C> {
     pace: Option<crate::rate::Pace>,
     /// Rate-limits the log lines about events changed or refused, per kind.
     notices: crate::log::Throttle,
+    /// Events of accepted requests awaiting the destination's confirmation; None when its
+    /// answers are final.
+    unconfirmed: Option<confirm::Unconfirmed>,
     connector: C,
 }
 
@@ -296,6 +310,7 @@ impl<C: Connector> Courier<C> {
             pace: settings.rate_limit.map(crate::rate::Pace::new),
             stats: wiring.stats.unwrap_or_default(),
             notices: crate::log::Throttle::new(NOTICE_EVERY),
+            unconfirmed: connector.confirmation().map(confirm::Unconfirmed::new),
             connector,
         }
     }
@@ -332,6 +347,12 @@ impl<C: Connector> Courier<C> {
         probe: bool,
         revoked: &mut watch::Receiver<u64>,
     ) -> GroupEnd {
+        // A place among the requests awaiting confirmation, reserved before sending: at the
+        // bound this waits, and the connector sends nothing more until places free up.
+        let mut place = match &self.unconfirmed {
+            Some(unconfirmed) => unconfirmed.reserve().await,
+            None => None,
+        };
         let mut watch = Stopwatch::start(clock, events.len());
         let mut schedule = self.settings.retry.schedule();
         let mut pending = events;
@@ -340,6 +361,10 @@ impl<C: Connector> Courier<C> {
                 Attempt::Sent { events, verdict } => (events, verdict),
                 Attempt::Ended(end) => break end,
             };
+            if let Outcome::Accepted(receipt) = verdict.outcome {
+                self.await_confirmation(receipt, sent, place.take());
+                break GroupEnd::Done;
+            }
             let retry_after = verdict.retry_after;
             let settled = self.settle(sent, verdict.outcome, watch.status(), watch.attempts());
             let (failed, reason) = match settled {
@@ -412,6 +437,12 @@ mod testing {
         pub(super) too_large: Mutex<bool>,
         /// No request is ever answered.
         pub(super) hang: Mutex<bool>,
+        /// Set before the rig is built: the destination confirms accepted requests later.
+        pub(super) confirming: Mutex<Option<crate::connector::ConfirmSettings>>,
+        /// Receipts the destination confirms when next asked (then forgets, as HEC does).
+        pub(super) confirms: Mutex<Vec<crate::connector::Receipt>>,
+        /// The receipts of each confirmation request.
+        pub(super) asked: Mutex<Vec<Vec<crate::connector::Receipt>>>,
     }
 
     impl Scripted {
@@ -427,7 +458,7 @@ mod testing {
         }
     }
 
-    pub(super) struct Stub(Arc<Scripted>);
+    pub(super) struct Stub(pub(super) Arc<Scripted>);
 
     impl Connector for Stub {
         type Request = Vec<i64>;
@@ -477,6 +508,19 @@ mod testing {
         fn classify(&self, response: &Verdict, _events: &[Event]) -> Verdict {
             response.clone()
         }
+        fn confirmation(&self) -> Option<crate::connector::ConfirmSettings> {
+            *self.0.confirming.lock().unwrap()
+        }
+        async fn confirm(
+            &self,
+            receipts: &[crate::connector::Receipt],
+        ) -> Result<Vec<crate::connector::Receipt>, crate::connector::ConfirmError> {
+            self.0.asked.lock().unwrap().push(receipts.to_vec());
+            let mut confirms = self.0.confirms.lock().unwrap();
+            let (yes, no) = confirms.iter().partition(|r| receipts.contains(r));
+            *confirms = no;
+            Ok(yes)
+        }
     }
 
     /// A letter topic that stores every letter at once.
@@ -524,7 +568,7 @@ mod testing {
 
     /// A courier on partition [`P`], with a dead-letter topic and the given isolation role.
     pub(super) struct Rig {
-        pub(super) courier: Courier<Stub>,
+        pub(super) courier: Arc<Courier<Stub>>,
         pub(super) acker: Arc<Acker>,
         pub(super) letters: Arc<Letters>,
         next_offset: std::cell::Cell<i64>,
@@ -542,7 +586,13 @@ mod testing {
                 isolation: role,
                 stats: None,
             };
-            let courier = Courier::new(Stub(script), "stub", ConnectorIndex(0), settings(), wiring);
+            let courier = Arc::new(Courier::new(
+                Stub(script),
+                "stub",
+                ConnectorIndex(0),
+                settings(),
+                wiring,
+            ));
             Rig {
                 courier,
                 acker,

@@ -37,6 +37,12 @@ impl<C: Connector> Courier<C> {
                 self.finish_delivered(events);
                 Settled::Done
             }
+            // A delivery hands accepted events to `await_confirmation` before settling; one
+            // that gets here has no place to wait in, which that step reports.
+            Outcome::Accepted(receipt) => {
+                self.await_confirmation(receipt, events, None);
+                Settled::Done
+            }
             Outcome::Reject { reason } => {
                 self.finish_rejected(with_reason(events, &reason), status, attempts);
                 Settled::Done
@@ -193,14 +199,19 @@ impl<C: Connector> Courier<C> {
         if events.is_empty() {
             return;
         }
+        self.answered();
+        self.stats.delivered.fetch_add(events.len() as u64, Relaxed);
+        self.acker.complete(self.index, &events);
+    }
+
+    /// The destination took a request: it is healthy, and answers again if it was detached.
+    pub(super) fn answered(&self) {
         if self.owns_health {
             self.stats.mark_healthy();
         }
         if let Some(role) = &self.role {
             role.isolation().answered();
         }
-        self.stats.delivered.fetch_add(events.len() as u64, Relaxed);
-        self.acker.complete(self.index, &events);
     }
 
     /// A permanent refusal: logged with where the event came from, counted, and acknowledged

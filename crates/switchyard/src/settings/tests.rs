@@ -926,7 +926,11 @@ fn a_tenant_file_overrides_what_differs_for_its_customer() {
         "[connectors.hec]\nendpoint = \"https://splunk.acme:8088\"\ntoken = \"${ACME_TOKEN}\"\n\
          [connectors.otlp]\nenabled = false\n[connectors.otlp.headers]\nx-api-key = \"${ACME_TOKEN}\"\n",
     );
-    dir.file("globex.toml", "[connectors.hec]\nindex = \"globex\"\n");
+    // Globex's token demands indexer acknowledgement: its instance turns it on.
+    dir.file(
+        "globex.toml",
+        "[connectors.hec]\nindex = \"globex\"\nack = true\n",
+    );
     // Not tenants: Kubernetes' own entries in a mounted ConfigMap, and other files.
     dir.file(".hidden.toml", "not toml at all");
     dir.file("README", "not a tenant");
@@ -969,9 +973,11 @@ fn a_tenant_file_overrides_what_differs_for_its_customer() {
         (hec.endpoint.as_str(), hec.index.as_deref()),
         ("https://hec:8088", Some("globex"))
     );
+    assert!(hec.ack);
     // The default instances are untouched.
     let base = s.connectors[0].kind.downcast_ref::<HecConfig>().unwrap();
     assert_eq!(base.index.as_deref(), Some("main"));
+    assert!(!base.ack);
     assert!(!format!("{:?}", s.tenants).contains("acme-hec-token"));
 }
 
