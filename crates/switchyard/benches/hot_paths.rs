@@ -144,16 +144,21 @@ fn main() {
         max_members: 1_000,
     };
     let mut next_array = 0;
-    bench("array record scan, per event (10/record)", 10, 10 * mean, || {
-        next_array = (next_array + 1) % arrays.len();
-        let record = record::parse(
-            black_box(arrays[next_array].clone()),
-            None,
-            origin(),
-            limits,
-        );
-        black_box(record.unwrap());
-    });
+    bench(
+        "array record scan, per event (10/record)",
+        10,
+        10 * mean,
+        || {
+            next_array = (next_array + 1) % arrays.len();
+            let record = record::parse(
+                black_box(arrays[next_array].clone()),
+                None,
+                origin(),
+                limits,
+            );
+            black_box(record.unwrap());
+        },
+    );
     let lookup = |name: &str| match name {
         "NEW_RELIC_ACCOUNT_ID" => Some("1234567".to_string()),
         _ => Some("bench-secret".to_string()),

@@ -100,6 +100,7 @@ impl Rig {
                 topic: "qoe".into(),
                 kafka_partition: 0,
                 offset,
+                member: None,
             };
             let raw = format!(r#"{{"event":{{"timestamp":1700000000{offset:03}}}}}"#);
             let event = Event::parse(raw.into_bytes().into(), origin, 1 << 20).unwrap();
