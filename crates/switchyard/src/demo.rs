@@ -22,6 +22,9 @@ pub struct DemoOptions {
     pub partitions: i32,
     /// One record in this many is not JSON, to show bad input being counted and skipped.
     pub malformed_every: u64,
+    /// One record in this many is a JSON array of [`ARRAY_EVENTS`] events, the vendor's own
+    /// payload shape (0: none).
+    pub array_every: u64,
     /// A stand-in taken down for a while, to show a destination detach, drain and flow.
     pub outage: Option<Outage>,
 }
@@ -190,7 +193,14 @@ pub async fn run(
 
     seeding.store(false, Ordering::SeqCst);
     let _ = seeder.join();
+    let source = pipeline.source_stats().clone();
     let clean = pipeline.shutdown().await;
+    eprintln!(
+        "read {} records, {} of them JSON arrays holding {} events",
+        source.consumed.load(Ordering::Relaxed),
+        source.array_records.load(Ordering::Relaxed),
+        source.array_members.load(Ordering::Relaxed),
+    );
     for s in &standins {
         eprintln!(
             "stand-in for {} received {} events",
@@ -368,7 +378,10 @@ async fn report(pipeline: &Pipeline, stop: impl Future<Output = ()>) {
     }
 }
 
-/// Produces generated events at about `opts.rate` per second until `seeding` is cleared.
+/// Events in each array record of the demo.
+pub const ARRAY_EVENTS: usize = 10;
+
+/// Produces generated records at about `opts.rate` per second until `seeding` is cleared.
 fn seed(bootstrap: &str, topic: &str, lists: &[String], opts: &DemoOptions, seeding: &AtomicBool) {
     let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
     let mut generator = Generator::new("demo", 7).connector_lists(&lists);
@@ -377,6 +390,11 @@ fn seed(bootstrap: &str, topic: &str, lists: &[String], opts: &DemoOptions, seed
         n += 1;
         if opts.malformed_every > 0 && n.is_multiple_of(opts.malformed_every) {
             b"{\"event\": not json".to_vec()
+        } else if opts.array_every > 0 && n.is_multiple_of(opts.array_every) {
+            let members: Vec<Vec<u8>> = (0..ARRAY_EVENTS)
+                .map(|_| generator.next_event().1)
+                .collect();
+            [b"[".to_vec(), members.join(&b","[..]), b"]".to_vec()].concat()
         } else {
             generator.next_event().1
         }

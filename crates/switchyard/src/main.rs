@@ -60,7 +60,7 @@ enum Command {
     Demo {
         #[arg(long, short, default_value = "connectors.toml")]
         config: String,
-        /// Events per second to generate.
+        /// Kafka records per second to generate; one in 20 is an array of 10 events.
         #[arg(long, default_value_t = 2000)]
         rate: u64,
         #[arg(long, default_value_t = 6)]
@@ -123,6 +123,7 @@ async fn main() -> ExitCode {
                 rate,
                 partitions,
                 malformed_every: 10_000,
+                array_every: 20,
                 outage,
             };
             let stop = async move {

@@ -644,6 +644,18 @@ fn the_demo_runs_three_customers_one_with_a_broken_credential() {
     };
     let splunk = "stand-in for dz-connector-splunk";
     assert!(received(&format!("{splunk} received ")) > 0);
+    // One record in 20 is an array of 10 events, unpacked.
+    let arrays = stderr
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.strip_prefix("read ")?.split_once(" records, ")?;
+            let (arrays, rest) = rest.split_once(" of them JSON arrays holding ")?;
+            let members = rest.strip_suffix(" events")?;
+            Some((arrays.parse::<u64>().ok()?, members.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("no line about arrays in:\n{stderr}"));
+    assert!(arrays.0 > 0, "{stderr}");
+    assert_eq!(arrays.1, arrays.0 * 10, "{stderr}");
     for customer in ["486a1f", "77be02"] {
         assert!(received(&format!("{splunk} of customer {customer} received ")) > 0);
     }
