@@ -106,14 +106,20 @@ async fn letters_keep_the_producers_key_and_headers_and_say_why_in_plain_words()
         r#"{{"event":{{"type":"x","timestamp":{}}},"connector_list":"{SPLUNK}","poison":true}}"#,
         now_ms()
     );
-    let records: [(&str, &[u8]); 4] = [
-        ("k-array", b"[1,2,3]"),
-        ("k-null", b"null"),
-        ("k-poison", poison.as_bytes()),
-        ("k-events", br#"[{"event":{"timestamp":1}}]"#),
+    // Key, payload, and the letter's payload: a bad member of an array record is
+    // dead-lettered as its own bytes, with the record's key and headers.
+    let records: [(&str, &[u8], &[u8]); 4] = [
+        ("k-string", b"\"text\"", b"\"text\""),
+        ("k-null", b"null", b"null"),
+        ("k-poison", poison.as_bytes(), poison.as_bytes()),
+        (
+            "k-nested",
+            br#"[[{"event":{"timestamp":1}}]]"#,
+            br#"[{"event":{"timestamp":1}}]"#,
+        ),
     ];
     let producer = h.broker.producer();
-    for (i, (key, payload)) in records.iter().enumerate() {
+    for (i, (key, payload, _)) in records.iter().enumerate() {
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "trace-id",
@@ -157,7 +163,7 @@ async fn letters_keep_the_producers_key_and_headers_and_say_why_in_plain_words()
 
     let letters = read_dlq(h.broker.bootstrap_servers(), 4);
     assert_eq!(letters.len(), 4);
-    for (i, (key, payload)) in records.iter().enumerate() {
+    for (i, (key, _, payload)) in records.iter().enumerate() {
         let l = letters
             .iter()
             .find(|l| l.key.as_deref() == Some(key.as_bytes()))
@@ -187,10 +193,13 @@ async fn letters_keep_the_producers_key_and_headers_and_say_why_in_plain_words()
             .unwrap()
     };
     assert_eq!(
-        reason("k-array"),
-        "malformed: not_object: the record is a JSON array, not an event object (records holding an array of events are not unpacked)"
+        reason("k-string"),
+        "malformed: not_object: the record is a JSON string, not an event object"
     );
-    assert_eq!(reason("k-events"), reason("k-array"));
+    assert_eq!(
+        reason("k-nested"),
+        "malformed: not_object: array member 0 is a JSON array, not an event object (arrays of events do not nest)"
+    );
     assert_eq!(
         reason("k-null"),
         "malformed: not_object: the record is JSON null, not an event object"
