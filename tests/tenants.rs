@@ -364,6 +364,29 @@ fn produce(h: &Harness, events: &[TestEvent], ends: &mut [i64; 2]) {
     h.broker.produce(TOPIC, records);
 }
 
+/// As [`produce`], but packing runs of one to five events into records: one event as its
+/// object, more as a JSON array, so one record mixes customers (each member is resolved by
+/// its own `customer_code`).
+fn produce_packed(h: &Harness, rng: &mut fastrand::Rng, events: &[TestEvent], ends: &mut [i64; 2]) {
+    let mut records = Vec::new();
+    let mut rest = events;
+    while !rest.is_empty() {
+        let (run, tail) = rest.split_at(rng.usize(1..=5).min(rest.len()));
+        rest = tail;
+        let bytes = match run {
+            [one] => one.bytes.clone(),
+            _ => {
+                let members: Vec<&[u8]> = run.iter().map(|e| e.bytes.as_slice()).collect();
+                [b"[".as_slice(), &members.join(&b","[..]), b"]"].concat()
+            }
+        };
+        let p = records.len() % 2;
+        ends[p] += 1;
+        records.push((p as i32, bytes));
+    }
+    h.broker.produce(TOPIC, records);
+}
+
 fn committed_to(pipeline: &Pipeline, ends: [i64; 2]) -> bool {
     tokio::task::block_in_place(|| {
         pipeline.wait_for_source(PATIENCE, |s| {
@@ -414,7 +437,8 @@ fn refused_no_tenant(pipeline: &Pipeline) -> u64 {
 /// events of the customers it belongs to (the default fakes: those of customers without
 /// settings of their own), each once; a strict fake refuses any other credential, so an
 /// event sent to the right place with the wrong token would be missing too. Refusals for
-/// want of a tenant are exactly those expected.
+/// want of a tenant are exactly those expected. Events are packed one to five to a record,
+/// so array records mix customers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_customers_event_ever_reaches_another_customers_endpoint_or_credentials() {
     for seed in 1..=4u64 {
@@ -440,7 +464,7 @@ async fn leakage_case(seed: u64) {
     let mut ends = [0i64; 2];
     let batch = events(&mut rng, "leak-a", 150, &customers);
     let mut refused = expect(&mut expected, &first, &batch);
-    produce(&h, &batch, &mut ends);
+    produce_packed(&h, &mut rng, &batch, &mut ends);
     assert!(
         committed_to(&pipeline, ends),
         "seed {seed}: {:?}",
@@ -453,7 +477,7 @@ async fn leakage_case(seed: u64) {
     pipeline.reload(&settings_of(&h, &group, &fakes, &dir, &second));
     let batch = events(&mut rng, "leak-b", 150, &customers);
     refused += expect(&mut expected, &second, &batch);
-    produce(&h, &batch, &mut ends);
+    produce_packed(&h, &mut rng, &batch, &mut ends);
     assert!(
         committed_to(&pipeline, ends),
         "seed {seed}: {:?}",
