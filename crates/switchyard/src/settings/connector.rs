@@ -40,6 +40,12 @@ struct CommonSection {
     /// The destination account's limit, kept by each instance (each customer's) alone.
     #[serde(default)]
     rate_limit: Option<RateLimitSection>,
+    /// The share of sessions this connector takes, in (0, 1] (docs/payloads.md).
+    #[serde(default)]
+    sample_rate: Option<f64>,
+    /// The dotted path of the session id sampling hashes.
+    #[serde(default)]
+    sample_key: Option<String>,
 }
 
 /// `rate_limit = { events_per_sec = N }` or `{ requests_per_sec = N }`.
@@ -100,7 +106,9 @@ fn d_probe_max() -> u64 {
     IsolationSettings::default().probe_max.as_secs()
 }
 
-const COMMON_KEYS: [&str; 14] = [
+const COMMON_KEYS: [&str; 16] = [
+    "sample_rate",
+    "sample_key",
     "health_check",
     "rate_limit",
     "tls",
@@ -291,10 +299,14 @@ fn connector(
     let engine = engine_settings(&common, defaults, path, problems)?;
     warnings.extend(over_hard_limits(engine.limits, descriptor, path));
     let isolation = isolation_settings(&common, path, problems)?;
+    let sample = sample(&common, path, problems)?;
     Some(ConnectorSettings {
         id,
         enabled: common.enabled,
-        filter: filter(common.filter),
+        filter: Filter {
+            sample,
+            ..filter(common.filter)
+        },
         engine,
         isolation,
         kind: kind?,
@@ -571,5 +583,33 @@ fn filter(f: FilterSection) -> Filter {
         exclude_event_types: f.exclude_event_types.into_iter().collect(),
         include_customers: f.include_customers.into_iter().collect(),
         exclude_customers: f.exclude_customers.into_iter().collect(),
+        sample: None,
+    }
+}
+
+/// `sample_rate` and `sample_key`: Some(None) without sampling, None after a problem.
+/// `sample_key` alone is a problem: it would silently do nothing.
+fn sample(c: &CommonSection, path: &str, problems: &mut Vec<Problem>) -> Option<Option<Sample>> {
+    let key = c.sample_key.as_deref();
+    let Some(rate) = c.sample_rate else {
+        if key.is_some() {
+            problems.push(Problem::new(
+                &format!("{path}.sample_key"),
+                "is set without sample_rate; set both, or neither",
+            ));
+            return None;
+        }
+        return Some(None);
+    };
+    match Sample::new(rate, key.unwrap_or(DEFAULT_SAMPLE_KEY)) {
+        Ok(s) => Some(Some(s)),
+        Err(e) => {
+            let at = match e {
+                SampleError::Rate(_) => "sample_rate",
+                SampleError::Key(_) => "sample_key",
+            };
+            problems.push(Problem::new(&format!("{path}.{at}"), &e.to_string()));
+            None
+        }
     }
 }

@@ -157,6 +157,35 @@ fn a_rate_limit_is_events_or_requests_per_second_and_at_least_one() {
 }
 
 #[test]
+fn sampling_takes_a_rate_and_a_key_checked_with_their_key_paths() {
+    let filter = |s: &Settings| s.connectors[0].filter.sample.clone();
+    assert_eq!(filter(&load(BASE).unwrap()), None);
+    let s = load(&format!("{BASE}sample_rate = 0.25\n")).unwrap();
+    let sample = filter(&s).unwrap();
+    assert_eq!(
+        (sample.rate(), sample.key()),
+        (0.25, "user_details.content_session_id")
+    );
+    let s = load(&format!("{BASE}sample_rate = 1\nsample_key = \"a.b\"\n")).unwrap();
+    let sample = filter(&s).unwrap();
+    assert_eq!((sample.rate(), sample.key()), (1.0, "a.b"));
+    for (keys, path) in [
+        ("sample_rate = 0", "connectors.hec.sample_rate"),
+        ("sample_rate = 1.5", "connectors.hec.sample_rate"),
+        ("sample_rate = -0.5", "connectors.hec.sample_rate"),
+        (
+            "sample_rate = 0.5\nsample_key = \"a..b\"",
+            "connectors.hec.sample_key",
+        ),
+        ("sample_key = \"a.b\"", "connectors.hec.sample_key"),
+    ] {
+        let problems = load(&format!("{BASE}{keys}\n")).unwrap_err().0;
+        assert_eq!(problems.len(), 1, "{keys}: {problems:?}");
+        assert_eq!(problems[0].path, path, "{keys}");
+    }
+}
+
+#[test]
 fn health_checks_and_the_stall_limit_default_and_are_validated_with_their_key_paths() {
     let s = load(BASE).unwrap();
     assert_eq!(s.connectors[0].engine.health_check, HealthCheck::default());
@@ -563,6 +592,8 @@ fn the_repo_configs_commented_out_overrides_are_valid() {
         "access_key_id = ",
         "secret_access_key = ",
         "role_arn = ",
+        "sample_rate = ",
+        "sample_key = ",
     ];
     let text: Vec<&str> = include_str!("../../../../connectors.toml")
         .lines()
@@ -589,7 +620,7 @@ fn the_repo_configs_commented_out_overrides_are_valid() {
         assert!(
             s.connectors
                 .iter()
-                .any(|c| tree["connectors"][&c.id][key].is_string()),
+                .any(|c| !tree["connectors"][&c.id][key].is_null()),
             "no commented-out {key} example"
         );
     }
