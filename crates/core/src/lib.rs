@@ -15,6 +15,7 @@ pub mod dead_letter;
 pub mod dispatch;
 pub mod engine;
 pub mod event;
+pub mod fields;
 pub mod heartbeat;
 pub mod isolation;
 pub mod log;
@@ -40,6 +41,7 @@ pub use engine::{
     BuildFuture, ConnectorHandle, Engine, EngineSettings, HealthCheck, Refuse, Role, Wiring,
 };
 pub use event::{Envelope, Event, MalformedReason, Origin, PartitionId};
+pub use fields::{FieldSelection, FieldsError, Shaped};
 pub use heartbeat::Heartbeat;
 pub use isolation::{Isolation, IsolationSettings, State};
 pub use offsets::{Acker, OffsetTracker};

@@ -75,6 +75,7 @@ fn settings() -> EngineSettings {
             ..HealthCheck::default()
         },
         rate_limit: None,
+        fields: None,
     }
 }
 

@@ -806,7 +806,7 @@ async fn spawn_connector(
     wiring: Wiring,
 ) -> Result<ConnectorHandle, StartError> {
     c.kind
-        .spawn(&c.id, index, &c.client, c.engine, wiring)
+        .spawn(&c.id, index, &c.client, c.engine.clone(), wiring)
         .await
         .map_err(|message| StartError::Connector {
             id: c.id.clone(),

@@ -46,6 +46,23 @@ struct CommonSection {
     /// The dotted path of the session id sampling hashes.
     #[serde(default)]
     sample_key: Option<String>,
+    /// The document this connector sends (docs/payloads.md); unset: the raw event.
+    #[serde(default)]
+    fields: Option<FieldsSection>,
+}
+
+/// `fields = { include = […], exclude = […], rename = { "from" = "to" }, add = { … } }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldsSection {
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    add: Map<String, Value>,
 }
 
 /// `rate_limit = { events_per_sec = N }` or `{ requests_per_sec = N }`.
@@ -106,7 +123,8 @@ fn d_probe_max() -> u64 {
     IsolationSettings::default().probe_max.as_secs()
 }
 
-const COMMON_KEYS: [&str; 16] = [
+const COMMON_KEYS: [&str; 17] = [
+    "fields",
     "sample_rate",
     "sample_key",
     "health_check",
@@ -296,7 +314,9 @@ fn connector(
     }
     let defaults = descriptor.default_limits;
     let client = client_options(&common, path, problems, unset)?;
-    let engine = engine_settings(&common, defaults, path, problems)?;
+    let fields = field_selection(common.fields.as_ref(), path, problems);
+    let mut engine = engine_settings(&common, defaults, path, problems)?;
+    engine.fields = fields?;
     warnings.extend(over_hard_limits(engine.limits, descriptor, path));
     let isolation = isolation_settings(&common, path, problems)?;
     let sample = sample(&common, path, problems)?;
@@ -535,6 +555,7 @@ fn engine_settings(
             enabled: c.health_check.enabled,
             interval: Duration::from_secs(c.health_check.interval_secs),
         },
+        fields: None,
     })
 }
 
@@ -609,6 +630,39 @@ fn sample(c: &CommonSection, path: &str, problems: &mut Vec<Problem>) -> Option<
                 SampleError::Key(_) => "sample_key",
             };
             problems.push(Problem::new(&format!("{path}.{at}"), &e.to_string()));
+            None
+        }
+    }
+}
+
+/// The `fields` table: Some(None) when unset or empty (nothing to change, so the raw event
+/// goes, at no cost), None after a problem.
+fn field_selection(
+    f: Option<&FieldsSection>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Option<Arc<FieldSelection>>> {
+    let Some(f) = f else {
+        return Some(None);
+    };
+    if f.include.is_empty() && f.exclude.is_empty() && f.rename.is_empty() && f.add.is_empty() {
+        return Some(None);
+    }
+    let rename: Vec<(String, String)> = f
+        .rename
+        .iter()
+        .map(|(from, to)| (from.clone(), to.clone()))
+        .collect();
+    let add: Vec<(String, Value)> = f.add.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    match FieldSelection::new(&f.include, &f.exclude, &rename, &add) {
+        Ok(s) => Some(Some(Arc::new(s))),
+        Err(errors) => {
+            for e in errors {
+                problems.push(Problem::new(
+                    &format!("{path}.fields.{}", e.key()),
+                    &e.to_string(),
+                ));
+            }
             None
         }
     }

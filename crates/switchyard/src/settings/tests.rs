@@ -342,7 +342,7 @@ fn batch_and_retry_defaults_come_from_the_kind_and_policy() {
         "[kafka]\nbrokers=\"b:9092\"\ntopics=[\"t\"]\ngroup_id=\"g\"\n[connectors.x]\nkind=\"splunk_hec\"\nendpoint=\"http://h\"\ntoken=\"t\"\n[connectors.x.batch]\nmax_linger_ms = 5\n",
     )
     .unwrap();
-    let e = s.connectors[0].engine;
+    let e = &s.connectors[0].engine;
     assert_eq!(
         e.limits.max_bytes,
         switchyard_splunk_hec::config::DEFAULT_LIMITS.max_bytes
