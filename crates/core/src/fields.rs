@@ -197,6 +197,38 @@ impl FieldSelection {
     }
 }
 
+/// One line for `validate`: what the connector's document is made of (no values: an added
+/// field could be anything).
+impl std::fmt::Display for FieldSelection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let join = |paths: &mut dyn Iterator<Item = &Path>| {
+            paths.map(|p| p.0.join(".")).collect::<Vec<_>>().join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.include.is_empty() {
+            parts.push(format!("include [{}]", join(&mut self.include.iter())));
+        }
+        if !self.exclude.is_empty() {
+            parts.push(format!("exclude [{}]", join(&mut self.exclude.iter())));
+        }
+        if !self.rename.is_empty() {
+            let pairs: Vec<String> = self
+                .rename
+                .iter()
+                .map(|(a, b)| format!("{} -> {}", a.0.join("."), b.0.join(".")))
+                .collect();
+            parts.push(format!("rename [{}]", pairs.join(", ")));
+        }
+        if !self.add.is_empty() {
+            parts.push(format!(
+                "add [{}]",
+                join(&mut self.add.iter().map(|(p, _)| p))
+            ));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// Removes and returns the value at `path`; None (and nothing changed) if there is none.
 fn take(doc: &mut Map<String, Value>, path: &[String]) -> Option<Value> {
     let (last, parents) = path.split_last()?;

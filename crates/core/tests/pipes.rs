@@ -208,3 +208,68 @@ async fn sampled_out_events_skip_that_connector_reach_the_others_and_still_commi
     );
     assert_eq!(commit, Some(900), "nothing is left unfinished");
 }
+
+const SAMPLE: &str = include_str!("../../testkit/data/sample-event.json");
+
+/// The sample event, sent to `connectors`, as the producer wrote it (its key order kept).
+fn sample_to(connectors: &str, i: usize) -> String {
+    let mut e: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+    e["connector_list"] = connectors.into();
+    e["event_id"] = format!("e-{i}").into();
+    serde_json::to_string_pretty(&e).unwrap()
+}
+
+#[tokio::test]
+async fn field_selection_shapes_one_connectors_events_and_leaves_the_others_raw() {
+    let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let fields = FieldSelection::new(
+        &s(&["event", "user_details"]),
+        &s(&["user_details.client_ip"]),
+        &[("event.type".into(), "event_type".into())],
+        &[("env".into(), "prod".into())],
+    )
+    .unwrap();
+    let shaping = EngineSettings {
+        // One event per request, one at a time: the second and third carry the records of
+        // the delivery before them.
+        limits: BatchLimits {
+            max_events: 1,
+            ..settings().limits
+        },
+        concurrency: 1,
+        append_observability: true,
+        fields: Some(Arc::new(fields)),
+        ..settings()
+    };
+    let p = pipes(vec![(route("raw"), settings()), (route("shaped"), shaping)]);
+    let records: Vec<String> = (0..3).map(|i| sample_to("raw,shaped", i)).collect();
+    p.feed(&records);
+    let (shipped, commit, _) = p.finish().await;
+
+    // Untouched: byte for byte the record without its trailing whitespace.
+    for (o, json) in &shipped[0] {
+        assert_eq!(json.as_slice(), records[*o as usize].trim_end().as_bytes());
+    }
+    assert_eq!(shipped[1].len(), 3);
+    let raw: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
+    for (o, json) in &shipped[1] {
+        let v: serde_json::Value = serde_json::from_slice(json).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut expected = vec!["event", "user_details", "event_type", "env"];
+        if *o > 0 {
+            // The records still land in ops_metadata.collector_observability, made anew
+            // since `include` left the event's own out.
+            expected.push("ops_metadata");
+            let list = v["ops_metadata"]["collector_observability"]
+                .as_array()
+                .unwrap();
+            assert_eq!(list.len(), 4, "{list:?}");
+            assert!(list.iter().any(|r| r["metric_name"] == "send_duration_ms"));
+        }
+        assert_eq!(keys, expected, "offset {o}");
+        assert_eq!(v["event_type"], raw["event"]["type"]);
+        assert!(v["user_details"].get("client_ip").is_none());
+        assert_eq!(v["env"], "prod");
+    }
+    assert_eq!(commit, Some(3));
+}

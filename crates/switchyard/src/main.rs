@@ -172,6 +172,16 @@ fn validate(path: &str) -> ExitCode {
                     l.max_bytes,
                     l.max_linger.as_millis()
                 );
+                if let Some(sample) = &c.filter.sample {
+                    println!(
+                        "    samples {}% of sessions by {}",
+                        sample.rate() * 100.0,
+                        sample.key()
+                    );
+                }
+                if let Some(fields) = &c.engine.fields {
+                    println!("    sends selected fields: {fields}");
+                }
             }
             if let Some(dir) = &s.tenants.directory {
                 println!(

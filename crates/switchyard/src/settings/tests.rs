@@ -186,6 +186,52 @@ fn sampling_takes_a_rate_and_a_key_checked_with_their_key_paths() {
 }
 
 #[test]
+fn field_selection_is_read_and_checked_with_its_key_paths() {
+    assert_eq!(load(BASE).unwrap().connectors[0].engine.fields, None);
+    // Empty: nothing to change, so the raw event goes.
+    let s = load(&format!("{BASE}fields = {{}}\n")).unwrap();
+    assert_eq!(s.connectors[0].engine.fields, None);
+    let text = format!(
+        "{BASE}fields = {{ include = [\"event\", \"user_details\"], exclude = [\"user_details.client_ip\"], rename = {{ \"event.Type\" = \"Event_Type\" }}, add = {{ env = \"prod\", \"meta.n\" = 2 }} }}\n"
+    );
+    let s = load(&text).unwrap();
+    let fields = s.connectors[0].engine.fields.clone().expect("fields");
+    let mut out = Vec::new();
+    fields
+        .apply(
+            br#"{"event":{"Type":"t","x":1},"user_details":{"client_ip":"1.2.3.4","id":"u"},"other":1}"#,
+            &[],
+            &mut out,
+        )
+        .unwrap();
+    // Keys keep their case, and the file's order of `add`.
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"event":{"x":1},"user_details":{"id":"u"},"Event_Type":"t","env":"prod","meta":{"n":2}}"#
+    );
+    for (table, path) in [
+        (
+            "{ include = [\"a..b\"] }",
+            "connectors.hec.fields.include[0]",
+        ),
+        ("{ exclude = [\"\"] }", "connectors.hec.fields.exclude[0]"),
+        (
+            "{ rename = { a = \"x\", b = \"x.y\" } }",
+            "connectors.hec.fields.rename.\"b\"",
+        ),
+        (
+            "{ rename = { a = \"x\" }, add = { x = 1 } }",
+            "connectors.hec.fields.add.\"x\"",
+        ),
+        ("{ drop = [\"a\"] }", "connectors.hec.fields"),
+    ] {
+        let problems = load(&format!("{BASE}fields = {table}\n")).unwrap_err().0;
+        assert_eq!(problems.len(), 1, "{table}: {problems:?}");
+        assert!(problems[0].path.starts_with(path), "{table}: {problems:?}");
+    }
+}
+
+#[test]
 fn health_checks_and_the_stall_limit_default_and_are_validated_with_their_key_paths() {
     let s = load(BASE).unwrap();
     assert_eq!(s.connectors[0].engine.health_check, HealthCheck::default());
@@ -594,6 +640,7 @@ fn the_repo_configs_commented_out_overrides_are_valid() {
         "role_arn = ",
         "sample_rate = ",
         "sample_key = ",
+        "fields = ",
     ];
     let text: Vec<&str> = include_str!("../../../../connectors.toml")
         .lines()
