@@ -7,6 +7,8 @@
 //! embedding the raw bytes ([`crate::Shipment`] borrows them).
 
 use crate::event::Event;
+use serde::{Deserialize, de};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::sync::Arc;
 
@@ -157,43 +159,203 @@ impl FieldSelection {
 
     /// The shaped document of `json`, with `records` appended to its
     /// `ops_metadata.collector_observability`, written to `out`.
+    ///
+    /// Only the top-level members a path reaches into are parsed into trees; the others
+    /// (kept, dropped or moved whole) stay borrowed bytes and are written as they came.
     pub fn apply(
         &self,
         json: &[u8],
         records: &[Value],
         out: &mut Vec<u8>,
     ) -> Result<(), serde_json::Error> {
-        let mut doc: Map<String, Value> = serde_json::from_slice(json)?;
+        let mut doc: Doc<'_> = serde_json::from_slice(json)?;
         if !self.include.is_empty() {
-            let mut kept = Map::new();
+            let mut kept = Doc::default();
             for p in &self.include {
-                if let Some(v) = take(&mut doc, &p.0) {
-                    put(&mut kept, &p.0, v);
+                if let Some(v) = doc.take(&p.0)? {
+                    kept.put(&p.0, v)?;
                 }
             }
             doc = kept;
         }
         for p in &self.exclude {
-            take(&mut doc, &p.0);
+            doc.take(&p.0)?;
         }
         // Every source is taken out before any target is written: `a → b, b → c` moves both.
-        let moved: Vec<(&Path, Option<Value>)> = self
-            .rename
-            .iter()
-            .map(|(from, to)| (to, take(&mut doc, &from.0)))
-            .collect();
+        let mut moved = Vec::with_capacity(self.rename.len());
+        for (from, to) in &self.rename {
+            moved.push((to, doc.take(&from.0)?));
+        }
         for (to, value) in moved {
             if let Some(v) = value {
-                put(&mut doc, &to.0, v);
+                doc.put(&to.0, v)?;
             }
         }
         for (p, v) in &self.add {
-            put(&mut doc, &p.0, v.clone());
+            doc.put(&p.0, Member::tree(v.clone()))?;
         }
         if !records.is_empty() {
-            append_records(&mut doc, records);
+            doc.append_records(records)?;
         }
-        serde_json::to_writer(out, &doc)
+        doc.write(out)
+    }
+}
+
+/// A top-level member: its bytes as they came (`raw`), or a tree once a path reached into it.
+struct Member<'a> {
+    raw: Option<&'a RawValue>,
+    /// Meaningful once `raw` is None.
+    tree: Value,
+}
+
+impl<'a> Member<'a> {
+    fn raw(raw: &'a RawValue) -> Self {
+        Member {
+            raw: Some(raw),
+            tree: Value::Null,
+        }
+    }
+
+    fn tree(tree: Value) -> Self {
+        Member { raw: None, tree }
+    }
+
+    /// The tree, parsed now if the member was bytes.
+    fn tree_mut(&mut self) -> Result<&mut Value, serde_json::Error> {
+        if let Some(raw) = self.raw.take() {
+            self.tree = serde_json::from_str(raw.get())?;
+        }
+        Ok(&mut self.tree)
+    }
+
+    fn into_tree(self) -> Result<Value, serde_json::Error> {
+        match self.raw {
+            Some(raw) => serde_json::from_str(raw.get()),
+            None => Ok(self.tree),
+        }
+    }
+}
+
+/// An event's top-level object, members in order.
+#[derive(Default)]
+struct Doc<'a> {
+    members: Vec<(String, Member<'a>)>,
+}
+
+impl<'a> Doc<'a> {
+    fn position(&self, key: &str) -> Option<usize> {
+        self.members.iter().position(|(k, _)| k == key)
+    }
+
+    /// The member `key` as a tree; made an empty object if missing.
+    fn tree(&mut self, key: &str) -> Result<&mut Value, serde_json::Error> {
+        let i = match self.position(key) {
+            Some(i) => i,
+            None => {
+                let empty = Member::tree(Value::Object(Map::new()));
+                self.members.push((key.to_owned(), empty));
+                self.members.len() - 1
+            }
+        };
+        self.members[i].1.tree_mut()
+    }
+
+    /// Removes and returns the value at `path`; None (and nothing changed) if there is none.
+    fn take(&mut self, path: &[String]) -> Result<Option<Member<'a>>, serde_json::Error> {
+        let Some((first, rest)) = path.split_first() else {
+            return Ok(None);
+        };
+        let Some(i) = self.position(first) else {
+            return Ok(None);
+        };
+        if rest.is_empty() {
+            return Ok(Some(self.members.remove(i).1));
+        }
+        Ok(match self.members[i].1.tree_mut()? {
+            Value::Object(map) => take(map, rest).map(Member::tree),
+            _ => None,
+        })
+    }
+
+    /// Writes `value` at `path`, creating the objects on the way (see [`put`]).
+    fn put(&mut self, path: &[String], value: Member<'a>) -> Result<(), serde_json::Error> {
+        let Some((first, rest)) = path.split_first() else {
+            return Ok(());
+        };
+        if rest.is_empty() {
+            match self.position(first) {
+                Some(i) => self.members[i].1 = value,
+                None => self.members.push((first.clone(), value)),
+            }
+            return Ok(());
+        }
+        let value = value.into_tree()?;
+        let slot = self.tree(first)?;
+        if !slot.is_object() {
+            *slot = Value::Object(Map::new());
+        }
+        if let Value::Object(map) = slot {
+            put(map, rest, value);
+        }
+        Ok(())
+    }
+
+    /// The records go where they go in raw events (`Event::write_json`): after the event's
+    /// own in `ops_metadata.collector_observability`, both made if missing; left out when
+    /// `ops_metadata` is not an object or its `collector_observability` not an array.
+    fn append_records(&mut self, records: &[Value]) -> Result<(), serde_json::Error> {
+        if let Value::Object(ops) = self.tree("ops_metadata")? {
+            let list = ops
+                .entry("collector_observability")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Value::Array(list) = list {
+                list.extend(records.iter().cloned());
+            }
+        }
+        Ok(())
+    }
+
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        for (i, (key, member)) in self.members.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut *out, key)?;
+            out.push(b':');
+            match member.raw {
+                Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
+                None => serde_json::to_writer(&mut *out, &member.tree)?,
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Reads the top-level object, keeping each member's bytes; a repeated key keeps its first
+/// place and its last value, as a parsed tree would.
+impl<'de> Deserialize<'de> for Doc<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Doc<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
+                let mut doc = Doc::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    let value = Member::raw(map.next_value::<&'de RawValue>()?);
+                    match doc.position(&key) {
+                        Some(i) => doc.members[i].1 = value,
+                        None => doc.members.push((key, value)),
+                    }
+                }
+                Ok(doc)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -260,24 +422,6 @@ fn put(doc: &mut Map<String, Value>, path: &[String], value: Value) {
         at = next;
     }
     at.insert(last.clone(), value);
-}
-
-/// The records go where they go in raw events (`Event::write_json`): after the event's own in
-/// `ops_metadata.collector_observability`, both made if missing; left out when `ops_metadata`
-/// is not an object or its `collector_observability` not an array.
-fn append_records(doc: &mut Map<String, Value>, records: &[Value]) {
-    let ops = doc
-        .entry("ops_metadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(ops) = ops else {
-        return;
-    };
-    let list = ops
-        .entry("collector_observability")
-        .or_insert_with(|| Value::Array(Vec::new()));
-    if let Value::Array(list) = list {
-        list.extend(records.iter().cloned());
-    }
 }
 
 /// A shipment's events as one connector's field selection shapes them, each written once per
@@ -409,6 +553,24 @@ mod tests {
         let mut out = Vec::new();
         f.apply(DOC.as_bytes(), &[], &mut out).unwrap();
         assert_eq!(out, br#"{"b":{"c":2,"f":"x"},"g":[1,2]}"#);
+    }
+
+    #[test]
+    fn members_no_path_reaches_into_are_written_as_they_came() {
+        let f = selection(&[], &["a", "b.c"], &[("g", "h")], &[]);
+        let mut out = Vec::new();
+        f.apply(
+            br#"{ "a" : 1, "b" : { "c" : 2, "d" : 3 }, "g" : [ 1e2, "\u0041" ], "k" : 1.50 }"#,
+            &[],
+            &mut out,
+        )
+        .unwrap();
+        // `b` was reached into (re-written compact); `g` moved whole and `k` untouched keep
+        // their bytes, number spellings and escapes included.
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"b":{"d":3},"k":1.50,"h":[ 1e2, "\u0041" ]}"#
+        );
     }
 
     #[test]
@@ -560,12 +722,15 @@ mod tests {
 
     #[test]
     fn an_event_a_tree_cannot_hold_is_rejected_with_a_reason_and_the_rest_kept() {
-        let fields = Arc::new(selection(&[], &["a"], &[], &[]));
-        let ok = event(r#"{"a":1,"event":{"timestamp":1}}"#);
-        let huge = event(r#"{"a":1e999,"event":{"timestamp":1}}"#);
+        let fields = Arc::new(selection(&[], &["a.b"], &[], &[]));
+        let ok = event(r#"{"a":{"b":1},"event":{"timestamp":1}}"#);
+        let huge = event(r#"{"a":{"b":1,"c":1e999},"event":{"timestamp":1}}"#);
         let (kept, shaped, failed) = Shaped::build(&fields, vec![huge, ok.clone()], None);
         assert_eq!(kept.len(), 1);
-        assert_eq!(shaped.get(0), Some(&br#"{"event":{"timestamp":1}}"#[..]));
+        assert_eq!(
+            shaped.get(0),
+            Some(&br#"{"a":{},"event":{"timestamp":1}}"#[..])
+        );
         assert_eq!(failed.len(), 1);
         assert!(
             failed[0].1.starts_with("field selection:"),

@@ -9,9 +9,9 @@
 
 use bytes::Bytes;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::settings::{ConnectorOverride, ConnectorSettings, Settings};
-use std::sync::Arc;
 use switchyard_core::{
     DEFAULT_SAMPLE_KEY, EncodeError, Event, FieldSelection, Filter, Origin, PartitionId, Router,
     Sample, Shaped, Shipment, compress,
@@ -182,13 +182,18 @@ fn main() {
         .expect("valid"),
     );
     let records = br#"{"time":1,"metric_name":"queue_duration_ms","dimension":{"target":"dz-connector-splunk"},"metric_value":3},{"time":1,"metric_name":"send_duration_ms","dimension":{"target":"dz-connector-splunk","status_code":200,"attempt_count":1},"metric_value":20}"#;
-    bench("field selection (Shaped::build)", BATCH, batch_bytes, || {
-        black_box(Shaped::build(
-            &fields,
-            black_box(events.clone()),
-            Some(records),
-        ));
-    });
+    bench(
+        "field selection (Shaped::build)",
+        BATCH,
+        batch_bytes,
+        || {
+            black_box(Shaped::build(
+                &fields,
+                black_box(events.clone()),
+                Some(records),
+            ));
+        },
+    );
 
     // Every connector's encoder, built through the registry as the router builds it, pointed
     // at an address nothing listens on (nothing is sent): as the repo config sets it up, and
