@@ -8,8 +8,8 @@
 
 use crate::event::Event;
 use serde::{Deserialize, de};
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
 use std::sync::Arc;
 
 /// Why a field selection cannot be used; `key` is where in the `fields` table.
@@ -160,8 +160,8 @@ impl FieldSelection {
     /// The shaped document of `json`, with `records` appended to its
     /// `ops_metadata.collector_observability`, written to `out`.
     ///
-    /// Only the top-level members a path reaches into are parsed into trees; the others
-    /// (kept, dropped or moved whole) stay borrowed bytes and are written as they came.
+    /// Objects are opened one level at a time, only where a path reaches into them; every
+    /// other value (kept, dropped or moved whole) stays borrowed bytes, written as it came.
     pub fn apply(
         &self,
         json: &[u8],
@@ -192,7 +192,7 @@ impl FieldSelection {
             }
         }
         for (p, v) in &self.add {
-            doc.put(&p.0, Member::tree(v.clone()))?;
+            doc.put(&p.0, Node::Value(v.clone()))?;
         }
         if !records.is_empty() {
             doc.append_records(records)?;
@@ -201,45 +201,65 @@ impl FieldSelection {
     }
 }
 
-/// A top-level member: its bytes as they came (`raw`), or a tree once a path reached into it.
-struct Member<'a> {
-    raw: Option<&'a RawValue>,
-    /// Meaningful once `raw` is None.
-    tree: Value,
+/// A member's value: its bytes as they came, an object opened into its members (each kept as
+/// bytes until a path reaches into it), or a value the selection wrote.
+enum Node<'a> {
+    Raw(&'a RawValue),
+    Obj(Doc<'a>),
+    Value(Value),
 }
 
-impl<'a> Member<'a> {
-    fn raw(raw: &'a RawValue) -> Self {
-        Member {
-            raw: Some(raw),
-            tree: Value::Null,
+impl<'a> Node<'a> {
+    /// This value as an object to reach into, opened one level now if it was bytes; None
+    /// when it is not an object.
+    fn object(&mut self) -> Result<Option<&mut Doc<'a>>, serde_json::Error> {
+        match self {
+            Node::Raw(raw) if raw.get().starts_with('{') => {
+                *self = Node::Obj(serde_json::from_str(raw.get())?);
+            }
+            Node::Value(Value::Object(map)) => {
+                let members = std::mem::take(map)
+                    .into_iter()
+                    .map(|(k, v)| (k, Node::Value(v)))
+                    .collect();
+                *self = Node::Obj(Doc { members });
+            }
+            Node::Raw(_) | Node::Value(_) | Node::Obj(_) => {}
+        }
+        Ok(match self {
+            Node::Obj(doc) => Some(doc),
+            Node::Raw(_) | Node::Value(_) => None,
+        })
+    }
+
+    /// [`Node::object`], replacing what is not an object by an empty one: the configured
+    /// shape wins.
+    fn object_or_new(&mut self) -> Result<&mut Doc<'a>, serde_json::Error> {
+        if self.object()?.is_none() {
+            *self = Node::Obj(Doc::default());
+        }
+        match self {
+            Node::Obj(doc) => Ok(doc),
+            Node::Raw(_) | Node::Value(_) => Err(de::Error::custom("not an object")),
         }
     }
 
-    fn tree(tree: Value) -> Self {
-        Member { raw: None, tree }
-    }
-
-    /// The tree, parsed now if the member was bytes.
-    fn tree_mut(&mut self) -> Result<&mut Value, serde_json::Error> {
-        if let Some(raw) = self.raw.take() {
-            self.tree = serde_json::from_str(raw.get())?;
-        }
-        Ok(&mut self.tree)
-    }
-
-    fn into_tree(self) -> Result<Value, serde_json::Error> {
-        match self.raw {
-            Some(raw) => serde_json::from_str(raw.get()),
-            None => Ok(self.tree),
+    fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        match self {
+            Node::Raw(raw) => {
+                out.extend_from_slice(raw.get().as_bytes());
+                Ok(())
+            }
+            Node::Obj(doc) => doc.write(out),
+            Node::Value(v) => serde_json::to_writer(out, v),
         }
     }
 }
 
-/// An event's top-level object, members in order.
+/// An object's members, in order.
 #[derive(Default)]
 struct Doc<'a> {
-    members: Vec<(String, Member<'a>)>,
+    members: Vec<(String, Node<'a>)>,
 }
 
 impl<'a> Doc<'a> {
@@ -247,21 +267,20 @@ impl<'a> Doc<'a> {
         self.members.iter().position(|(k, _)| k == key)
     }
 
-    /// The member `key` as a tree; made an empty object if missing.
-    fn tree(&mut self, key: &str) -> Result<&mut Value, serde_json::Error> {
-        let i = match self.position(key) {
+    /// The member `key`'s place, added as `empty()` if missing.
+    fn place(&mut self, key: &str, empty: impl FnOnce() -> Node<'a>) -> usize {
+        match self.position(key) {
             Some(i) => i,
             None => {
-                let empty = Member::tree(Value::Object(Map::new()));
-                self.members.push((key.to_owned(), empty));
+                self.members.push((key.to_owned(), empty()));
                 self.members.len() - 1
             }
-        };
-        self.members[i].1.tree_mut()
+        }
     }
 
     /// Removes and returns the value at `path`; None (and nothing changed) if there is none.
-    fn take(&mut self, path: &[String]) -> Result<Option<Member<'a>>, serde_json::Error> {
+    /// The other members keep their order, so the output reads like the input.
+    fn take(&mut self, path: &[String]) -> Result<Option<Node<'a>>, serde_json::Error> {
         let Some((first, rest)) = path.split_first() else {
             return Ok(None);
         };
@@ -271,14 +290,15 @@ impl<'a> Doc<'a> {
         if rest.is_empty() {
             return Ok(Some(self.members.remove(i).1));
         }
-        Ok(match self.members[i].1.tree_mut()? {
-            Value::Object(map) => take(map, rest).map(Member::tree),
-            _ => None,
-        })
+        match self.members[i].1.object()? {
+            Some(doc) => doc.take(rest),
+            None => Ok(None),
+        }
     }
 
-    /// Writes `value` at `path`, creating the objects on the way (see [`put`]).
-    fn put(&mut self, path: &[String], value: Member<'a>) -> Result<(), serde_json::Error> {
+    /// Writes `value` at `path`, creating the objects on the way; a value on the way that is
+    /// not an object is replaced by one.
+    fn put(&mut self, path: &[String], value: Node<'a>) -> Result<(), serde_json::Error> {
         let Some((first, rest)) = path.split_first() else {
             return Ok(());
         };
@@ -289,44 +309,40 @@ impl<'a> Doc<'a> {
             }
             return Ok(());
         }
-        let value = value.into_tree()?;
-        let slot = self.tree(first)?;
-        if !slot.is_object() {
-            *slot = Value::Object(Map::new());
-        }
-        if let Value::Object(map) = slot {
-            put(map, rest, value);
-        }
-        Ok(())
+        let i = self.place(first, || Node::Obj(Doc::default()));
+        self.members[i].1.object_or_new()?.put(rest, value)
     }
 
     /// The records go where they go in raw events (`Event::write_json`): after the event's
     /// own in `ops_metadata.collector_observability`, both made if missing; left out when
     /// `ops_metadata` is not an object or its `collector_observability` not an array.
     fn append_records(&mut self, records: &[Value]) -> Result<(), serde_json::Error> {
-        if let Value::Object(ops) = self.tree("ops_metadata")? {
-            let list = ops
-                .entry("collector_observability")
-                .or_insert_with(|| Value::Array(Vec::new()));
-            if let Value::Array(list) = list {
-                list.extend(records.iter().cloned());
-            }
+        let i = self.place("ops_metadata", || Node::Obj(Doc::default()));
+        let Some(ops) = self.members[i].1.object()? else {
+            return Ok(());
+        };
+        let j = ops.place("collector_observability", || {
+            Node::Value(Value::Array(Vec::new()))
+        });
+        let list = &mut ops.members[j].1;
+        if let Node::Raw(raw) = list {
+            *list = Node::Value(serde_json::from_str(raw.get())?);
+        }
+        if let Node::Value(Value::Array(list)) = list {
+            list.extend(records.iter().cloned());
         }
         Ok(())
     }
 
     fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.push(b'{');
-        for (i, (key, member)) in self.members.iter().enumerate() {
+        for (i, (key, node)) in self.members.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
             serde_json::to_writer(&mut *out, key)?;
             out.push(b':');
-            match member.raw {
-                Some(raw) => out.extend_from_slice(raw.get().as_bytes()),
-                None => serde_json::to_writer(&mut *out, &member.tree)?,
-            }
+            node.write(out)?;
         }
         out.push(b'}');
         Ok(())
@@ -346,7 +362,7 @@ impl<'de> Deserialize<'de> for Doc<'de> {
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Doc<'de>, A::Error> {
                 let mut doc = Doc::default();
                 while let Some(key) = map.next_key::<String>()? {
-                    let value = Member::raw(map.next_value::<&'de RawValue>()?);
+                    let value = Node::Raw(map.next_value::<&'de RawValue>()?);
                     match doc.position(&key) {
                         Some(i) => doc.members[i].1 = value,
                         None => doc.members.push((key, value)),
@@ -389,39 +405,6 @@ impl std::fmt::Display for FieldSelection {
         }
         f.write_str(&parts.join(", "))
     }
-}
-
-/// Removes and returns the value at `path`; None (and nothing changed) if there is none.
-fn take(doc: &mut Map<String, Value>, path: &[String]) -> Option<Value> {
-    let (last, parents) = path.split_last()?;
-    let mut at = doc;
-    for seg in parents {
-        at = at.get_mut(seg)?.as_object_mut()?;
-    }
-    // Keeps the other fields' order, so the output reads like the input.
-    at.shift_remove(last)
-}
-
-/// Writes `value` at `path`, creating the objects on the way. The configured shape wins: a
-/// value on the way that is not an object is replaced by one.
-fn put(doc: &mut Map<String, Value>, path: &[String], value: Value) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut at = doc;
-    for seg in parents {
-        let slot = at
-            .entry(seg.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !slot.is_object() {
-            *slot = Value::Object(Map::new());
-        }
-        let Value::Object(next) = slot else {
-            return; // made an object just above
-        };
-        at = next;
-    }
-    at.insert(last.clone(), value);
 }
 
 /// A shipment's events as one connector's field selection shapes them, each written once per
@@ -722,14 +705,21 @@ mod tests {
 
     #[test]
     fn an_event_a_tree_cannot_hold_is_rejected_with_a_reason_and_the_rest_kept() {
+        // Only the records' list is ever parsed whole, to append to it; elsewhere such a
+        // number is carried as the bytes it is.
         let fields = Arc::new(selection(&[], &["a.b"], &[], &[]));
-        let ok = event(r#"{"a":{"b":1},"event":{"timestamp":1}}"#);
-        let huge = event(r#"{"a":{"b":1,"c":1e999},"event":{"timestamp":1}}"#);
-        let (kept, shaped, failed) = Shaped::build(&fields, vec![huge, ok.clone()], None);
+        let ok = event(r#"{"a":{"b":1,"c":1e999},"event":{"timestamp":1}}"#);
+        let huge = event(
+            r#"{"event":{"timestamp":1},"ops_metadata":{"collector_observability":[{"v":1e999}]}}"#,
+        );
+        let (kept, shaped, failed) =
+            Shaped::build(&fields, vec![huge, ok.clone()], Some(br#"{"r":1}"#));
         assert_eq!(kept.len(), 1);
         assert_eq!(
             shaped.get(0),
-            Some(&br#"{"a":{},"event":{"timestamp":1}}"#[..])
+            Some(
+                &br#"{"a":{"c":1e999},"event":{"timestamp":1},"ops_metadata":{"collector_observability":[{"r":1}]}}"#[..]
+            )
         );
         assert_eq!(failed.len(), 1);
         assert!(
