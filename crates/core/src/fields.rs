@@ -150,9 +150,9 @@ impl FieldSelection {
     }
 
     /// The most bytes renaming and adding can add to an event, for sizing batches before the
-    /// events are shaped. Re-serializing never lengthens a string or a key, but may write a
-    /// number longer than the producer did (`1E5` → `100000.0`): a batch that comes out too
-    /// large is split by the engine as any other.
+    /// events are shaped. Re-writing an opened object's keys never lengthens them, but the
+    /// re-parsed records list may write a number longer than the producer did (`1E5` →
+    /// `100000.0`): a batch that comes out too large is split by the engine as any other.
     pub fn max_growth(&self) -> usize {
         self.growth
     }
