@@ -9,6 +9,7 @@
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
+use std::cell::Cell;
 use std::fmt;
 
 /// Where the session id is unless a connector says otherwise.
@@ -114,11 +115,15 @@ pub fn hash(bytes: &[u8]) -> u64 {
 /// One scan of the event, without building a tree or copying anything but escaped strings.
 fn session_hash(json: &[u8], path: &[String]) -> Option<u64> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    Walk(path).deserialize(&mut de).ok().flatten()
+    let found = Cell::new(None);
+    // Once the value is hashed the scan stops, by an error it makes for the purpose: the
+    // rest of the event needs no reading. The first of duplicate keys therefore counts.
+    let walked = Walk(path, &found).deserialize(&mut de);
+    found.get().or(walked.ok().flatten())
 }
 
-/// Finds the value at the remaining path segments and hashes it.
-struct Walk<'p>(&'p [String]);
+/// Finds the value at the remaining path segments and hashes it into the cell.
+struct Walk<'p>(&'p [String], &'p Cell<Option<u64>>);
 
 impl<'de> DeserializeSeed<'de> for Walk<'_> {
     type Value = Option<u64>;
@@ -126,7 +131,12 @@ impl<'de> DeserializeSeed<'de> for Walk<'_> {
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Option<u64>, D::Error> {
         if self.0.is_empty() {
             let raw = <&'de RawValue as de::Deserialize>::deserialize(d)?;
-            return Ok(leaf_hash(raw.get()));
+            let hash = leaf_hash(raw.get());
+            if hash.is_some() {
+                self.1.set(hash);
+                return Err(de::Error::custom("found: the scan stops here"));
+            }
+            return Ok(None);
         }
         d.deserialize_any(self)
     }
@@ -172,8 +182,7 @@ impl<'de> Visitor<'de> for Walk<'_> {
         let mut found = None;
         while let Some(matches) = map.next_key_seed(KeyIs(first))? {
             if matches {
-                // The last of duplicate keys counts, as in a parsed tree.
-                found = map.next_value_seed(Walk(rest))?;
+                found = map.next_value_seed(Walk(rest, self.1))?;
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -330,6 +339,24 @@ mod tests {
             Decision::SampledOut
         };
         assert_eq!(k.decide(br#"{"sid":12345}"#), by_text);
+        // The scan stops at the first value found: a repeated key does not change it.
+        let sessions = (0..64).map(|i| format!("s{i}"));
+        let (a, b) = sessions
+            .clone()
+            .find_map(|a| {
+                let b = sessions
+                    .clone()
+                    .find(|b| k.takes_session(b) != k.takes_session(&a))?;
+                Some((a, b))
+            })
+            .unwrap();
+        let first = k.decide(format!(r#"{{"sid":"{a}","x":[1,{{}}],"sid":"{b}"}}"#).as_bytes());
+        let expected = if k.takes_session(&a) {
+            Decision::Taken
+        } else {
+            Decision::SampledOut
+        };
+        assert_eq!(first, expected);
     }
 
     #[test]
