@@ -1,8 +1,10 @@
 //! Which connectors an event goes to.
 
 use crate::event::Event;
+use crate::sample::{Decision, Sample};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// Position of a connector in the router's table; at most [`TargetSet::CAPACITY`] connectors.
@@ -55,17 +57,46 @@ impl TargetSet {
     }
 }
 
-/// Include/exclude lists on `event.type` and `customer_code`. Empty include = everything.
+/// Include/exclude lists on `event.type` and `customer_code` (empty include = everything),
+/// then sampling by session, if configured.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub include_event_types: HashSet<String>,
     pub exclude_event_types: HashSet<String>,
     pub include_customers: HashSet<String>,
     pub exclude_customers: HashSet<String>,
+    /// `sample_rate` / `sample_key`; None takes every session (and costs nothing).
+    pub sample: Option<Sample>,
+}
+
+/// What a connector's [`Filter`] makes of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    Taken,
+    /// Left out by the include/exclude lists.
+    Filtered,
+    /// Left out by sampling: counted as `switchyard_events_sampled_out_total`.
+    SampledOut,
 }
 
 impl Filter {
     pub fn accepts(&self, event: &Event) -> bool {
+        self.admit(event) == Admit::Taken
+    }
+
+    /// Whether the connector takes `event`, and if not, why. The lists come first: they are
+    /// cheap, and an event they leave out is not counted as sampled out.
+    pub fn admit(&self, event: &Event) -> Admit {
+        if !self.lists_accept(event) {
+            return Admit::Filtered;
+        }
+        match &self.sample {
+            Some(s) if s.decide(event.json()) == Decision::SampledOut => Admit::SampledOut,
+            _ => Admit::Taken,
+        }
+    }
+
+    fn lists_accept(&self, event: &Event) -> bool {
         fn pass(value: Option<&str>, include: &HashSet<String>, exclude: &HashSet<String>) -> bool {
             match value {
                 Some(v) => (include.is_empty() || include.contains(v)) && !exclude.contains(v),
@@ -100,6 +131,8 @@ pub struct Router {
     by_id: HashMap<String, ConnectorIndex>,
     defaults: TargetSet,
     unknown: Mutex<UnknownIds>,
+    /// Events each route's sampling left out, by connector index.
+    sampled_out: Box<[AtomicU64]>,
 }
 
 /// Counts connector ids that events name but the config lacks, and limits their log lines.
@@ -115,6 +148,7 @@ impl Router {
     /// `connector_list`.
     pub fn new(routes: Vec<Route>, defaults: &[String]) -> Self {
         assert!(routes.len() <= TargetSet::CAPACITY, "too many connectors");
+        let routes_len = routes.len();
         let by_id = routes
             .iter()
             .enumerate()
@@ -132,6 +166,7 @@ impl Router {
             by_id,
             defaults: default_set,
             unknown: Mutex::default(),
+            sampled_out: (0..routes_len).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -150,7 +185,9 @@ impl Router {
         self.by_id.get(id).copied()
     }
 
-    /// The enabled connectors this event must reach, after filters.
+    /// The enabled connectors this event must reach, after filters and sampling. An event a
+    /// connector samples out is simply not its target: it finishes for that connector at
+    /// once, as a filtered one does.
     pub fn route(&self, event: &Event) -> TargetSet {
         let named = match event.connector_list() {
             Some(list) if !self.ignore_lists => self.resolve(list, event),
@@ -159,8 +196,15 @@ impl Router {
         let mut out = TargetSet::default();
         for i in named.iter() {
             let r = &self.routes[i.0 as usize];
-            if r.enabled && r.filter.accepts(event) {
-                out.insert(i);
+            if !r.enabled {
+                continue;
+            }
+            match r.filter.admit(event) {
+                Admit::Taken => out.insert(i),
+                Admit::Filtered => {}
+                Admit::SampledOut => {
+                    self.sampled_out[i.0 as usize].fetch_add(1, Relaxed);
+                }
             }
         }
         out
@@ -196,6 +240,16 @@ impl Router {
                 "event names a connector that is not configured; skipping that target (logged at most once a minute per id)"
             );
         }
+    }
+
+    /// How many events each sampling connector left out so far, by connector id.
+    pub fn sampled_out_counts(&self) -> Vec<(String, u64)> {
+        self.routes
+            .iter()
+            .zip(self.sampled_out.iter())
+            .filter(|(r, _)| r.filter.sample.is_some())
+            .map(|(r, n)| (r.id.clone(), n.load(Relaxed)))
+            .collect()
     }
 
     /// How many events named each unknown connector id so far.
@@ -296,5 +350,43 @@ mod tests {
             r.route(&ev(Some("splunk"), "stall_start", "blocked"))
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_sampling_connector_takes_whole_sessions_and_counts_the_rest() {
+        let mut sampled = route("dd");
+        sampled.filter.sample = Some(Sample::new(0.5, "sid").unwrap());
+        let r = Router::new(vec![route("splunk"), sampled], &[]);
+        let mut out = 0;
+        for i in 0..400 {
+            let session = format!("s{i}");
+            let takes = Sample::new(0.5, "sid").unwrap().takes_session(&session);
+            for ty in ["a", "b"] {
+                let e = event(&format!(
+                    r#"{{"connector_list":"splunk,dd","sid":"{session}","event":{{"type":"{ty}","timestamp":1}}}}"#
+                ));
+                let expected: &[&str] = if takes {
+                    &["splunk", "dd"]
+                } else {
+                    &["splunk"]
+                };
+                assert_eq!(ids(&r, r.route(&e)), expected, "{session}");
+                out += usize::from(!takes);
+            }
+        }
+        assert!(out > 0 && out < 800);
+        assert_eq!(r.sampled_out_counts(), [("dd".to_string(), out as u64)]);
+    }
+
+    #[test]
+    fn filtered_events_are_not_counted_as_sampled_out() {
+        let mut sampled = route("dd");
+        sampled.filter.sample = Some(Sample::new(0.000_001, "sid").unwrap());
+        sampled.filter.include_event_types.insert("only".into());
+        let r = Router::new(vec![sampled], &[]);
+        let e =
+            event(r#"{"connector_list":"dd","sid":"x","event":{"type":"other","timestamp":1}}"#);
+        assert!(r.route(&e).is_empty());
+        assert_eq!(r.sampled_out_counts(), [("dd".to_string(), 0)]);
     }
 }

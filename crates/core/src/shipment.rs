@@ -6,6 +6,7 @@
 //! the same records the same way and sizes its requests with the same, exact, numbers.
 
 use crate::event::Event;
+use crate::fields::Shaped;
 
 /// The events of one request and the records to splice into each of them.
 #[derive(Debug, Clone, Copy)]
@@ -13,6 +14,8 @@ pub struct Shipment<'a> {
     events: &'a [Event],
     /// Never empty: no records and an empty list write the same bytes.
     records: Option<&'a [u8]>,
+    /// The connector's field selection's documents, records included; None: the raw events.
+    shaped: Option<&'a Shaped>,
 }
 
 impl<'a> Shipment<'a> {
@@ -22,6 +25,17 @@ impl<'a> Shipment<'a> {
         Shipment {
             events,
             records: records.filter(|r| !r.is_empty()),
+            shaped: None,
+        }
+    }
+
+    /// `events` as a connector's field selection shaped them (see [`Shaped::build`]), the
+    /// records already in each.
+    pub fn shaped(events: &'a [Event], shaped: &'a Shaped) -> Self {
+        Shipment {
+            events,
+            records: None,
+            shaped: Some(shaped),
         }
     }
 
@@ -37,18 +51,57 @@ impl<'a> Shipment<'a> {
 
     /// Appends `event`'s JSON, with the records in its `ops_metadata.collector_observability`.
     pub fn write_event(&self, event: &Event, out: &mut Vec<u8>) {
-        event.write_json(out, self.records);
+        match self.shaped_json(event) {
+            Some(json) => out.extend_from_slice(&json),
+            None => event.write_json(out, self.records),
+        }
     }
 
     /// The exact number of bytes [`Shipment::write_event`] appends for `event`.
     pub fn event_json_len(&self, event: &Event) -> usize {
-        event.json_len(self.records)
+        match self.shaped_json(event) {
+            Some(json) => json.len(),
+            None => event.json_len(self.records),
+        }
+    }
+
+    /// The shaped document of `event`, when the connector selects fields. `event` is one of
+    /// [`Shipment::events`], found by its place in the slice; any other is shaped anew, so
+    /// that no encoder can send an event unshaped (an excluded field may be one that must
+    /// not leave).
+    fn shaped_json(&self, event: &Event) -> Option<std::borrow::Cow<'a, [u8]>> {
+        let shaped = self.shaped?;
+        let size = std::mem::size_of::<Event>();
+        let offset = (event as *const Event as usize).wrapping_sub(self.events.as_ptr() as usize);
+        // A stray reference's offset may land anywhere: only an exact match is ours.
+        let ours = self
+            .events
+            .get(offset / size)
+            .is_some_and(|e| std::ptr::eq(e, event));
+        match ours.then(|| shaped.get(offset / size)).flatten() {
+            Some(json) => Some(std::borrow::Cow::Borrowed(json)),
+            None => Some(std::borrow::Cow::Owned(
+                shaped.shape(event).unwrap_or_else(|| b"{}".to_vec()),
+            )),
+        }
     }
 
     /// `event`'s JSON with the records: borrowed from the event when there are none (no
     /// copy), else written into `scratch`, which is cleared first. For encoders that read the
     /// JSON rather than copy it.
-    pub fn event_json<'s>(&self, event: &'s Event, scratch: &'s mut Vec<u8>) -> &'s [u8] {
+    pub fn event_json<'s>(&self, event: &'s Event, scratch: &'s mut Vec<u8>) -> &'s [u8]
+    where
+        'a: 's,
+    {
+        if let Some(json) = self.shaped_json(event) {
+            return match json {
+                std::borrow::Cow::Borrowed(json) => json,
+                std::borrow::Cow::Owned(json) => {
+                    *scratch = json;
+                    scratch
+                }
+            };
+        }
         if self.records.is_none() {
             return event.json();
         }

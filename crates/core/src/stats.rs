@@ -39,6 +39,9 @@ pub struct ConnectorStats {
     pub awaiting_confirmation: AtomicU64,
     /// Receipts never confirmed within their timeout: their events were sent again.
     pub confirm_timeouts: AtomicU64,
+    /// Events a customer's instance sampled out (`sample_rate` in a tenant file); the
+    /// router counts the connector-wide ones (`Router::sampled_out_counts`).
+    pub sampled_out: AtomicU64,
     /// Adjustments encoders made to fit the API, by reason (see `Encoded::fixes`).
     fixes: Mutex<BTreeMap<&'static str, u64>>,
     /// Rejected events by reason class (the reason's text up to its first colon).

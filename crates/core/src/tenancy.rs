@@ -7,10 +7,10 @@
 
 use crate::engine::ConnectorHandle;
 use crate::event::Event;
-use crate::route::Filter;
+use crate::route::{Admit, Filter};
 use crate::stats::ConnectorStats;
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
@@ -148,10 +148,13 @@ impl PerCustomer {
                 }
             },
         };
-        if instance.filter.accepts(event) {
-            Resolved::To(key, instance.clone())
-        } else {
-            Resolved::Skip
+        match instance.filter.admit(event) {
+            Admit::Taken => Resolved::To(key, instance.clone()),
+            Admit::Filtered => Resolved::Skip,
+            Admit::SampledOut => {
+                self.stats.sampled_out.fetch_add(1, Relaxed);
+                Resolved::Skip
+            }
         }
     }
 
@@ -447,6 +450,44 @@ mod tests {
         );
         assert!(matches!(c.resolve(&of(Some("acme"))), Resolved::Skip));
         assert_eq!(key(&c.resolve(&of(Some("other")))), Some(None));
+    }
+
+    #[tokio::test]
+    async fn a_customers_sampling_skips_its_left_out_sessions_and_counts_them() {
+        let starts = Arc::default();
+        let mut own = (*instance(2, &starts)).clone();
+        let sample = crate::sample::Sample::new(0.5, "sid").unwrap();
+        own.filter.sample = Some(sample.clone());
+        let stats = Arc::new(ConnectorStats::default());
+        let c = PerCustomer::new(
+            "c",
+            stats.clone(),
+            Instances {
+                by_customer: HashMap::from([(Arc::from("acme"), Some(Arc::new(own)))]),
+                ..instances(Fallback::Shared, &starts)
+            },
+            0,
+        );
+        let mut left_out = 0;
+        for i in 0..100 {
+            let sid = format!("s{i}");
+            let acme = event(&format!(
+                r#"{{"customer_code":"acme","sid":"{sid}","event":{{"type":"x","timestamp":1}}}}"#
+            ));
+            let other = event(&format!(
+                r#"{{"customer_code":"other","sid":"{sid}","event":{{"type":"x","timestamp":1}}}}"#
+            ));
+            if sample.takes_session(&sid) {
+                assert_eq!(key(&c.resolve(&acme)), Some(Some("acme")));
+            } else {
+                assert!(matches!(c.resolve(&acme), Resolved::Skip));
+                left_out += 1;
+            }
+            // The shared instance has no sampling of its own.
+            assert_eq!(key(&c.resolve(&other)), Some(None));
+        }
+        assert!(left_out > 0);
+        assert_eq!(stats.sampled_out.load(Relaxed), left_out);
     }
 
     #[tokio::test]

@@ -157,6 +157,7 @@ fn settings(max_events: usize, linger_ms: u64) -> EngineSettings {
         append_observability: false,
         health_check: HealthCheck::default(),
         rate_limit: None,
+        fields: None,
     }
 }
 

@@ -9,10 +9,14 @@
 
 use bytes::Bytes;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use switchyard::settings::{ConnectorOverride, ConnectorSettings, Settings};
 use switchyard_core::record::{self, Limits};
-use switchyard_core::{EncodeError, Event, Origin, PartitionId, Router, Shipment, compress};
+use switchyard_core::{
+    DEFAULT_SAMPLE_KEY, EncodeError, Event, FieldSelection, Filter, Origin, PartitionId, Router,
+    Sample, Shaped, Shipment, compress,
+};
 use switchyard_destination::ConnectorConfig;
 use switchyard_testkit::Generator;
 
@@ -178,6 +182,48 @@ fn main() {
     bench("route (connector_list → targets)", 1, mean, || {
         black_box(router.route(black_box(&events[0])));
     });
+    // One connector sampling a quarter of the sessions: the scan for the session id is the
+    // cost (docs/payloads.md).
+    let sampled = Router::new(
+        vec![switchyard_core::Route {
+            id: "dz-connector-splunk".into(),
+            enabled: true,
+            filter: Filter {
+                sample: Some(Sample::new(0.25, DEFAULT_SAMPLE_KEY).expect("valid")),
+                ..Filter::default()
+            },
+        }],
+        &[],
+    );
+    bench("route, one connector sampling", 1, mean, || {
+        next = (next + 1) % BATCH;
+        black_box(sampled.route(black_box(&events[next])));
+    });
+    // A typical field selection (the commented example of connectors.toml) with the records
+    // of a delivery, shaping a batch as the engine does once per attempt.
+    let s = |v: &[&str]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let fields = Arc::new(
+        FieldSelection::new(
+            &[],
+            &s(&["user_details.client_ip", "custom"]),
+            &[("event.type".into(), "event_type".into())],
+            &[("env".into(), "prod".into())],
+        )
+        .expect("valid"),
+    );
+    let records = br#"{"time":1,"metric_name":"queue_duration_ms","dimension":{"target":"dz-connector-splunk"},"metric_value":3},{"time":1,"metric_name":"send_duration_ms","dimension":{"target":"dz-connector-splunk","status_code":200,"attempt_count":1},"metric_value":20}"#;
+    bench(
+        "field selection (Shaped::build)",
+        BATCH,
+        batch_bytes,
+        || {
+            black_box(Shaped::build(
+                &fields,
+                black_box(events.clone()),
+                Some(records),
+            ));
+        },
+    );
 
     // Every connector's encoder, built through the registry as the router builds it, pointed
     // at an address nothing listens on (nothing is sent): as the repo config sets it up, and

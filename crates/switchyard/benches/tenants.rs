@@ -141,7 +141,7 @@ async fn dispatcher(settings: &Settings) -> (Dispatcher, Vec<Tenanted>, Arc<Acke
             };
             let handle = c
                 .kind
-                .spawn(&c.id, index, &c.client, c.engine, wiring)
+                .spawn(&c.id, index, &c.client, c.engine.clone(), wiring)
                 .await
                 .expect("connector");
             reach.push(Some(Reach::One(handle)));

@@ -115,6 +115,9 @@ fn refresh(m: &Monitor) {
     for (id, n) in m.progress().unknown_connectors {
         counter!("switchyard_unknown_connector_events_total", "connector" => id).absolute(n);
     }
+    for (id, n) in m.sampled_out() {
+        counter!("switchyard_events_sampled_out_total", "connector" => id).absolute(n);
+    }
     for (id, stats) in m.connectors() {
         let id = id.to_string();
         let s = stats.snapshot();

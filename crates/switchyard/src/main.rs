@@ -176,6 +176,16 @@ fn validate(path: &str) -> ExitCode {
                 for note in c.kind.notes() {
                     println!("    {note}");
                 }
+                if let Some(sample) = &c.filter.sample {
+                    println!(
+                        "    samples {}% of sessions by {}",
+                        sample.rate() * 100.0,
+                        sample.key()
+                    );
+                }
+                if let Some(fields) = &c.engine.fields {
+                    println!("    sends selected fields: {fields}");
+                }
             }
             if let Some(dir) = &s.tenants.directory {
                 println!(

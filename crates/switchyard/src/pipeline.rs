@@ -176,6 +176,21 @@ impl Monitor {
         &self.connectors
     }
 
+    /// Events each connector sampled out: the router's count (the connector's own
+    /// `sample_rate`) and its customers' instances' (a tenant file's).
+    pub fn sampled_out(&self) -> Vec<(String, u64)> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let by_router: HashMap<String, u64> =
+            self.router.sampled_out_counts().into_iter().collect();
+        self.connectors
+            .iter()
+            .map(|(id, s)| {
+                let routed = by_router.get(id.as_ref()).copied().unwrap_or(0);
+                (id.to_string(), routed + s.sampled_out.load(Relaxed))
+            })
+            .collect()
+    }
+
     pub fn source_status(&self) -> Status {
         self.status.status()
     }
@@ -795,7 +810,7 @@ async fn spawn_connector(
     wiring: Wiring,
 ) -> Result<ConnectorHandle, StartError> {
     c.kind
-        .spawn(&c.id, index, &c.client, c.engine, wiring)
+        .spawn(&c.id, index, &c.client, c.engine.clone(), wiring)
         .await
         .map_err(|message| StartError::Connector {
             id: c.id.clone(),

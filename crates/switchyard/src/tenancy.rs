@@ -114,7 +114,7 @@ impl Tenanted {
 
     /// One instance of `c`, for `customer` (None: the connector's own).
     fn instance(&self, c: &ConnectorSettings, customer: Option<&str>) -> Arc<Instance> {
-        let mut engine = c.engine;
+        let mut engine = c.engine.clone();
         if customer.is_some() {
             // Readiness is about the pod, not about any one customer's endpoint; a thousand
             // customers' health checks would also be a thousand requests at every start.
@@ -171,7 +171,7 @@ impl Starter {
             self.index,
             self.kind.clone(),
             self.client.clone(),
-            self.engine,
+            self.engine.clone(),
         );
         if let Some(customer) = &self.customer {
             tracing::info!(connector = %id, customer = %customer, "starting the customer's instance");

@@ -188,6 +188,42 @@ fn all_digit_overrides_are_read_as_strings() {
 }
 
 #[test]
+fn validate_shows_a_connectors_sampling_and_field_selection() {
+    let file = TempFile::new(
+        "pipes",
+        r#"
+[kafka]
+brokers = "b:9092"
+topics = ["t"]
+group_id = "g"
+[connectors.splunk]
+kind = "splunk_hec"
+endpoint = "http://hec:8088"
+token = "${SPLUNK_HEC_TOKEN}"
+sample_rate = 0.25
+fields = { exclude = ["user_details.client_ip"], rename = { "event.type" = "event_type" }, add = { env = "prod" } }
+"#,
+    );
+    let out = switchyard(
+        &["validate", "--config", file.path()],
+        &[("SPLUNK_HEC_TOKEN", "t")],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "    samples 25% of sessions by user_details.content_session_id",
+        "    sends selected fields: exclude [user_details.client_ip], rename [event.type -> event_type], add [env]",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+}
+
+#[test]
 fn validate_prints_warnings_and_still_exits_0() {
     let file = TempFile::new(
         "warnings",

@@ -44,6 +44,7 @@ fn settings(max_events: usize, concurrency: usize) -> EngineSettings {
         concurrency,
         request_timeout: Duration::from_secs(5),
         append_observability: false,
+        fields: None,
         health_check: HealthCheck {
             enabled: false,
             interval: Duration::from_secs(10),

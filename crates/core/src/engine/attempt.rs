@@ -6,6 +6,7 @@ use super::timing::Stopwatch;
 use super::{Courier, GroupEnd};
 use crate::connector::{Connector, EncodeError, Outcome, SendError, Verdict};
 use crate::event::Event;
+use crate::fields::Shaped;
 use crate::shipment::Shipment;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -45,10 +46,21 @@ impl<C: Connector> Courier<C> {
         watch: &Stopwatch,
     ) -> Result<(Vec<Event>, C::Request), GroupEnd> {
         let records = self.records.latest();
-        match self
-            .connector
-            .encode(Shipment::new(&pending, records.as_deref()))
-        {
+        let mut shaped = None;
+        if let Some(fields) = &self.settings.fields {
+            let (kept, s, failed) = Shaped::build(fields, pending, records.as_deref());
+            self.finish_rejected(failed, watch.status(), watch.attempts());
+            if kept.is_empty() {
+                return Err(GroupEnd::Done);
+            }
+            pending = kept;
+            shaped = Some(s);
+        }
+        let shipment = match &shaped {
+            Some(s) => Shipment::shaped(&pending, s),
+            None => Shipment::new(&pending, records.as_deref()),
+        };
+        match self.connector.encode(shipment) {
             Ok(encoded) => {
                 // The same events encode the same way again: count their changes once.
                 if watch.attempts() == 0 {

@@ -63,7 +63,16 @@ impl<C: Connector> Intake<C> {
     }
 
     async fn accept(&mut self, event: Event) {
-        let size = self.courier.connector.encoded_len(&event) + self.courier.records.bound();
+        // Field selection shapes events only when they are sent; what renaming and adding can
+        // add is reserved now.
+        let shaping = self
+            .courier
+            .settings
+            .fields
+            .as_ref()
+            .map_or(0, |f| f.max_growth());
+        let size =
+            self.courier.connector.encoded_len(&event) + self.courier.records.bound() + shaping;
         match self.batcher.push(event, size) {
             Push::Added => {}
             Push::Full(batch) | Push::Rolled(batch) => self.dispatch(batch).await,

@@ -46,7 +46,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 /// How one connector instance batches, retries and limits concurrency.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineSettings {
     pub limits: BatchLimits,
     pub retry: RetryPolicy,
@@ -59,6 +59,8 @@ pub struct EngineSettings {
     pub health_check: HealthCheck,
     /// The destination account's limit, for this instance alone; None: as fast as it takes.
     pub rate_limit: Option<crate::rate::RateLimit>,
+    /// The `fields` table: the document this connector sends; None: the raw event.
+    pub fields: Option<Arc<crate::fields::FieldSelection>>,
 }
 
 /// The destination's health check, for the readiness probe (docs/health.md).
@@ -220,9 +222,10 @@ impl Engine {
         wiring: Wiring,
     ) -> ConnectorHandle {
         let limits = settings.limits.clamp_to(connector.hard_limits());
+        let (concurrency, check_health) = (settings.concurrency, settings.health_check.enabled);
         let courier = Arc::new(Courier::new(connector, id, index, settings, wiring));
         let (tx, rx) = mpsc::unbounded_channel();
-        let permits = Arc::new(Semaphore::new(settings.concurrency.max(1)));
+        let permits = Arc::new(Semaphore::new(concurrency.max(1)));
         let confirmer = courier.unconfirmed.is_some().then(|| {
             courier.stats.confirming.store(true, Relaxed);
             let (closing, closed) = watch::channel(false);
@@ -236,7 +239,7 @@ impl Engine {
             courier: courier.clone(),
             confirmer,
         };
-        if settings.health_check.enabled {
+        if check_health {
             tokio::spawn(health::check_health(courier.clone()));
         } else if courier.owns_health {
             courier.stats.set_health(Health::Unchecked);
@@ -297,6 +300,8 @@ impl<C: Connector> Courier<C> {
         settings: EngineSettings,
         wiring: Wiring,
     ) -> Self {
+        let pace = settings.rate_limit.map(crate::rate::Pace::new);
+        let owns_health = wiring.stats.is_none() || settings.health_check.enabled;
         Courier {
             records: LatestRecords::new(id, settings.append_observability),
             id: Arc::from(id),
@@ -306,8 +311,8 @@ impl<C: Connector> Courier<C> {
             timings: wiring.timings,
             dead_letters: wiring.dead_letters,
             role: wiring.isolation,
-            owns_health: wiring.stats.is_none() || settings.health_check.enabled,
-            pace: settings.rate_limit.map(crate::rate::Pace::new),
+            owns_health,
+            pace,
             stats: wiring.stats.unwrap_or_default(),
             notices: crate::log::Throttle::new(NOTICE_EVERY),
             unconfirmed: connector.confirmation().map(confirm::Unconfirmed::new),
@@ -563,6 +568,7 @@ mod testing {
             append_observability: false,
             health_check: HealthCheck::default(),
             rate_limit: None,
+            fields: None,
         }
     }
 

@@ -40,6 +40,29 @@ struct CommonSection {
     /// The destination account's limit, kept by each instance (each customer's) alone.
     #[serde(default)]
     rate_limit: Option<RateLimitSection>,
+    /// The share of sessions this connector takes, in (0, 1] (docs/payloads.md).
+    #[serde(default)]
+    sample_rate: Option<f64>,
+    /// The dotted path of the session id sampling hashes.
+    #[serde(default)]
+    sample_key: Option<String>,
+    /// The document this connector sends (docs/payloads.md); unset: the raw event.
+    #[serde(default)]
+    fields: Option<FieldsSection>,
+}
+
+/// `fields = { include = […], exclude = […], rename = { "from" = "to" }, add = { … } }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FieldsSection {
+    #[serde(default)]
+    include: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    rename: BTreeMap<String, String>,
+    #[serde(default)]
+    add: Map<String, Value>,
 }
 
 /// `rate_limit = { events_per_sec = N }` or `{ requests_per_sec = N }`.
@@ -100,7 +123,10 @@ fn d_probe_max() -> u64 {
     IsolationSettings::default().probe_max.as_secs()
 }
 
-const COMMON_KEYS: [&str; 14] = [
+const COMMON_KEYS: [&str; 17] = [
+    "fields",
+    "sample_rate",
+    "sample_key",
     "health_check",
     "rate_limit",
     "tls",
@@ -288,13 +314,19 @@ fn connector(
     }
     let defaults = descriptor.default_limits;
     let client = client_options(&common, path, problems, unset)?;
-    let engine = engine_settings(&common, defaults, path, problems)?;
+    let fields = field_selection(common.fields.as_ref(), path, problems);
+    let mut engine = engine_settings(&common, defaults, path, problems)?;
+    engine.fields = fields?;
     warnings.extend(over_hard_limits(engine.limits, descriptor, path));
     let isolation = isolation_settings(&common, path, problems)?;
+    let sample = sample(&common, path, problems)?;
     Some(ConnectorSettings {
         id,
         enabled: common.enabled,
-        filter: filter(common.filter),
+        filter: Filter {
+            sample,
+            ..filter(common.filter)
+        },
         engine,
         isolation,
         kind: kind?,
@@ -523,6 +555,7 @@ fn engine_settings(
             enabled: c.health_check.enabled,
             interval: Duration::from_secs(c.health_check.interval_secs),
         },
+        fields: None,
     })
 }
 
@@ -571,5 +604,66 @@ fn filter(f: FilterSection) -> Filter {
         exclude_event_types: f.exclude_event_types.into_iter().collect(),
         include_customers: f.include_customers.into_iter().collect(),
         exclude_customers: f.exclude_customers.into_iter().collect(),
+        sample: None,
+    }
+}
+
+/// `sample_rate` and `sample_key`: Some(None) without sampling, None after a problem.
+/// `sample_key` alone is a problem: it would silently do nothing.
+fn sample(c: &CommonSection, path: &str, problems: &mut Vec<Problem>) -> Option<Option<Sample>> {
+    let key = c.sample_key.as_deref();
+    let Some(rate) = c.sample_rate else {
+        if key.is_some() {
+            problems.push(Problem::new(
+                &format!("{path}.sample_key"),
+                "is set without sample_rate; set both, or neither",
+            ));
+            return None;
+        }
+        return Some(None);
+    };
+    match Sample::new(rate, key.unwrap_or(DEFAULT_SAMPLE_KEY)) {
+        Ok(s) => Some(Some(s)),
+        Err(e) => {
+            let at = match e {
+                SampleError::Rate(_) => "sample_rate",
+                SampleError::Key(_) => "sample_key",
+            };
+            problems.push(Problem::new(&format!("{path}.{at}"), &e.to_string()));
+            None
+        }
+    }
+}
+
+/// The `fields` table: Some(None) when unset or empty (nothing to change, so the raw event
+/// goes, at no cost), None after a problem.
+fn field_selection(
+    f: Option<&FieldsSection>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Option<Arc<FieldSelection>>> {
+    let Some(f) = f else {
+        return Some(None);
+    };
+    if f.include.is_empty() && f.exclude.is_empty() && f.rename.is_empty() && f.add.is_empty() {
+        return Some(None);
+    }
+    let rename: Vec<(String, String)> = f
+        .rename
+        .iter()
+        .map(|(from, to)| (from.clone(), to.clone()))
+        .collect();
+    let add: Vec<(String, Value)> = f.add.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    match FieldSelection::new(&f.include, &f.exclude, &rename, &add) {
+        Ok(s) => Some(Some(Arc::new(s))),
+        Err(errors) => {
+            for e in errors {
+                problems.push(Problem::new(
+                    &format!("{path}.fields.{}", e.key()),
+                    &e.to_string(),
+                ));
+            }
+            None
+        }
     }
 }

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_core::{
-    BatchLimits, EngineSettings, Filter, HealthCheck, IsolationSettings, OnExhausted, RateLimit,
-    RetryPolicy,
+    BatchLimits, DEFAULT_SAMPLE_KEY, EngineSettings, FieldSelection, Filter, HealthCheck,
+    IsolationSettings, OnExhausted, RateLimit, RetryPolicy, Sample, SampleError,
 };
 use switchyard_destination::{ConnectorConfig, Descriptor};
 use switchyard_http::{ClientOptions, Proxy, Tls, TlsFiles};

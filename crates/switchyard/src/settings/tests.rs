@@ -157,6 +157,81 @@ fn a_rate_limit_is_events_or_requests_per_second_and_at_least_one() {
 }
 
 #[test]
+fn sampling_takes_a_rate_and_a_key_checked_with_their_key_paths() {
+    let filter = |s: &Settings| s.connectors[0].filter.sample.clone();
+    assert_eq!(filter(&load(BASE).unwrap()), None);
+    let s = load(&format!("{BASE}sample_rate = 0.25\n")).unwrap();
+    let sample = filter(&s).unwrap();
+    assert_eq!(
+        (sample.rate(), sample.key()),
+        (0.25, "user_details.content_session_id")
+    );
+    let s = load(&format!("{BASE}sample_rate = 1\nsample_key = \"a.b\"\n")).unwrap();
+    let sample = filter(&s).unwrap();
+    assert_eq!((sample.rate(), sample.key()), (1.0, "a.b"));
+    for (keys, path) in [
+        ("sample_rate = 0", "connectors.hec.sample_rate"),
+        ("sample_rate = 1.5", "connectors.hec.sample_rate"),
+        ("sample_rate = -0.5", "connectors.hec.sample_rate"),
+        (
+            "sample_rate = 0.5\nsample_key = \"a..b\"",
+            "connectors.hec.sample_key",
+        ),
+        ("sample_key = \"a.b\"", "connectors.hec.sample_key"),
+    ] {
+        let problems = load(&format!("{BASE}{keys}\n")).unwrap_err().0;
+        assert_eq!(problems.len(), 1, "{keys}: {problems:?}");
+        assert_eq!(problems[0].path, path, "{keys}");
+    }
+}
+
+#[test]
+fn field_selection_is_read_and_checked_with_its_key_paths() {
+    assert_eq!(load(BASE).unwrap().connectors[0].engine.fields, None);
+    // Empty: nothing to change, so the raw event goes.
+    let s = load(&format!("{BASE}fields = {{}}\n")).unwrap();
+    assert_eq!(s.connectors[0].engine.fields, None);
+    let text = format!(
+        "{BASE}fields = {{ include = [\"event\", \"user_details\"], exclude = [\"user_details.client_ip\"], rename = {{ \"event.Type\" = \"Event_Type\" }}, add = {{ env = \"prod\", \"meta.n\" = 2 }} }}\n"
+    );
+    let s = load(&text).unwrap();
+    let fields = s.connectors[0].engine.fields.clone().expect("fields");
+    let mut out = Vec::new();
+    fields
+        .apply(
+            br#"{"event":{"Type":"t","x":1},"user_details":{"client_ip":"1.2.3.4","id":"u"},"other":1}"#,
+            &[],
+            &mut out,
+        )
+        .unwrap();
+    // Keys keep their case, and the file's order of `add`.
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        r#"{"event":{"x":1},"user_details":{"id":"u"},"Event_Type":"t","env":"prod","meta":{"n":2}}"#
+    );
+    for (table, path) in [
+        (
+            "{ include = [\"a..b\"] }",
+            "connectors.hec.fields.include[0]",
+        ),
+        ("{ exclude = [\"\"] }", "connectors.hec.fields.exclude[0]"),
+        (
+            "{ rename = { a = \"x\", b = \"x.y\" } }",
+            "connectors.hec.fields.rename.\"b\"",
+        ),
+        (
+            "{ rename = { a = \"x\" }, add = { x = 1 } }",
+            "connectors.hec.fields.add.\"x\"",
+        ),
+        ("{ drop = [\"a\"] }", "connectors.hec.fields"),
+    ] {
+        let problems = load(&format!("{BASE}fields = {table}\n")).unwrap_err().0;
+        assert_eq!(problems.len(), 1, "{table}: {problems:?}");
+        assert!(problems[0].path.starts_with(path), "{table}: {problems:?}");
+    }
+}
+
+#[test]
 fn health_checks_and_the_stall_limit_default_and_are_validated_with_their_key_paths() {
     let s = load(BASE).unwrap();
     assert_eq!(s.connectors[0].engine.health_check, HealthCheck::default());
@@ -313,7 +388,7 @@ fn batch_and_retry_defaults_come_from_the_kind_and_policy() {
         "[kafka]\nbrokers=\"b:9092\"\ntopics=[\"t\"]\ngroup_id=\"g\"\n[connectors.x]\nkind=\"splunk_hec\"\nendpoint=\"http://h\"\ntoken=\"t\"\n[connectors.x.batch]\nmax_linger_ms = 5\n",
     )
     .unwrap();
-    let e = s.connectors[0].engine;
+    let e = &s.connectors[0].engine;
     assert_eq!(
         e.limits.max_bytes,
         switchyard_splunk_hec::config::DEFAULT_LIMITS.max_bytes
@@ -563,6 +638,9 @@ fn the_repo_configs_commented_out_overrides_are_valid() {
         "access_key_id = ",
         "secret_access_key = ",
         "role_arn = ",
+        "sample_rate = ",
+        "sample_key = ",
+        "fields = ",
     ];
     let text: Vec<&str> = include_str!("../../../../connectors.toml")
         .lines()
@@ -589,7 +667,7 @@ fn the_repo_configs_commented_out_overrides_are_valid() {
         assert!(
             s.connectors
                 .iter()
-                .any(|c| tree["connectors"][&c.id][key].is_string()),
+                .any(|c| !tree["connectors"][&c.id][key].is_null()),
             "no commented-out {key} example"
         );
     }
