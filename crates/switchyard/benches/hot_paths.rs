@@ -66,7 +66,7 @@ fn overrides(
         .map(|(key, value)| ConnectorOverride {
             id: c.id.clone(),
             key,
-            value,
+            value: value.into(),
         })
         .collect()
 }

@@ -64,6 +64,9 @@ impl std::str::FromStr for Outage {
 /// How long the demo waits before detaching the destination it takes down.
 const DEMO_DETACH_AFTER: Duration = Duration::from_secs(5);
 
+/// The share of sessions the demo's sampled connector takes.
+const DEMO_SAMPLE_RATE: f64 = 0.5;
+
 /// The embedded broker keeps 5 MiB per partition (its retention, in effect), and parked
 /// records spread unevenly: a minute of parking at the default rate needs this many for
 /// none to be dropped before it is drained.
@@ -87,7 +90,16 @@ pub async fn run(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let file = Settings::load(config, &demo_lookup)?;
-    let (standins, overrides) = start_stand_ins(&file).await?;
+    let (standins, mut overrides) = start_stand_ins(&file).await?;
+    // One connector samples half the sessions, to show sampling: the last enabled one.
+    let sampled = file.connectors.iter().rev().find(|c| c.enabled);
+    if let Some(c) = sampled.filter(|c| c.filter.sample.is_none()) {
+        overrides.push(ConnectorOverride {
+            id: c.id.clone(),
+            key: "sample_rate",
+            value: DEMO_SAMPLE_RATE.into(),
+        });
+    }
     // The demo's own customers, unless the file names a tenant directory of its own.
     let tenants = match file.tenants.directory {
         None => Some(DemoTenants::start(&file).await?),
@@ -194,6 +206,7 @@ pub async fn run(
     seeding.store(false, Ordering::SeqCst);
     let _ = seeder.join();
     let source = pipeline.source_stats().clone();
+    let monitor = pipeline.monitor();
     let clean = pipeline.shutdown().await;
     eprintln!(
         "read {} records, {} of them JSON arrays holding {} events",
@@ -201,6 +214,9 @@ pub async fn run(
         source.array_records.load(Ordering::Relaxed),
         source.array_members.load(Ordering::Relaxed),
     );
+    for (id, n) in monitor.sampled_out().into_iter().filter(|(_, n)| *n > 0) {
+        eprintln!("{id} sampled out {n} events (sessions left out by sample_rate)");
+    }
     for s in &standins {
         eprintln!(
             "stand-in for {} received {} events",
@@ -256,7 +272,7 @@ async fn start_stand_ins(
                 .map(|(key, value)| ConnectorOverride {
                     id: c.id.clone(),
                     key,
-                    value,
+                    value: value.into(),
                 }),
         );
         standins.push(Standin {

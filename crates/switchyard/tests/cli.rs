@@ -692,6 +692,17 @@ fn the_demo_runs_three_customers_one_with_a_broken_credential() {
         .unwrap_or_else(|| panic!("no line about arrays in:\n{stderr}"));
     assert!(arrays.0 > 0, "{stderr}");
     assert_eq!(arrays.1, arrays.0 * 10, "{stderr}");
+    // The last enabled connector samples half the sessions.
+    let sampled = stderr
+        .lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once(" sampled out ")?;
+            rest.strip_suffix(" events (sessions left out by sample_rate)")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no line about sampling in:\n{stderr}"));
+    assert!(sampled > 0, "{stderr}");
     for customer in ["486a1f", "77be02"] {
         assert!(received(&format!("{splunk} of customer {customer} received ")) > 0);
     }

@@ -30,6 +30,9 @@ pub struct Generator {
     base_ts: u64,
 }
 
+/// Consecutive generated events of one session.
+pub const EVENTS_PER_SESSION: u64 = 8;
+
 impl Generator {
     /// Events named `<run>-<n>`; `seed` makes the sequence repeatable.
     pub fn new(run: &str, seed: u64) -> Self {
@@ -70,6 +73,9 @@ impl Generator {
             .clone()
             .into();
         e["event"]["metrics"]["event_count"] = self.seq.into();
+        // Consecutive events share a viewing session, as a player's do: what sampling keys on.
+        e["user_details"]["content_session_id"] =
+            format!("{}-session-{}", self.run, self.seq / EVENTS_PER_SESSION).into();
         if kind != "webrtc_stats" {
             // Only WebRTC stats carry the large `custom` block: sizes vary like real traffic.
             if let Some(o) = e.as_object_mut() {
@@ -102,5 +108,11 @@ mod tests {
         let v: Value = serde_json::from_slice(&events[0].1).unwrap();
         assert_eq!(v["event_id"], "t-0");
         assert!(["a,b", "b"].contains(&v["connector_list"].as_str().unwrap()));
+        let session = |i: usize| {
+            let v: Value = serde_json::from_slice(&events[i].1).unwrap();
+            v["user_details"]["content_session_id"].clone()
+        };
+        assert_eq!(session(0), session(EVENTS_PER_SESSION as usize - 1));
+        assert_ne!(session(0), session(EVENTS_PER_SESSION as usize));
     }
 }

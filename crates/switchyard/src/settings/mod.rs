@@ -169,7 +169,8 @@ pub fn env_lookup(name: &str) -> Option<String> {
 pub struct ConnectorOverride {
     pub id: String,
     pub key: &'static str,
-    pub value: String,
+    /// A string for endpoints and credentials; a number or boolean where the key takes one.
+    pub value: Value,
 }
 
 impl Settings {
@@ -241,7 +242,7 @@ impl Settings {
         }
         for o in overrides {
             if let Some(c) = tree.get_mut("connectors").and_then(|c| c.get_mut(&o.id)) {
-                set_dotted(c, o.key, &o.value);
+                set_dotted(c, o.key, o.value.clone());
             }
         }
         let mut warnings = literal_secrets(&file, &tree);
@@ -402,13 +403,13 @@ impl Settings {
 }
 
 /// Sets `key` (dotted: `a.b` is key `b` of table `a`, made if absent) in `table` to `value`.
-fn set_dotted(table: &mut Value, key: &str, value: &str) {
+fn set_dotted(table: &mut Value, key: &str, value: Value) {
     let mut at = table;
     let mut parts = key.split('.').peekable();
     while let Some(part) = parts.next() {
         let Value::Object(map) = at else { return };
         if parts.peek().is_none() {
-            map.insert(part.into(), Value::String(value.into()));
+            map.insert(part.into(), value);
             return;
         }
         at = map

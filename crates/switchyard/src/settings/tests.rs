@@ -369,9 +369,9 @@ fn a_batch_limit_over_the_apis_is_a_warning_naming_the_limit_used() {
 #[test]
 fn overrides_set_dotted_keys_in_nested_tables() {
     let mut t = serde_json::json!({"endpoint": "a", "headers": {"x": "1"}});
-    set_dotted(&mut t, "endpoint", "b");
-    set_dotted(&mut t, "headers.x-api-key", "k");
-    set_dotted(&mut t, "new.table.key", "v");
+    set_dotted(&mut t, "endpoint", "b".into());
+    set_dotted(&mut t, "headers.x-api-key", "k".into());
+    set_dotted(&mut t, "new.table.key", "v".into());
     assert_eq!(
         t,
         serde_json::json!({
