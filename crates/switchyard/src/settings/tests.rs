@@ -124,6 +124,16 @@ fn isolation_knobs_are_validated_with_their_key_paths() {
 }
 
 #[test]
+fn array_records_hold_at_most_max_array_members_and_at_least_one() {
+    assert_eq!(load(BASE).unwrap().router.max_array_members, 1_000);
+    let set = |n: &str| load(&format!("{BASE}[router]\nmax_array_members = {n}\n"));
+    assert_eq!(set("50").unwrap().router.max_array_members, 50);
+    let problems = set("0").unwrap_err().0;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "router.max_array_members");
+}
+
+#[test]
 fn a_rate_limit_is_events_or_requests_per_second_and_at_least_one() {
     use switchyard_core::RateLimit;
     let s = load(&format!("{BASE}rate_limit = {{ events_per_sec = 500 }}\n")).unwrap();
