@@ -11,13 +11,16 @@
 //!
 //! Knobs: SWITCHYARD_BENCH_EVENTS (sample-size events per scenario; small ones get four
 //! times as many), SWITCHYARD_BENCH_LATENCY_SECS, SWITCHYARD_BENCH_SCENARIOS (names, comma
-//! separated), SWITCHYARD_BENCH_CONFIG. `SWITCHYARD__CONNECTORS__<ID>__ENABLED=false` leaves a
+//! separated), SWITCHYARD_BENCH_CONFIG, SWITCHYARD_BENCH_PRICES (the price table of the cost
+//! report, `prices.toml` here by default). `SWITCHYARD__CONNECTORS__<ID>__ENABLED=false` leaves a
 //! destination out of the run, as it would the router.
 
+mod cost;
 mod load;
 mod router;
 mod standins;
 
+use cost::Prices;
 use load::{Events, Size};
 use router::RouterProcess;
 use serde_json::{Value, json};
@@ -59,6 +62,7 @@ struct Scenario {
 struct Knobs {
     config: PathBuf,
     latency_secs: f64,
+    prices: Prices,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -73,6 +77,13 @@ fn main() -> std::process::ExitCode {
     // a debug build: a smoke run that keeps the harness honest, small and apart from results.
     let benching = std::env::args().any(|a| a == "--bench");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let prices = match Prices::load() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let knobs = Knobs {
         config: std::env::var("SWITCHYARD_BENCH_CONFIG")
             .map(PathBuf::from)
@@ -83,6 +94,7 @@ fn main() -> std::process::ExitCode {
             "SWITCHYARD_BENCH_LATENCY_SECS",
             if benching { 10.0 } else { 1.0 },
         ),
+        prices,
     };
     let n: u64 = env_or(
         "SWITCHYARD_BENCH_EVENTS",
@@ -180,6 +192,7 @@ fn main() -> std::process::ExitCode {
         "config": knobs.config.display().to_string(),
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
         "cpu_model": cpu_model(),
+        "prices": knobs.prices.to_json(),
         "unix_time": now_us() / 1_000_000,
         "scenarios": results,
     });
@@ -200,9 +213,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A destination of the run: its connector id and its stand-in's tally.
+/// A destination of the run: its connector id, kind and its stand-in's tally.
 struct Destination {
     id: String,
+    kind: &'static str,
     tally: Arc<Tally>,
 }
 
@@ -366,6 +380,24 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         total * delivered_fan_out,
         peak_rss as f64 / (1 << 20) as f64
     );
+    let bytes = tallied_bytes(&destinations)?;
+    let cost = cost::report(&knobs.prices, total, cpu_per_million, &bytes);
+    println!(
+        "cost per billion events: ${:.2} ({})",
+        cost["dollars_per_billion_events"]["total"]
+            .as_f64()
+            .unwrap_or(0.0),
+        bytes
+            .iter()
+            .map(|b| format!(
+                "{} {:.0} B on the wire, {:.0} B billed per event",
+                b.id,
+                b.wire as f64 / total as f64,
+                b.billed as f64 / total as f64
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     Ok(json!({
         "scenario": s.name,
         "event_bytes": events.bytes(),
@@ -401,9 +433,70 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         "requests": destinations.iter().map(|d| (d.id.clone(), json!({
             "requests": d.tally.requests.load(Relaxed),
             "body_bytes": d.tally.body_bytes.load(Relaxed),
+            "decoded_bytes": d.tally.decoded_bytes.load(Relaxed),
+            "records": d.tally.records.load(Relaxed),
+            "record_bytes": d.tally.record_bytes.load(Relaxed),
+            "record_billed_bytes": d.tally.record_billed_bytes.load(Relaxed),
         }))).collect::<serde_json::Map<_, _>>(),
+        "cost": cost,
         "verified": true,
     }))
+}
+
+/// Each destination's bytes, after checking that the tallies add up: a broken count would
+/// make a wrong bill. Bodies that came compressed decode to more than was sent; Firehose's
+/// base64 takes 4 bytes on the wire for every 3 of data, and its billed bytes are whole
+/// 5 KB units, at least the data.
+fn tallied_bytes(destinations: &[Destination]) -> Result<Vec<cost::Bytes>, String> {
+    let mut all = Vec::new();
+    for d in destinations {
+        let t = &d.tally;
+        let (wire, decoded) = (t.body_bytes.load(Relaxed), t.decoded_bytes.load(Relaxed));
+        let (requests, encoded) = (t.requests.load(Relaxed), t.encoded_requests.load(Relaxed));
+        let (records, data, billed) = (
+            t.records.load(Relaxed),
+            t.record_bytes.load(Relaxed),
+            t.record_billed_bytes.load(Relaxed),
+        );
+        let bad = |what: &str| Err(format!("{}: the byte tally is wrong: {what}", d.id));
+        if requests > 0 && decoded == 0 {
+            return bad("requests arrived but no decoded bytes were counted");
+        }
+        if encoded == requests && requests > 0 && decoded <= wire {
+            return bad(&format!(
+                "compressed bodies decoded to {decoded} bytes, not more than the {wire} sent"
+            ));
+        }
+        if encoded == 0 && decoded != wire {
+            return bad(&format!(
+                "uncompressed bodies of {wire} bytes decoded to {decoded}"
+            ));
+        }
+        let firehose = d.kind == cost::FIREHOSE;
+        if firehose {
+            let unit = standins::FIREHOSE_BILLING_UNIT;
+            if records == 0 || billed < data || billed % unit != 0 || billed < records * unit {
+                return bad(&format!(
+                    "{records} records of {data} bytes billed as {billed} (unit {unit})"
+                ));
+            }
+            if encoded == 0 && wire * 3 < data * 4 {
+                return bad(&format!(
+                    "{data} bytes of record data in {wire} bytes of base64 requests"
+                ));
+            }
+        } else if records > 0 {
+            return bad("records counted outside Firehose");
+        }
+        all.push(cost::Bytes {
+            id: d.id.clone(),
+            kind: d.kind,
+            wire,
+            ingested: if firehose { data } else { decoded },
+            billed: if firehose { billed } else { decoded },
+        });
+    }
+    Ok(all)
 }
 
 /// The config with `fetch.wait.max.ms = 10`. The mock cluster holds an empty Fetch for the
@@ -448,6 +541,7 @@ async fn stand_ins(
                 .map_err(|e| format!("starting the stand-in for {}: {e}", c.id))?;
             destinations.push(Destination {
                 id: c.id.clone(),
+                kind: c.kind.kind(),
                 tally,
             });
             url
@@ -535,5 +629,47 @@ fn print_table(results: &[Value]) {
             f(&r["latency"]["p50_ms"]),
             f(&r["latency"]["p99_ms"]),
         );
+    }
+    print_cost_table(results);
+}
+
+/// Per scenario, dollars per billion events by what they pay for, then each destination's
+/// bytes per event: on the wire (egress), ingested (decoded) and billed (Firehose: rounded up
+/// to 5 KB per record).
+fn print_cost_table(results: &[Value]) {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    println!(
+        "\n$ per billion events     {:>10} {:>8} {:>8} {:>9} {:>9} {:>9}",
+        "CPU-s/M ev", "CPU", "egress", "Firehose", "ingest", "total"
+    );
+    for r in results.iter().filter(|r| r.get("error").is_none()) {
+        let c = &r["cost"];
+        let d = &c["dollars_per_billion_events"];
+        println!(
+            "{:<24} {:>10.1} {:>8.2} {:>8.2} {:>9.2} {:>9.2} {:>9.2}",
+            r["scenario"].as_str().unwrap_or(""),
+            f(&c["router_cpu_seconds_per_million_events"]),
+            f(&d["cpu"]),
+            f(&d["egress"]),
+            f(&d["firehose_ingestion"]),
+            f(&d["destination_ingest"]),
+            f(&d["total"]),
+        );
+        let Some(destinations) = c["destinations"].as_object() else {
+            continue;
+        };
+        for (id, b) in destinations {
+            let dollars = |v: &Value| v.as_f64().map_or("-".to_string(), |x| format!("{x:.2}"));
+            println!(
+                "  {:<30} wire {:>6.0} B/ev, ingested {:>6.0} B/ev, billed {:>6.0} B/ev; $ egress {:>6.2}, Firehose {:>6}, ingest {:>6}",
+                id,
+                f(&b["wire_bytes_per_event"]),
+                f(&b["ingested_bytes_per_event"]),
+                f(&b["billed_bytes_per_event"]),
+                f(&b["egress_dollars_per_billion_events"]),
+                dollars(&b["firehose_dollars_per_billion_events"]),
+                dollars(&b["ingest_dollars_per_billion_events"]),
+            );
+        }
     }
 }

@@ -26,6 +26,11 @@ pub const SEQ_DIGITS: usize = 12;
 pub const TIME_DIGITS: usize = 16;
 pub const MARKER_LEN: usize = MARKER.len() + SEQ_DIGITS + 1 + TIME_DIGITS;
 
+/// Firehose bills ingestion per record rounded up to 5 KB ("a 3 KB record is billed as 5 KB, a
+/// 12 KB record as 15 KB", aws.amazon.com/firehose/pricing). AWS does not say whether its KB is
+/// 1,000 or 1,024 bytes; 5,120 is taken, the larger (and so the bill not understated).
+pub const FIREHOSE_BILLING_UNIT: u64 = 5 * 1024;
+
 /// What all stand-ins of a run add up to, and a wake-up for whoever waits on it.
 #[derive(Default)]
 pub struct Progress {
@@ -70,7 +75,18 @@ pub struct Tally {
     seen: Vec<AtomicU64>,
     pub duplicates: AtomicU64,
     pub requests: AtomicU64,
+    /// Bytes of the request bodies as sent: what crosses the network (egress).
     pub body_bytes: AtomicU64,
+    /// Bytes of the bodies after Content-Encoding is undone: what a destination that bills by
+    /// ingested volume counts. Every accepted request, retries and duplicates included.
+    pub decoded_bytes: AtomicU64,
+    /// Requests that came with a Content-Encoding (compressed).
+    pub encoded_requests: AtomicU64,
+    /// Firehose only: records, their `Data` bytes (base64 decoded), and those bytes as billed,
+    /// each record rounded up to `FIREHOSE_BILLING_UNIT` (an empty one billed as one unit).
+    pub records: AtomicU64,
+    pub record_bytes: AtomicU64,
+    pub record_billed_bytes: AtomicU64,
     /// Events from this sequence number on have their latency recorded.
     pub latency_from: AtomicU64,
     latencies_us: Mutex<Vec<u32>>,
@@ -86,6 +102,11 @@ impl Tally {
             duplicates: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             body_bytes: AtomicU64::new(0),
+            decoded_bytes: AtomicU64::new(0),
+            encoded_requests: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            record_bytes: AtomicU64::new(0),
+            record_billed_bytes: AtomicU64::new(0),
             latency_from: AtomicU64::new(u64::MAX),
             latencies_us: Mutex::default(),
             progress,
@@ -265,6 +286,12 @@ impl StandIn {
             Decoded::Corrupt(e) => return Err(format!("corrupt body: {e}")),
         };
         let body = &body[..];
+        self.tally
+            .decoded_bytes
+            .fetch_add(body.len() as u64, Relaxed);
+        if encoding.is_some_and(|e| !e.eq_ignore_ascii_case("identity")) {
+            self.tally.encoded_requests.fetch_add(1, Relaxed);
+        }
         if self.wire.framing == Framing::Embedded {
             return self.tally.record(body, now);
         }
@@ -276,6 +303,13 @@ impl StandIn {
             base64::engine::general_purpose::STANDARD
                 .decode_vec(r.data, &mut data)
                 .map_err(|e| format!("record Data is not base64: {e}"))?;
+            let len = data.len() as u64;
+            self.tally.records.fetch_add(1, Relaxed);
+            self.tally.record_bytes.fetch_add(len, Relaxed);
+            self.tally.record_billed_bytes.fetch_add(
+                len.div_ceil(FIREHOSE_BILLING_UNIT).max(1) * FIREHOSE_BILLING_UNIT,
+                Relaxed,
+            );
             self.tally.record(&data, now)?;
         }
         Ok(put.records.len())
