@@ -115,6 +115,29 @@ impl Codec {
     }
 }
 
+/// A connector's `compression` and `compression_level`, checked against the algorithms its
+/// API accepts (`accepts`, named for the message by `api`): the codec, or the key at fault
+/// and why.
+pub fn codec_for(
+    compression: Compression,
+    level: Option<i32>,
+    api: &str,
+    accepts: &[Compression],
+) -> Result<Codec, (&'static str, String)> {
+    if !accepts.contains(&compression) {
+        let names: Vec<_> = accepts.iter().map(|c| format!("{:?}", c.name())).collect();
+        return Err((
+            "compression",
+            format!(
+                "{:?} is not accepted by {api} (it takes {})",
+                compression.name(),
+                names.join(", ")
+            ),
+        ));
+    }
+    Codec::new(compression, level).map_err(|e| ("compression_level", e.to_string()))
+}
+
 /// Where an encoder writes a request body, one event at a time.
 pub trait BodySink {
     /// The uncommitted bytes: the event being written (an encoder may truncate back to where
@@ -349,5 +372,28 @@ mod tests {
         assert_eq!(err.to_string(), "22 is not a zstd level (it takes 1 to 19)");
         let err = Codec::new(Compression::None, Some(3)).unwrap_err();
         assert_eq!(err.to_string(), "is set but compression is \"none\"");
+    }
+
+    #[test]
+    fn an_algorithm_the_api_does_not_take_is_refused_by_its_key() {
+        let hec = [Compression::Gzip, Compression::None];
+        assert_eq!(
+            codec_for(Compression::Zstd, None, "Splunk HEC", &hec),
+            Err((
+                "compression",
+                "\"zstd\" is not accepted by Splunk HEC (it takes \"gzip\", \"none\")".into()
+            ))
+        );
+        assert_eq!(
+            codec_for(Compression::Gzip, Some(10), "Splunk HEC", &hec),
+            Err((
+                "compression_level",
+                "10 is not a gzip level (it takes 1 to 9)".into()
+            ))
+        );
+        assert_eq!(
+            codec_for(Compression::Gzip, Some(9), "Splunk HEC", &hec),
+            Ok(Codec::Gzip { level: 9 })
+        );
     }
 }

@@ -1,9 +1,11 @@
-//! A strict fake of Datadog's logs intake (`POST /api/v2/logs`): `DD-API-KEY`, gzip/deflate,
+//! A strict fake of Datadog's logs intake (`POST /api/v2/logs`): `DD-API-KEY`, gzip/deflate/zstd,
 //! a JSON array of at most 1000 logs, 5 MB uncompressed, 202 `{}`. What Datadog would accept
 //! but silently mangle (a log over 1 MB, a timestamp it will not index) is recorded as a
 //! violation.
 
-use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json, serve};
+use crate::fake::{
+    Decoded, Recorder, Scripted, Seen, Server, decode_body_or_zstd, header, json, serve,
+};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -92,7 +94,7 @@ async fn handle(
         status,
         code: 0,
         items,
-        compressed: matches!(encoding, Some("gzip" | "deflate")),
+        compressed: matches!(encoding, Some("gzip" | "deflate" | "zstd")),
         body_bytes: body.len(),
     });
     resp
@@ -117,7 +119,7 @@ impl Dd {
                 .violation("content-type is not application/json".into());
             return error(415, "Unsupported Media Type");
         }
-        let body = match decode_body(header(headers, "content-encoding"), body) {
+        let body = match decode_body_or_zstd(header(headers, "content-encoding"), body) {
             Decoded::Body(b) => b,
             Decoded::Unsupported(_) => return error(415, "Unsupported Media Type"),
             Decoded::Corrupt(_) => return error(400, "Bad Request"),

@@ -124,6 +124,7 @@ pub enum Decoded {
     Corrupt(String),
 }
 
+/// A body in one of the encodings every fake accepts: identity, gzip, deflate.
 pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Decoded {
     let mut out = Vec::new();
     let result = match encoding {
@@ -135,6 +136,17 @@ pub fn decode_body(encoding: Option<&str>, body: &[u8]) -> Decoded {
     match result {
         Ok(_) => Decoded::Body(out),
         Err(e) => Decoded::Corrupt(e.to_string()),
+    }
+}
+
+/// [`decode_body`], and zstd too: for the fakes of APIs that accept it (Datadog's intake).
+pub fn decode_body_or_zstd(encoding: Option<&str>, body: &[u8]) -> Decoded {
+    match encoding {
+        Some("zstd") => match zstd::stream::decode_all(body) {
+            Ok(out) => Decoded::Body(out),
+            Err(e) => Decoded::Corrupt(e.to_string()),
+        },
+        other => decode_body(other, body),
     }
 }
 

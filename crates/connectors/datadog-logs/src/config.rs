@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use std::time::Duration;
 use switchyard_core::age::OutOfWindow;
-use switchyard_core::compress::Compression;
+use switchyard_core::compress::{Codec, Compression, codec_for};
 use switchyard_core::{BatchLimits, Secret};
 use switchyard_http::Url;
 
@@ -99,8 +99,12 @@ pub struct DatadogConfig {
     /// Event fields turned into tags (`customer_code:…`, `event_type:…`).
     #[serde(default = "d_tag_fields")]
     pub tag_fields: Vec<TagField>,
+    /// `gzip` (default), `none`, or `zstd`.
     #[serde(default)]
     pub compression: Compression,
+    /// The algorithm's level (gzip 1-9, zstd 1-19); unset, the default chosen for cost.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
     #[serde(default)]
     pub oversize: Oversize,
     /// An event older than Datadog indexes: restamped (default) or refused.
@@ -146,9 +150,25 @@ impl DatadogConfig {
         Url::parse(&format!("https://api.{site}/api/v1/validate")).ok()
     }
 
+    /// The algorithms the API accepts as `Content-Encoding` (see `/work/shared/destinations.md`).
+    pub const ACCEPTS: [Compression; 3] = [Compression::Gzip, Compression::Zstd, Compression::None];
+
+    /// How request bodies are compressed, or the key at fault and why.
+    pub fn codec(&self) -> Result<Codec, (&'static str, String)> {
+        codec_for(
+            self.compression,
+            self.compression_level,
+            "Datadog's logs intake",
+            &Self::ACCEPTS,
+        )
+    }
+
     /// Every problem with these settings, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if let Err(problem) = self.codec() {
+            out.push(problem);
+        }
         if let Err(e) = self.intake_url() {
             let key = if e.starts_with("site") {
                 "site"
@@ -190,6 +210,7 @@ pub(crate) mod tests {
             tags: vec![],
             tag_fields: d_tag_fields(),
             compression: Compression::Gzip,
+            compression_level: None,
             oversize: Oversize::Reject,
             out_of_window: OutOfWindow::Restamp,
         }
