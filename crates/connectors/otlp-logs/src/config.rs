@@ -235,4 +235,35 @@ pub(crate) mod tests {
         assert!(debug.contains("authorization"), "{debug}");
         assert!(!debug.contains("s3cr3t"), "{debug}");
     }
+
+    #[test]
+    fn compression_takes_what_the_api_accepts_at_a_checked_level() {
+        let mut c = config("https://h/v1/logs");
+        assert_eq!(
+            c.codec(),
+            Ok(Codec::Gzip {
+                level: switchyard_core::compress::GZIP_LEVEL
+            })
+        );
+        c.compression_level = Some(9);
+        assert_eq!(c.codec(), Ok(Codec::Gzip { level: 9 }));
+        c.compression_level = Some(10);
+        assert_eq!(
+            c.problems()[0],
+            (
+                "compression_level",
+                "10 is not a gzip level (it takes 1 to 9)".to_string()
+            )
+        );
+        c.compression_level = None;
+        c.compression = Compression::Zstd;
+        let (key, why) = c.problems().remove(0);
+        assert_eq!(key, "compression");
+        assert!(
+            why.starts_with("\"zstd\" is not accepted by OTLP/HTTP"),
+            "{why}"
+        );
+        c.compression = Compression::None;
+        assert_eq!(c.codec(), Ok(Codec::None));
+    }
 }

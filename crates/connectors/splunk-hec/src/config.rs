@@ -243,4 +243,35 @@ mod tests {
         };
         assert_eq!(c.problems()[0].0, "ack_timeout_secs");
     }
+
+    #[test]
+    fn compression_takes_what_the_api_accepts_at_a_checked_level() {
+        let mut c = cfg("https://splunk:8088", Some("t"));
+        assert_eq!(
+            c.codec(),
+            Ok(Codec::Gzip {
+                level: switchyard_core::compress::GZIP_LEVEL
+            })
+        );
+        c.compression_level = Some(9);
+        assert_eq!(c.codec(), Ok(Codec::Gzip { level: 9 }));
+        c.compression_level = Some(10);
+        assert_eq!(
+            c.problems()[0],
+            (
+                "compression_level",
+                "10 is not a gzip level (it takes 1 to 9)".to_string()
+            )
+        );
+        c.compression_level = None;
+        c.compression = Compression::Zstd;
+        let (key, why) = c.problems().remove(0);
+        assert_eq!(key, "compression");
+        assert!(
+            why.starts_with("\"zstd\" is not accepted by Splunk HEC"),
+            "{why}"
+        );
+        c.compression = Compression::None;
+        assert_eq!(c.codec(), Ok(Codec::None));
+    }
 }
