@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the per-event hot paths on events generated from the sample (compact
 //! JSON, varied types and sizes, as collectors write them): the routing scan, each
 //! configured destination's encoder (as configured, and uncompressed where the kind has a
-//! `compression` key) with the bytes it puts on the wire, and gzip. `make bench-micro` (or
+//! `compression` key) with the bytes it puts on the wire, and each compression algorithm and
+//! level, on the sample's events and on a varied corpus. `make bench-micro` (or
 //! `cargo bench --bench hot_paths`) runs them; they print numbers and assert nothing.
 //!
 //! A tiny harness rather than criterion: it keeps `make test` (which compiles benches for
