@@ -323,7 +323,7 @@ fn vary(events: &[Event]) -> Vec<Event> {
                     .bytes()
                     .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into())),
             );
-            vary_value(&mut rng, &mut session, None, &mut v);
+            vary_value(&mut rng, &mut session, &mut v);
             let raw = Bytes::from(serde_json::to_vec(&v).expect("JSON"));
             Event::parse(raw, origin(), 1 << 20).expect("an event")
         })
@@ -346,14 +346,9 @@ const BROWSERS: [(&str, &str); 5] = [
     ("Samsung Internet", "24.0"),
 ];
 
-/// Varies `v` (under `key`): per-event values from `rng`, per-session ones from `session`.
+/// Varies `v`: per-event values from `rng`, per-session ones from `session`.
 /// Customer, configuration and connector list stay as generated (a few per router).
-fn vary_value(
-    rng: &mut fastrand::Rng,
-    session: &mut fastrand::Rng,
-    key: Option<&str>,
-    v: &mut serde_json::Value,
-) {
+fn vary_value(rng: &mut fastrand::Rng, session: &mut fastrand::Rng, v: &mut serde_json::Value) {
     use serde_json::Value;
     match v {
         Value::Object(map) => {
@@ -382,13 +377,11 @@ fn vary_value(
                         *s = format!("{:032x}", session.u128(..))
                     }
                     ("event_id", Value::String(s)) => *s = format!("{:032x}", rng.u128(..)),
-                    _ => vary_value(rng, session, Some(k), x),
+                    _ => vary_value(rng, session, x),
                 }
             }
         }
-        Value::Array(items) => items
-            .iter_mut()
-            .for_each(|x| vary_value(rng, session, key, x)),
+        Value::Array(items) => items.iter_mut().for_each(|x| vary_value(rng, session, x)),
         Value::Number(n) => {
             if let Some(i) = n.as_u64() {
                 let varied = if i > 1_000_000_000_000 {
@@ -405,13 +398,12 @@ fn vary_value(
                 *v = Value::from(varied);
             }
         }
-        Value::String(s) => {
+        Value::String(s)
             if s.contains("...")
-                || (s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
-            {
-                // Some other id: a fresh 128-bit one.
-                *s = format!("{:032x}", rng.u128(..));
-            }
+                || (s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')) =>
+        {
+            // Some other id: a fresh 128-bit one.
+            *s = format!("{:032x}", rng.u128(..));
         }
         _ => {}
     }
