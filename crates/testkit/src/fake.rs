@@ -455,3 +455,27 @@ impl Drop for ResetProxy {
         self.task.abort();
     }
 }
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+
+    #[test]
+    fn zstd_is_decoded_only_by_the_fakes_of_apis_that_take_it() {
+        let body = br#"[{"message":"hi"}]"#;
+        let packed = zstd::stream::encode_all(&body[..], 9).unwrap();
+        assert!(matches!(
+            decode_body_or_zstd(Some("zstd"), &packed),
+            Decoded::Body(b) if b == body
+        ));
+        assert!(matches!(
+            decode_body_or_zstd(Some("zstd"), b"not zstd"),
+            Decoded::Corrupt(_)
+        ));
+        // HEC, New Relic and OTLP fakes use decode_body: zstd is refused, as those APIs do.
+        assert!(matches!(
+            decode_body(Some("zstd"), &packed),
+            Decoded::Unsupported(e) if e == "zstd"
+        ));
+    }
+}
