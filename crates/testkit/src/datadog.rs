@@ -3,9 +3,7 @@
 //! but silently mangle (a log over 1 MB, a timestamp it will not index) is recorded as a
 //! violation.
 
-use crate::fake::{
-    Decoded, Recorder, Scripted, Seen, Server, decode_body_or_zstd, header, json, serve,
-};
+use crate::fake::{Decoded, Recorder, Scripted, Seen, Server, decode_body, header, json, serve};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -119,7 +117,7 @@ impl Dd {
                 .violation("content-type is not application/json".into());
             return error(415, "Unsupported Media Type");
         }
-        let body = match decode_body_or_zstd(header(headers, "content-encoding"), body) {
+        let body = match decode_body(header(headers, "content-encoding"), body) {
             Decoded::Body(b) => b,
             Decoded::Unsupported(_) => return error(415, "Unsupported Media Type"),
             Decoded::Corrupt(_) => return error(400, "Bad Request"),
