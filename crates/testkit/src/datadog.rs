@@ -1,4 +1,4 @@
-//! A strict fake of Datadog's logs intake (`POST /api/v2/logs`): `DD-API-KEY`, gzip/deflate,
+//! A strict fake of Datadog's logs intake (`POST /api/v2/logs`): `DD-API-KEY`, gzip/deflate/zstd,
 //! a JSON array of at most 1000 logs, 5 MB uncompressed, 202 `{}`. What Datadog would accept
 //! but silently mangle (a log over 1 MB, a timestamp it will not index) is recorded as a
 //! violation.
@@ -92,7 +92,7 @@ async fn handle(
         status,
         code: 0,
         items,
-        compressed: matches!(encoding, Some("gzip" | "deflate")),
+        compressed: matches!(encoding, Some("gzip" | "deflate" | "zstd")),
         body_bytes: body.len(),
     });
     resp

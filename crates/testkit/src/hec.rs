@@ -498,6 +498,10 @@ impl Hec {
                 "Content-Length of the request exceeds max_content_length",
             );
         }
+        // HEC decodes gzip (deflate too, here); zstd it does not.
+        if header(headers, "content-encoding") == Some("zstd") {
+            return done(415, 415, "Unsupported Media Type");
+        }
         let body = match decode_body(header(headers, "content-encoding"), body) {
             Decoded::Body(b) => b,
             Decoded::Unsupported(_) => return done(415, 415, "Unsupported Media Type"),

@@ -125,6 +125,10 @@ impl Nr {
             self.rec
                 .violation("body not compressed (New Relic says always compress)".into());
         }
+        // The Event API takes gzip and deflate, not zstd.
+        if encoding == Some("zstd") {
+            return refuse(415);
+        }
         let body = match decode_body(encoding, body) {
             Decoded::Body(b) => b,
             Decoded::Unsupported(_) => return refuse(415),

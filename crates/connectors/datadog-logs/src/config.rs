@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use std::time::Duration;
 use switchyard_core::age::OutOfWindow;
-use switchyard_core::compress::Compression;
+use switchyard_core::compress::{Codec, Compression, codec_for};
 use switchyard_core::{BatchLimits, Secret};
 use switchyard_http::Url;
 
@@ -99,8 +99,14 @@ pub struct DatadogConfig {
     /// Event fields turned into tags (`customer_code:…`, `event_type:…`).
     #[serde(default = "d_tag_fields")]
     pub tag_fields: Vec<TagField>,
-    #[serde(default)]
+    /// `zstd` (default), `gzip` or `none`. zstd: Datadog's intake takes it (Datadog's own
+    /// agent data plane sends its logs with it) and, at its default level, it sends a fifth
+    /// fewer bytes than gzip's best for less CPU (`docs/performance.md`).
+    #[serde(default = "d_compression")]
     pub compression: Compression,
+    /// The algorithm's level (gzip 1-9, zstd 1-19); unset, the default chosen for cost.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
     #[serde(default)]
     pub oversize: Oversize,
     /// An event older than Datadog indexes: restamped (default) or refused.
@@ -108,6 +114,9 @@ pub struct DatadogConfig {
     pub out_of_window: OutOfWindow,
 }
 
+fn d_compression() -> Compression {
+    Compression::Zstd
+}
 fn d_source() -> String {
     "qoe".into()
 }
@@ -146,9 +155,25 @@ impl DatadogConfig {
         Url::parse(&format!("https://api.{site}/api/v1/validate")).ok()
     }
 
+    /// The algorithms the API accepts as `Content-Encoding` (see `/work/shared/destinations.md`).
+    pub const ACCEPTS: [Compression; 3] = [Compression::Gzip, Compression::Zstd, Compression::None];
+
+    /// How request bodies are compressed, or the key at fault and why.
+    pub fn codec(&self) -> Result<Codec, (&'static str, String)> {
+        codec_for(
+            self.compression,
+            self.compression_level,
+            "Datadog's logs intake",
+            &Self::ACCEPTS,
+        )
+    }
+
     /// Every problem with these settings, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if let Err(problem) = self.codec() {
+            out.push(problem);
+        }
         if let Err(e) = self.intake_url() {
             let key = if e.starts_with("site") {
                 "site"
@@ -190,6 +215,7 @@ pub(crate) mod tests {
             tags: vec![],
             tag_fields: d_tag_fields(),
             compression: Compression::Gzip,
+            compression_level: None,
             oversize: Oversize::Reject,
             out_of_window: OutOfWindow::Restamp,
         }
@@ -242,5 +268,36 @@ pub(crate) mod tests {
         c.tags = vec!["a:b,c:d".into()];
         let keys: Vec<_> = c.problems().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, ["site", "api_key", "tags"]);
+    }
+
+    #[test]
+    fn compression_takes_what_the_api_accepts_at_a_checked_level() {
+        let mut c = config();
+        assert_eq!(
+            c.codec(),
+            Ok(Codec::Gzip {
+                level: switchyard_core::compress::GZIP_LEVEL
+            })
+        );
+        c.compression_level = Some(9);
+        assert_eq!(c.codec(), Ok(Codec::Gzip { level: 9 }));
+        c.compression_level = Some(10);
+        assert_eq!(
+            c.problems()[0],
+            (
+                "compression_level",
+                "10 is not a gzip level (it takes 1 to 9)".to_string()
+            )
+        );
+        c.compression_level = None;
+        c.compression = Compression::Zstd;
+        assert_eq!(
+            c.codec(),
+            Ok(Codec::Zstd {
+                level: switchyard_core::compress::ZSTD_LEVEL
+            })
+        );
+        c.compression = Compression::None;
+        assert_eq!(c.codec(), Ok(Codec::None));
     }
 }

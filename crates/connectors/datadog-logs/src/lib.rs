@@ -10,7 +10,7 @@ pub mod config;
 mod destination;
 pub mod encode;
 
-use switchyard_core::compress::{BodyWriter, Compression};
+use switchyard_core::compress::{BodyWriter, Codec};
 use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
 use switchyard_http::{
     ClientOptions, HealthCheck, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
@@ -27,7 +27,7 @@ pub type DatadogLogs = HttpDestination<Datadog>;
 #[derive(Debug)]
 pub struct Datadog {
     encoder: LogEncoder,
-    compression: Compression,
+    codec: Codec,
     /// `GET /api/v1/validate` on the site's API host; None behind a proxy endpoint, which
     /// has nothing standard to ask.
     validate: Option<HealthCheck>,
@@ -35,6 +35,8 @@ pub struct Datadog {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("{0}")]
+    Compression(String),
     #[error("{0}")]
     Url(String),
     #[error("api_key is missing")]
@@ -58,7 +60,9 @@ impl HttpApi for Datadog {
         let transport = HttpTransport::new(url, client)?.secret_header("dd-api-key", "", key)?;
         let datadog = Datadog {
             encoder: LogEncoder::new(cfg),
-            compression: cfg.compression,
+            codec: cfg
+                .codec()
+                .map_err(|(key, why)| BuildError::Compression(format!("{key}: {why}")))?,
             validate: cfg.validate_url().map(|url| HealthCheck {
                 url,
                 name: "Datadog key validation",
@@ -77,7 +81,7 @@ impl HttpApi for Datadog {
 
     fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<HttpBody>, EncodeError> {
         let estimate = self.encoder.body_len(shipment);
-        let mut body = BodyWriter::new(self.compression, estimate);
+        let mut body = BodyWriter::new(self.codec, estimate);
         let encoded = self.encoder.encode(shipment, &mut body);
         // The batcher's sizes are estimates (a tag value may need escapes): this is exact.
         let size = body.uncompressed_len();

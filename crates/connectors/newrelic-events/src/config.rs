@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::time::Duration;
 use switchyard_core::age::OutOfWindow;
+use switchyard_core::compress::{Codec, Compression, codec_for};
 use switchyard_core::{BatchLimits, Secret};
 use switchyard_http::Url;
 
@@ -106,6 +107,13 @@ pub struct NewRelicConfig {
     /// as is.
     #[serde(default)]
     pub out_of_window: OutOfWindow,
+    /// `gzip` only: New Relic asks for compressed bodies and its 10^6-byte limit is on the
+    /// body as sent.
+    #[serde(default)]
+    pub compression: Compression,
+    /// gzip's level (1-9); unset, the default chosen for cost.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
 }
 
 /// Always kept first, whatever `keep_attributes` says: what finds and de-duplicates an event.
@@ -134,6 +142,20 @@ fn d_event_type() -> String {
 pub const TEMPLATE: &str = "{event.type}";
 
 impl NewRelicConfig {
+    /// What the Event API takes as `Content-Encoding` that the router sends (deflate too, but
+    /// gzip is as small and every fake and proxy knows it).
+    pub const ACCEPTS: [Compression; 1] = [Compression::Gzip];
+
+    /// How request bodies are compressed, or the key at fault and why.
+    pub fn codec(&self) -> Result<Codec, (&'static str, String)> {
+        codec_for(
+            self.compression,
+            self.compression_level,
+            "New Relic's Event API (it asks for compressed bodies)",
+            &Self::ACCEPTS,
+        )
+    }
+
     pub fn events_url(&self) -> Result<Url, String> {
         let base = match (&self.endpoint, self.region) {
             (Some(e), _) => e.trim_end_matches('/').to_string(),
@@ -146,6 +168,9 @@ impl NewRelicConfig {
 
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if let Err(problem) = self.codec() {
+            out.push(problem);
+        }
         if self.account_id.is_empty() || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             out.push((
                 "account_id",
@@ -213,6 +238,8 @@ pub(crate) mod tests {
             on_invalid: OnInvalid::Truncate,
             keep_attributes: d_keep_attributes(),
             out_of_window: OutOfWindow::SendAsIs,
+            compression: Compression::Gzip,
+            compression_level: None,
         }
     }
 
@@ -249,5 +276,36 @@ pub(crate) mod tests {
         }
         assert!(check_event_type("Qoe_rendition_change").is_ok());
         assert!(check_event_type("Metrics").is_ok());
+    }
+
+    #[test]
+    fn compression_takes_what_the_api_accepts_at_a_checked_level() {
+        let mut c = config();
+        assert_eq!(
+            c.codec(),
+            Ok(Codec::Gzip {
+                level: switchyard_core::compress::GZIP_LEVEL
+            })
+        );
+        c.compression_level = Some(9);
+        assert_eq!(c.codec(), Ok(Codec::Gzip { level: 9 }));
+        c.compression_level = Some(10);
+        assert_eq!(
+            c.problems()[0],
+            (
+                "compression_level",
+                "10 is not a gzip level (it takes 1 to 9)".to_string()
+            )
+        );
+        c.compression_level = None;
+        c.compression = Compression::Zstd;
+        let (key, why) = c.problems().remove(0);
+        assert_eq!(key, "compression");
+        assert!(
+            why.starts_with("\"zstd\" is not accepted by New Relic's Event API"),
+            "{why}"
+        );
+        c.compression = Compression::None;
+        assert_eq!(c.problems()[0].0, "compression");
     }
 }

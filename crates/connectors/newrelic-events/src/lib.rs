@@ -11,7 +11,7 @@ pub mod config;
 mod destination;
 pub mod flatten;
 
-use switchyard_core::compress::{BodyWriter, Compression};
+use switchyard_core::compress::{BodyWriter, Codec};
 use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
 use switchyard_http::{
     ClientOptions, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
@@ -32,6 +32,7 @@ pub type NewRelicEvents = HttpDestination<NewRelic>;
 #[derive(Debug)]
 pub struct NewRelic {
     flattener: Flattener,
+    codec: Codec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +65,10 @@ impl HttpApi for NewRelic {
             }
         };
         let flattener = Flattener::new(cfg).map_err(BuildError::Config)?;
-        Ok((NewRelic { flattener }, transport))
+        let codec = cfg
+            .codec()
+            .map_err(|(key, why)| BuildError::Config(format!("{key}: {why}")))?;
+        Ok((NewRelic { flattener, codec }, transport))
     }
 
     fn hard_limits(&self) -> BatchLimits {
@@ -79,9 +83,9 @@ impl HttpApi for NewRelic {
         let events = shipment.events();
         let estimate = events.iter().map(|e| self.encoded_len(e)).sum::<usize>() + 2;
         // New Relic documents always compressing; its limit is on the compressed body.
-        let mut body = BodyWriter::new(Compression::Gzip, estimate);
+        let mut body = BodyWriter::new(self.codec, estimate);
         let report = self.flattener.encode(shipment, &mut body);
-        let (compressed, _) = body.finish()?;
+        let (compressed, encoding) = body.finish()?;
         if compressed.len() > MAX_PAYLOAD {
             return Err(EncodeError::TooLarge {
                 size: compressed.len(),
@@ -91,7 +95,7 @@ impl HttpApi for NewRelic {
         Ok(Encoded {
             request: HttpBody {
                 bytes: compressed.into(),
-                encoding: Some("gzip"),
+                encoding,
             },
             rejected: report.rejected,
             fixes: report.fixes,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use switchyard_core::compress::Compression;
+use switchyard_core::compress::{Codec, Compression, codec_for};
 use switchyard_core::secret::string_or_number;
 use switchyard_core::{BatchLimits, Secret};
 use switchyard_http::Url;
@@ -62,8 +62,12 @@ pub struct OtlpLogsConfig {
     /// More resource attributes, e.g. `deployment.environment.name = "prod"`.
     #[serde(default, deserialize_with = "string_map")]
     pub resource_attributes: BTreeMap<String, String>,
+    /// `gzip` (default), `none`.
     #[serde(default)]
     pub compression: Compression,
+    /// The algorithm's level (gzip 1-9, zstd 1-19); unset, the default chosen for cost.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
 }
 
 fn d_service_name() -> String {
@@ -90,9 +94,25 @@ impl OtlpLogsConfig {
         switchyard_http::endpoint_url(e)
     }
 
+    /// The algorithms the API accepts as `Content-Encoding` (see `/work/shared/destinations.md`).
+    pub const ACCEPTS: [Compression; 2] = [Compression::Gzip, Compression::None];
+
+    /// How request bodies are compressed, or the key at fault and why.
+    pub fn codec(&self) -> Result<Codec, (&'static str, String)> {
+        codec_for(
+            self.compression,
+            self.compression_level,
+            "OTLP/HTTP (the spec names gzip only)",
+            &Self::ACCEPTS,
+        )
+    }
+
     /// Every problem with these settings, as (key, message). Never includes a header value.
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if let Err(problem) = self.codec() {
+            out.push(problem);
+        }
         if let Err(e) = self.url() {
             out.push(("endpoint", e));
         }
@@ -136,6 +156,7 @@ pub(crate) mod tests {
             service_name: d_service_name(),
             resource_attributes: BTreeMap::new(),
             compression: Compression::Gzip,
+            compression_level: None,
         }
     }
 
@@ -213,5 +234,36 @@ pub(crate) mod tests {
         let debug = format!("{c:?}");
         assert!(debug.contains("authorization"), "{debug}");
         assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
+
+    #[test]
+    fn compression_takes_what_the_api_accepts_at_a_checked_level() {
+        let mut c = config("https://h/v1/logs");
+        assert_eq!(
+            c.codec(),
+            Ok(Codec::Gzip {
+                level: switchyard_core::compress::GZIP_LEVEL
+            })
+        );
+        c.compression_level = Some(9);
+        assert_eq!(c.codec(), Ok(Codec::Gzip { level: 9 }));
+        c.compression_level = Some(10);
+        assert_eq!(
+            c.problems()[0],
+            (
+                "compression_level",
+                "10 is not a gzip level (it takes 1 to 9)".to_string()
+            )
+        );
+        c.compression_level = None;
+        c.compression = Compression::Zstd;
+        let (key, why) = c.problems().remove(0);
+        assert_eq!(key, "compression");
+        assert!(
+            why.starts_with("\"zstd\" is not accepted by OTLP/HTTP"),
+            "{why}"
+        );
+        c.compression = Compression::None;
+        assert_eq!(c.codec(), Ok(Codec::None));
     }
 }

@@ -34,7 +34,7 @@ pub mod config;
 mod destination;
 pub mod encode;
 
-use switchyard_core::compress::BodyWriter;
+use switchyard_core::compress::{BodyWriter, Codec};
 use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
 use switchyard_http::{
     ClientOptions, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
@@ -55,11 +55,13 @@ pub type OtlpLogs = HttpDestination<Otlp>;
 #[derive(Debug)]
 pub struct Otlp {
     encoder: LogEncoder,
-    compression: switchyard_core::compress::Compression,
+    codec: Codec,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("{0}")]
+    Compression(String),
     #[error("endpoint {0}")]
     Url(String),
     /// A configured header; its value never appears here.
@@ -84,7 +86,9 @@ impl HttpApi for Otlp {
         }
         let otlp = Otlp {
             encoder: LogEncoder::new(cfg),
-            compression: cfg.compression,
+            codec: cfg
+                .codec()
+                .map_err(|(key, why)| BuildError::Compression(format!("{key}: {why}")))?,
         };
         Ok((otlp, transport))
     }
@@ -113,7 +117,7 @@ impl HttpApi for Otlp {
                 limit: config::MAX_REQUEST_BYTES,
             });
         }
-        let mut body = BodyWriter::new(self.compression, size);
+        let mut body = BodyWriter::new(self.codec, size);
         self.encoder.encode(records, &mut body);
         Ok(Encoded {
             request: HttpBody::try_from(body)?,

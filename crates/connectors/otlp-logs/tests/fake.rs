@@ -27,6 +27,7 @@ fn config(fake: &FakeOtlp) -> OtlpLogsConfig {
             "test".into(),
         )]),
         compression: Compression::Gzip,
+        compression_level: None,
     }
 }
 
@@ -274,6 +275,7 @@ fn a_bad_endpoint_or_header_fails_the_build_without_showing_secrets() {
         service_name: "s".into(),
         resource_attributes: BTreeMap::new(),
         compression: Compression::Gzip,
+        compression_level: None,
     };
     let err = OtlpLogs::new(&cfg, &ClientOptions::default()).unwrap_err();
     assert!(matches!(err, BuildError::Url(_)), "{err}");

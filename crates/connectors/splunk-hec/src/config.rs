@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 use std::time::Duration;
-use switchyard_core::compress::Compression;
+use switchyard_core::compress::{Codec, Compression, codec_for};
 use switchyard_core::{BatchLimits, Secret};
 use switchyard_http::Url;
 
@@ -50,8 +50,12 @@ pub struct HecConfig {
     pub sourcetype: Option<String>,
     #[serde(default)]
     pub host: Option<String>,
+    /// `gzip` (default), `none`.
     #[serde(default)]
     pub compression: Compression,
+    /// The algorithm's level (gzip 1-9, zstd 1-19); unset, the default chosen for cost.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
     /// Indexer acknowledgement: events count as delivered only once Splunk says they are
     /// indexed (the token must have it on). Off: a 200 is delivery, as before.
     #[serde(default)]
@@ -104,9 +108,25 @@ impl HecConfig {
         })
     }
 
+    /// The algorithms the API accepts as `Content-Encoding` (see `/work/shared/destinations.md`).
+    pub const ACCEPTS: [Compression; 2] = [Compression::Gzip, Compression::None];
+
+    /// How request bodies are compressed, or the key at fault and why.
+    pub fn codec(&self) -> Result<Codec, (&'static str, String)> {
+        codec_for(
+            self.compression,
+            self.compression_level,
+            "Splunk HEC",
+            &Self::ACCEPTS,
+        )
+    }
+
     /// Every problem with these settings, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
+        if let Err(problem) = self.codec() {
+            out.push(problem);
+        }
         if let Err(e) = self.event_url() {
             out.push(("endpoint", e));
         }
@@ -148,6 +168,7 @@ mod tests {
             sourcetype: default_sourcetype(),
             host: None,
             compression: Compression::Gzip,
+            compression_level: None,
             ack: false,
             ack_poll_interval_secs: DEFAULT_ACK_POLL_INTERVAL_SECS,
             ack_max_pending: DEFAULT_ACK_MAX_PENDING,
@@ -221,5 +242,36 @@ mod tests {
             ..cfg("https://splunk:8088", Some("t"))
         };
         assert_eq!(c.problems()[0].0, "ack_timeout_secs");
+    }
+
+    #[test]
+    fn compression_takes_what_the_api_accepts_at_a_checked_level() {
+        let mut c = cfg("https://splunk:8088", Some("t"));
+        assert_eq!(
+            c.codec(),
+            Ok(Codec::Gzip {
+                level: switchyard_core::compress::GZIP_LEVEL
+            })
+        );
+        c.compression_level = Some(9);
+        assert_eq!(c.codec(), Ok(Codec::Gzip { level: 9 }));
+        c.compression_level = Some(10);
+        assert_eq!(
+            c.problems()[0],
+            (
+                "compression_level",
+                "10 is not a gzip level (it takes 1 to 9)".to_string()
+            )
+        );
+        c.compression_level = None;
+        c.compression = Compression::Zstd;
+        let (key, why) = c.problems().remove(0);
+        assert_eq!(key, "compression");
+        assert!(
+            why.starts_with("\"zstd\" is not accepted by Splunk HEC"),
+            "{why}"
+        );
+        c.compression = Compression::None;
+        assert_eq!(c.codec(), Ok(Codec::None));
     }
 }

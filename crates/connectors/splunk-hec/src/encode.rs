@@ -88,6 +88,7 @@ mod tests {
             sourcetype: Some("_json".into()),
             host: Some("router-\"1\"".into()),
             compression: Compression::Gzip,
+            compression_level: None,
             ack: false,
             ack_poll_interval_secs: 10,
             ack_max_pending: 1000,

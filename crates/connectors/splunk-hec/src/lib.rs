@@ -12,7 +12,7 @@ pub mod config;
 mod destination;
 pub mod encode;
 
-use switchyard_core::compress::{BodyWriter, Compression};
+use switchyard_core::compress::{BodyWriter, Codec};
 use switchyard_core::{
     BatchLimits, ConfirmError, ConfirmSettings, EncodeError, Encoded, Event, Outcome, Receipt,
     Shipment, Verdict,
@@ -33,7 +33,7 @@ pub type SplunkHec = HttpDestination<Hec>;
 #[derive(Debug)]
 pub struct Hec {
     envelope: Envelope,
-    compression: Compression,
+    codec: Codec,
     health: HealthCheck,
     /// Indexer acknowledgement, when `ack = true`.
     ack: Option<Acks>,
@@ -60,6 +60,8 @@ fn sent_channel<'a>(sent: &'a [(&'static str, String)]) -> &'a str {
 /// HEC settings that cannot make a working connector.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    #[error("{0}")]
+    Compression(String),
     #[error("endpoint: {0}")]
     Endpoint(String),
     #[error("token is missing")]
@@ -92,7 +94,9 @@ impl HttpApi for Hec {
         };
         let hec = Hec {
             envelope: Envelope::new(cfg),
-            compression: cfg.compression,
+            codec: cfg
+                .codec()
+                .map_err(|(key, why)| BuildError::Compression(format!("{key}: {why}")))?,
             health: HealthCheck {
                 url: health,
                 name: "HEC health",
@@ -112,7 +116,7 @@ impl HttpApi for Hec {
 
     fn encode(&self, shipment: Shipment<'_>) -> Result<Encoded<HttpBody>, EncodeError> {
         let estimate = self.envelope.body_len(shipment);
-        let mut body = BodyWriter::new(self.compression, estimate);
+        let mut body = BodyWriter::new(self.codec, estimate);
         self.envelope.encode(shipment, &mut body);
         Ok(Encoded::all(HttpBody::try_from(body)?))
     }
