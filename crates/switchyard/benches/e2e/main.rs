@@ -582,9 +582,16 @@ fn tallied_bytes(destinations: &[Destination]) -> Result<Vec<cost::Bytes>, Strin
 /// The config with `fetch.wait.max.ms = 10`. The mock cluster holds an empty Fetch for the
 /// whole of that wait (librdkafka's default is 500 ms) even when records arrive meanwhile; a
 /// Kafka broker answers as soon as they do. Without this the latency run would measure the
-/// mock's wait, not the router.
+/// mock's wait, not the router. A config that sets `fetch.wait.max.ms` itself keeps its value
+/// (to measure what the wait costs: `SWITCHYARD_BENCH_CONFIG`).
 fn with_short_fetch_wait(config: &str) -> String {
     const OPTION: &str = "\"fetch.wait.max.ms\" = \"10\"\n";
+    if config
+        .lines()
+        .any(|l| l.trim_start().starts_with("\"fetch.wait.max.ms\""))
+    {
+        return config.to_string();
+    }
     match config.find("[kafka.options]\n") {
         Some(at) => {
             let at = at + "[kafka.options]\n".len();
