@@ -442,6 +442,10 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         }));
     }
     let count = first - s.events;
+    let (fixed_cores, marginal) = fit(&steps);
+    println!(
+        "sweep fit: router CPU = {fixed_cores:.3} cores x seconds + {marginal:.1} CPU-s per million events"
+    );
     let half = steps
         .iter()
         .find(|st| st["load_fraction"].as_f64() == Some(0.5))
@@ -508,6 +512,12 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         // The 50 % step of the sweep, as the latency run was before the sweep.
         "latency": half,
         "sweep": steps,
+        // Router CPU = fixed_cores x seconds + marginal x events, least squares over the steps:
+        // what costs per unit of time (wake-ups, fetches, timers) apart from what costs per event.
+        "sweep_fit": {
+            "fixed_cores": fixed_cores,
+            "marginal_cpu_seconds_per_million_events": marginal,
+        },
         "router_peak_rss_mib": peak_rss as f64 / (1 << 20) as f64,
         "duplicates": duplicates,
         "requests": destinations.iter().map(|d| (d.id.clone(), json!({
@@ -652,6 +662,34 @@ async fn wait(progress: &Progress, target: u64) -> Result<(), String> {
     }
 }
 
+/// Least squares of the sweep's steps to router CPU = a x seconds + b x events: returns a (in
+/// cores) and b (CPU-s per million events); zeros when the steps cannot separate them.
+fn fit(steps: &[Value]) -> (f64, f64) {
+    let f = |v: &Value| v.as_f64().unwrap_or(0.0);
+    let points: Vec<(f64, f64, f64)> = steps
+        .iter()
+        .map(|st| {
+            (
+                f(&st["seconds"]),
+                f(&st["events"]) / 1e6,
+                f(&st["router_cpu_seconds"]),
+            )
+        })
+        .collect();
+    let sum = |g: &dyn Fn(&(f64, f64, f64)) -> f64| points.iter().map(g).sum::<f64>();
+    let (tt, te, ee) = (
+        sum(&|p| p.0 * p.0),
+        sum(&|p| p.0 * p.1),
+        sum(&|p| p.1 * p.1),
+    );
+    let (tc, ec) = (sum(&|p| p.0 * p.2), sum(&|p| p.1 * p.2));
+    let det = tt * ee - te * te;
+    if det.abs() < 1e-12 {
+        return (0.0, 0.0);
+    }
+    ((tc * ee - ec * te) / det, (tt * ec - te * tc) / det)
+}
+
 /// Every event reached exactly the destinations it named: all of them (fan-out to all), or
 /// the one its template named (`seq % destinations`).
 fn verify(destinations: &[Destination], fan_out: FanOut, total: u64) -> Result<(), String> {
@@ -756,6 +794,12 @@ fn print_sweep_table(results: &[Value]) {
                 f(&st["router_cores"]),
             );
         }
+        println!(
+            "{:<24} fit: {:.3} cores fixed + {:.1} CPU-s per million events",
+            "",
+            f(&r["sweep_fit"]["fixed_cores"]),
+            f(&r["sweep_fit"]["marginal_cpu_seconds_per_million_events"]),
+        );
     }
 }
 
