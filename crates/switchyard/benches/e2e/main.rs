@@ -375,6 +375,12 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
     // when produced, each step waited out until all its events arrived (so that the CPU read at
     // its end covers all its work, and the next step starts from an idle router).
     let per = s.per_record;
+    let broker_cpu = || {
+        broker
+            .process_id()
+            .map(|pid| router::cpu_seconds(&pid.to_string()))
+            .transpose()
+    };
     let planned: f64 = SWEEP
         .iter()
         .map(|f| events_per_sec * f * knobs.sweep_secs)
@@ -393,6 +399,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
             router::cpu_seconds("self")?,
             now_us(),
         );
+        let broker2 = broker_cpu()?;
         let achieved = tokio::task::block_in_place(|| {
             load::offer(&bootstrap, topic, partitions, &events, first, count, rate)
         })
@@ -404,6 +411,7 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
             router::cpu_seconds("self")?,
             now_us(),
         );
+        let broker3 = broker_cpu()?;
         let secs = t3.saturating_sub(t2) as f64 / 1e6;
         let mut latencies: Vec<u32> = destinations
             .iter()
@@ -418,11 +426,21 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
         let (p50, p99, max) = (pct(0.5), pct(0.99), pct(1.0));
         let cpu_per_million_here = (cpu3 - cpu2) / count as f64 * 1e6;
         println!(
-            "{:>3.0} % load, {rate:.0} events/s offered ({achieved:.0} achieved), {count} events: {cpu_per_million_here:.1} CPU-s per million events ({:.2}x full speed), p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (router {:.2} cores, broker, producer and stand-ins {:.2})",
+            "{:>3.0} % load, {rate:.0} events/s offered ({achieved:.0} achieved), {count} events: {cpu_per_million_here:.1} CPU-s per million events ({:.2}x full speed), p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (router {:.2} cores, {} {:.2}{})",
             fraction * 100.0,
             cpu_per_million_here / cpu_per_million,
             (cpu3 - cpu2) / secs,
+            match knobs.broker {
+                BrokerKind::Mock => "broker, producer and stand-ins",
+                BrokerKind::Tansu => "producer and stand-ins",
+            },
             (own3 - own2) / secs,
+            broker3
+                .zip(broker2)
+                .map_or(String::new(), |(b3, b2)| format!(
+                    ", Tansu {:.2}",
+                    (b3 - b2) / secs
+                )),
         );
         steps.push(json!({
             "load_fraction": fraction,
@@ -439,6 +457,8 @@ async fn run(s: &Scenario, knobs: &Knobs, out_dir: &Path) -> Result<Value, Strin
             "vs_full_speed": cpu_per_million_here / cpu_per_million,
             "router_cores": (cpu3 - cpu2) / secs,
             "harness_cores": (own3 - own2) / secs,
+            // Tansu's, a process of its own (the mock's is in harness_cores).
+            "broker_process_cores": broker3.zip(broker2).map(|(b3, b2)| (b3 - b2) / secs),
         }));
     }
     let count = first - s.events;
