@@ -122,6 +122,15 @@ impl Broker {
         &self.bootstrap
     }
 
+    /// The broker's process id when it runs as a process of its own (Tansu), so that its CPU
+    /// can be read apart; `None` for the in-process mock cluster and a container.
+    pub fn process_id(&self) -> Option<u32> {
+        match &self.kind {
+            Kind::Tansu(child) => Some(child.id()),
+            _ => None,
+        }
+    }
+
     /// The mock cluster, for fault injection; `None` on a real broker.
     pub fn mock_cluster(&self) -> Option<&MockCluster<'static, DefaultProducerContext>> {
         match &self.kind {
