@@ -269,7 +269,11 @@ mod tests {
             r#"{"time":1712167311740,"metric_name":"call_duration_ms","dimension":{"target":"dz-connector-splunk","attempt":1,"status_code":200},"metric_value":115}]"#,
         );
         assert_eq!(String::from_utf8(got.clone()).unwrap(), want);
-        assert_eq!(got.len() - 2, 584, "bytes spliced per event, brackets excluded");
+        assert_eq!(
+            got.len() - 2,
+            584,
+            "bytes spliced per event, brackets excluded"
+        );
         assert_eq!(crate::event::SPLICE_OVERHEAD, 46);
     }
 
