@@ -1,5 +1,7 @@
 //! The admin server over real HTTP: liveness, readiness that names what is missing, and
-//! Prometheus metrics that reflect what the pipeline did.
+//! Prometheus metrics that reflect what the pipeline did. The HEC connector runs with
+//! `append_observability = false`: the metrics-only way to have the delivery timings, so the
+//! events go as produced and the four histograms are still exported.
 
 use std::time::Duration;
 use switchyard::Pipeline;
@@ -20,8 +22,10 @@ async fn metrics_and_probes_reflect_the_pipeline() {
     let dead = "[connectors.dz-connector-dead]\nkind = \"splunk_hec\"\nendpoint = \"http://127.0.0.1:1\"\ntoken = \"x\"\n";
     let settings = h.settings(
         "g-admin",
-        "",
-        &format!("[connectors.dz-connector-splunk.batch]\nmax_linger_ms = 20\n{dead}"),
+        "append_observability = false",
+        &format!(
+            "[connectors.dz-connector-splunk.batch]\nmax_linger_ms = 20\nmax_events = 10\n{dead}"
+        ),
     );
     switchyard::admin::prometheus();
     let pipeline = Pipeline::start(&settings).await.unwrap();
@@ -86,6 +90,18 @@ async fn metrics_and_probes_reflect_the_pipeline() {
         assert!(
             text.lines().any(|l| l.starts_with(prefix)),
             "missing {prefix:?} in\n{text}"
+        );
+    }
+    // Metrics only: ten deliveries, and no event carries the router's records.
+    let by_id: std::collections::HashMap<&str, &Produced> =
+        produced.iter().map(|p| (p.id.as_str(), p)).collect();
+    let received = h.hec.received();
+    assert_eq!(received.len(), produced.len());
+    for env in &received {
+        let p = by_id[env["event"]["event_id"].as_str().unwrap()];
+        assert_eq!(
+            env["event"], p.json,
+            "sent as produced, no records appended"
         );
     }
     assert!(pipeline.shutdown().await);

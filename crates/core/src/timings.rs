@@ -237,6 +237,46 @@ mod tests {
         assert_eq!(got, want);
     }
 
+    /// The exact bytes one event gains per connector: the records are serde_json's compact
+    /// form (no whitespace, integers as written) with only the sample's fields. 584 bytes for
+    /// a 19-byte connector id, plus a comma when the event has a `collector_observability`
+    /// list already (as the sample does), up to 46 when it has no `ops_metadata`.
+    /// A change here changes every destination's bill: README "What the records cost".
+    #[test]
+    fn records_are_compact_to_the_byte() {
+        let t = DeliveryTimings {
+            target: Arc::from("dz-connector-splunk"),
+            events: 3,
+            enqueued_ms: 1712167311684,
+            queue_ms: 56,
+            send_start_ms: 1712167311740,
+            send_ms: 115,
+            process_ms: 171,
+            attempt_count: 1,
+            status_code: 200,
+            calls: vec![CallTiming {
+                start_ms: 1712167311740,
+                duration_ms: 115,
+                attempt: 1,
+                status_code: 200,
+            }],
+        };
+        let got = serde_json::to_vec(&t.records()).unwrap();
+        let want = concat!(
+            r#"[{"time":1712167311684,"metric_name":"process_duration_ms","dimension":{"target":"dz-connector-splunk","attempt_count":1,"status_code":200},"metric_value":171},"#,
+            r#"{"time":1712167311684,"metric_name":"queue_duration_ms","dimension":{"target":"dz-connector-splunk"},"metric_value":56},"#,
+            r#"{"time":1712167311740,"metric_name":"send_duration_ms","dimension":{"target":"dz-connector-splunk","attempt_count":1,"status_code":200},"metric_value":115},"#,
+            r#"{"time":1712167311740,"metric_name":"call_duration_ms","dimension":{"target":"dz-connector-splunk","attempt":1,"status_code":200},"metric_value":115}]"#,
+        );
+        assert_eq!(String::from_utf8(got.clone()).unwrap(), want);
+        assert_eq!(
+            got.len() - 2,
+            584,
+            "bytes spliced per event, brackets excluded"
+        );
+        assert_eq!(crate::event::SPLICE_OVERHEAD, 46);
+    }
+
     #[test]
     fn a_long_outage_appends_one_call_record_within_the_bound() {
         let calls: Vec<CallTiming> = (1..=500)
