@@ -3,10 +3,10 @@
 //! headers, and headers saying which connector and why.
 
 use crate::client::client_config;
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::ClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -267,5 +267,69 @@ impl DeadLetters for LetterProducer {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use switchyard_core::{Origin, PartitionId};
+
+    fn letter(offset: i64) -> Letter {
+        Letter {
+            raw: bytes::Bytes::from_static(b"{\"a\":1}"),
+            envelope: None,
+            origin: Origin {
+                partition: PartitionId(0),
+                topic: Arc::from("in"),
+                kafka_partition: 0,
+                offset,
+                member: None,
+            },
+            connector: Arc::from("c"),
+            reason: "test".into(),
+            status_code: 0,
+            attempts: 1,
+            first_attempt_ms: 0,
+        }
+    }
+
+    /// Each letter's `done` runs once the broker has it, through the producer's own polling
+    /// thread, and that thread ends once the producer is dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn done_once_acknowledged_and_the_poller_ends_with_the_producer() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("letters", 1, 1).unwrap();
+        let producer = LetterProducer::new(
+            &cluster.bootstrap_servers(),
+            "letters",
+            Purpose::Parking,
+            &[],
+        )
+        .unwrap();
+        let stop = Arc::downgrade(&producer.producer.stop);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for offset in 0..3 {
+            let tx = tx.clone();
+            producer.write(letter(offset), Box::new(move || tx.send(offset).unwrap()));
+        }
+        let mut done = Vec::new();
+        for _ in 0..3 {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            done.push(got.expect("a letter was not acknowledged").unwrap());
+        }
+        done.sort();
+        assert_eq!(done, [0, 1, 2]);
+        drop(producer);
+        // The thread holds the stop flag until it returns.
+        let deadline = std::time::Instant::now() + POLL_EVERY * 3;
+        while stop.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the polling thread outlived its producer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
