@@ -3,12 +3,14 @@
 //! headers, and headers saying which connector and why.
 
 use crate::client::client_config;
+use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use switchyard_core::log::Throttle;
 use switchyard_core::timings::now_ms;
@@ -55,7 +57,7 @@ impl Purpose {
 
 /// Writes letters to a Kafka topic, retrying until the broker acknowledges each one.
 pub struct LetterProducer {
-    producer: FutureProducer,
+    producer: Arc<Polled>,
     topic: Arc<str>,
     purpose: Purpose,
     runtime: Handle,
@@ -82,13 +84,90 @@ impl LetterProducer {
         ];
         let cfg = client_config(brokers, ours, options);
         Ok(LetterProducer {
-            producer: cfg.create()?,
+            producer: Arc::new(Polled::start(cfg.create_with_context(Acks)?)?),
             topic: Arc::from(topic),
             purpose,
             // Letters come from the engine's tasks and from the consumer thread alike.
             runtime: Handle::current(),
             failures: Arc::new(Throttle::new(Duration::from_secs(10))),
         })
+    }
+}
+
+/// How long each call of the polling thread waits for delivery reports. A report is handled
+/// as soon as it arrives, whatever this is; it bounds how long the thread outlives its
+/// producer. Not rdkafka's `ThreadedProducer` (inside `FutureProducer`), whose thread polls
+/// with 100 ms: rdkafka 0.39 passes the rest of each poll's deadline to librdkafka in whole
+/// milliseconds, so the last fraction of a millisecond of every call is a busy loop of
+/// zero-timeout polls. Ten times a second per producer, six producers in a router (the
+/// parking topic and each flow's dead letters), that was 0.04 of a core with nothing to
+/// do (docs/performance.md, "CPU at every load").
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Hands each delivery report to the task awaiting it.
+struct Acks;
+
+type Ack = tokio::sync::oneshot::Sender<Result<(), KafkaError>>;
+
+impl ClientContext for Acks {}
+
+impl ProducerContext for Acks {
+    type DeliveryOpaque = Box<Ack>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Box<Ack>) {
+        let _ = ack.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+    }
+}
+
+/// A producer and the thread that polls it for delivery reports, until the last clone of
+/// the letter producer's handle is dropped.
+struct Polled {
+    producer: Arc<BaseProducer<Acks>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Polled {
+    fn start(producer: BaseProducer<Acks>) -> Result<Polled, KafkaError> {
+        let producer = Arc::new(producer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (producer.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("letters-poll".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    p.poll(POLL_EVERY);
+                }
+            })
+            .map_err(|e| KafkaError::ClientCreation(format!("letters polling thread: {e}")))?;
+        Ok(Polled { producer, stop })
+    }
+
+    /// Produces `record` once the producer's queue has room, and waits for its delivery
+    /// report. The error is the broker's (or librdkafka's) final answer.
+    async fn send<'a>(
+        &self,
+        record: impl Fn(Box<Ack>) -> BaseRecord<'a, [u8], [u8], Box<Ack>>,
+    ) -> Result<(), KafkaError> {
+        loop {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match self.producer.send(record(Box::new(tx))) {
+                Ok(()) => {
+                    return rx.await.unwrap_or(Err(KafkaError::Canceled));
+                }
+                // As FutureProducer with `Timeout::Never`: wait for room, then try again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for Polled {
+    fn drop(&mut self) {
+        // The thread ends within POLL_EVERY and drops the producer (which flushes) then.
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -150,16 +229,19 @@ impl DeadLetters for LetterProducer {
             let headers = headers_of(&letter);
             let mut wait = Duration::from_millis(100);
             loop {
-                let mut record = FutureRecord::<[u8], [u8]>::to(&topic)
-                    .payload(&letter.raw[..])
-                    .headers(headers.clone());
-                // Keyed as the original, so a keyed producer's ordering and partitioning carry
-                // over to the dead-letter topic.
-                if let Some(key) = letter.envelope.as_ref().and_then(|e| e.key.as_deref()) {
-                    record = record.key(key);
-                }
-                match producer.send(record, Timeout::Never).await {
-                    Ok(_) => {
+                let record = |ack| {
+                    let record = BaseRecord::<[u8], [u8], Box<Ack>>::with_opaque_to(&topic, ack)
+                        .payload(&letter.raw[..])
+                        .headers(headers.clone());
+                    // Keyed as the original, so a keyed producer's ordering and partitioning
+                    // carry over to the dead-letter topic.
+                    match letter.envelope.as_ref().and_then(|e| e.key.as_deref()) {
+                        Some(key) => record.key(key),
+                        None => record,
+                    }
+                };
+                match producer.send(record).await {
+                    Ok(()) => {
                         if purpose == Purpose::DeadLetters {
                             tracing::warn!(
                                 connector = %letter.connector,
@@ -174,7 +256,7 @@ impl DeadLetters for LetterProducer {
                         done();
                         return;
                     }
-                    Err((e, _)) => {
+                    Err(e) => {
                         // The offset waits for this write: keep trying, and say so.
                         if let Some(held_back) = failures.allow("write") {
                             tracing::error!(error = %e, topic = %topic, offset = letter.origin.offset, held_back, "{} write failed; retrying (the partition waits)", purpose.name());
@@ -185,5 +267,69 @@ impl DeadLetters for LetterProducer {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use switchyard_core::{Origin, PartitionId};
+
+    fn letter(offset: i64) -> Letter {
+        Letter {
+            raw: bytes::Bytes::from_static(b"{\"a\":1}"),
+            envelope: None,
+            origin: Origin {
+                partition: PartitionId(0),
+                topic: Arc::from("in"),
+                kafka_partition: 0,
+                offset,
+                member: None,
+            },
+            connector: Arc::from("c"),
+            reason: "test".into(),
+            status_code: 0,
+            attempts: 1,
+            first_attempt_ms: 0,
+        }
+    }
+
+    /// Each letter's `done` runs once the broker has it, through the producer's own polling
+    /// thread, and that thread ends once the producer is dropped.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn done_once_acknowledged_and_the_poller_ends_with_the_producer() {
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("letters", 1, 1).unwrap();
+        let producer = LetterProducer::new(
+            &cluster.bootstrap_servers(),
+            "letters",
+            Purpose::Parking,
+            &[],
+        )
+        .unwrap();
+        let stop = Arc::downgrade(&producer.producer.stop);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for offset in 0..3 {
+            let tx = tx.clone();
+            producer.write(letter(offset), Box::new(move || tx.send(offset).unwrap()));
+        }
+        let mut done = Vec::new();
+        for _ in 0..3 {
+            let got = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+            done.push(got.expect("a letter was not acknowledged").unwrap());
+        }
+        done.sort();
+        assert_eq!(done, [0, 1, 2]);
+        drop(producer);
+        // The thread holds the stop flag until it returns.
+        let deadline = std::time::Instant::now() + POLL_EVERY * 3;
+        while stop.strong_count() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the polling thread outlived its producer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
