@@ -1,13 +1,15 @@
-//! Datadog Logs and New Relic Events end to end: Kafka (mock cluster) → router → strict fakes
-//! that enforce each API's auth, compression, body shape and limits.
+//! Datadog Logs, New Relic Events and OTLP logs end to end: Kafka (mock cluster) → router →
+//! strict fakes that enforce each API's auth, compression, body shape and limits.
 
 use serde_json::Value;
 use std::collections::HashMap;
 use switchyard::Pipeline;
-use switchyard_testkit::{FakeDatadog, FakeNewRelic, datadog, newrelic};
+use switchyard_testkit::otlp::OtlpAnswer;
+use switchyard_testkit::{FakeDatadog, FakeNewRelic, FakeOtlp, datadog, newrelic};
 use switchyard_tests::*;
 
 const NR: &str = "dz-connector-newrelic";
+const OTLP: &str = "dz-connector-otlp";
 
 fn newrelic_table(fake: &FakeNewRelic, extra: &str) -> String {
     format!(
@@ -438,4 +440,111 @@ fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
+}
+
+/// The fifth kind through the whole router, as the other four are: every event becomes one
+/// log record with its attributes, under the configured resource; a 503 with Retry-After is
+/// waited out and resent; a partial success's refused records are counted, not resent; and
+/// the offsets commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_receives_every_event_once_as_a_log_record_with_its_attributes() {
+    let h = Harness::new(4).await;
+    let otlp = FakeOtlp::start(OTLP_KEY).await.unwrap();
+    otlp.script_otlp([
+        OtlpAnswer::fail(503, "collector busy", Some(1)),
+        OtlpAnswer::partial(2, "2 records over the backend's attribute limit"),
+    ]);
+    let produced = h.produce(events_to(
+        "otlp",
+        900,
+        &[OTLP, "dz-connector-splunk,dz-connector-otlp"],
+    ));
+    let settings = h.settings_for(
+        "g-otlp",
+        &format!(
+            r#"
+[connectors.{OTLP}]
+kind = "otlp_logs"
+endpoint = "{}"
+service_name = "qoe-router"
+concurrency = 1
+[connectors.{OTLP}.headers]
+x-api-key = "${{OTLP_KEY}}"
+[connectors.{OTLP}.resource_attributes]
+"deployment.environment.name" = "test"
+[connectors.{OTLP}.batch]
+max_events = 100
+max_linger_ms = 20
+[connectors.{OTLP}.retry]
+initial_backoff_ms = 10
+max_backoff_ms = 2000
+max_attempts = 50
+"#,
+            otlp.logs_url()
+        ),
+    );
+    let pipeline = Pipeline::start(&settings).await.unwrap();
+    assert!(
+        otlp.wait_for_received(898, PATIENCE).await,
+        "{:?}",
+        pipeline.progress()
+    );
+    let end: i64 = produced.len() as i64;
+    assert!(
+        pipeline.wait_for_source(PATIENCE, |s| s.committed.values().sum::<i64>() == end),
+        "every offset commits, the partially refused ones included: {:?}",
+        pipeline.source_status()
+    );
+    let stats = pipeline.connector_stats(OTLP).unwrap().snapshot();
+    assert!(pipeline.shutdown().await);
+
+    assert!(otlp.violations().is_empty(), "{:?}", otlp.violations());
+    let seen = otlp.seen();
+    assert_eq!(seen[0].status, 503, "the scripted overload came first");
+    assert!(seen.iter().all(|s| s.compressed), "gzip by default");
+    assert_eq!(
+        (
+            stats.delivered,
+            stats.dropped_by_destination,
+            stats.rejected
+        ),
+        (900, 2, 0),
+        "a partial success is delivery, with the refused records counted as dropped"
+    );
+
+    let records = otlp.records();
+    assert_eq!(records.len(), 898, "the two refused records are not resent");
+    let carrying = records
+        .iter()
+        .filter(|r| !split_router_records(r.event.clone(), OTLP).1.is_empty())
+        .count();
+    assert!(
+        carrying > 0,
+        "records sent after the first delivery carry its collector_observability records"
+    );
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    let wanted: HashMap<&str, &Value> = produced.iter().map(|p| (p.id.as_str(), &p.json)).collect();
+    for r in &records {
+        let id = r.event["event_id"].as_str().unwrap().to_string();
+        *by_id.entry(id.clone()).or_default() += 1;
+        let original = wanted[id.as_str()];
+        let (event, _) = split_router_records(r.event.clone(), OTLP);
+        assert_eq!(&event, original, "{id}: the body is the event");
+        let ms = original["event"]["timestamp"].as_u64().unwrap();
+        assert_eq!(r.time_unix_nano, ms * 1_000_000, "{id}");
+        let attribute = |k: &str| r.attributes.get(k).map(String::as_str);
+        assert_eq!(
+            attribute("customer_code"),
+            original["customer_code"].as_str()
+        );
+        assert_eq!(attribute("event.type"), original["event"]["type"].as_str());
+        assert_eq!(
+            attribute("configuration_id"),
+            original["configuration_id"].as_str()
+        );
+        assert_eq!(r.resource["service.name"], "qoe-router");
+        assert_eq!(r.resource["deployment.environment.name"], "test");
+    }
+    assert!(by_id.values().all(|n| *n == 1), "no record twice");
+    assert_eq!(by_id.len(), 898);
 }

@@ -63,7 +63,7 @@ impl Harness {
     }
 
     /// Settings whose connectors are exactly `connectors` (TOML tables), with the test
-    /// `[kafka]` table. `${DD_KEY}`, `${NR_KEY}` and `${TEST_HEC_TOKEN}` resolve to the fakes' keys.
+    /// `[kafka]` table. `${DD_KEY}`, `${NR_KEY}`, `${OTLP_KEY}` and `${TEST_HEC_TOKEN}` resolve to the fakes' keys.
     pub fn settings_for(&self, group: &str, connectors: &str) -> Settings {
         let toml = format!(
             r#"
@@ -183,12 +183,14 @@ max_attempts = 50
 pub const DD_KEY: &str = "dd-api-key-0123456789abcdef";
 pub const NR_KEY: &str = "nr-license-key-0123456789";
 pub const NR_ACCOUNT: &str = "1234567";
+pub const OTLP_KEY: &str = "otlp-api-key-0123456789";
 
 fn lookup(name: &str) -> Option<String> {
     match name {
         "TEST_HEC_TOKEN" => Some(TOKEN.into()),
         "DD_KEY" => Some(DD_KEY.into()),
         "NR_KEY" => Some(NR_KEY.into()),
+        "OTLP_KEY" => Some(OTLP_KEY.into()),
         _ => None,
     }
 }

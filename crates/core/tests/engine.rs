@@ -9,20 +9,20 @@ use std::time::Duration;
 use switchyard_core::*;
 
 #[derive(Clone)]
-enum Answer {
+enum ScriptedAnswer {
     Verdict(Verdict),
     Fail(SendError),
     /// Never answers: the engine's request timeout must fire.
     Hang,
 }
 
-fn ok() -> Answer {
-    Answer::Verdict(Verdict::new(200, Outcome::Delivered))
+fn ok() -> ScriptedAnswer {
+    ScriptedAnswer::Verdict(Verdict::new(200, Outcome::Delivered))
 }
 
 #[derive(Default)]
 struct Scripted {
-    answers: Mutex<VecDeque<Answer>>,
+    answers: Mutex<VecDeque<ScriptedAnswer>>,
     /// The offsets of each request, in send order.
     requests: Mutex<Vec<Vec<i64>>>,
     send_delay: Duration,
@@ -111,9 +111,9 @@ impl Connector for Mem {
         }
         let answer = s.answers.lock().unwrap().pop_front().unwrap_or_else(ok);
         match answer {
-            Answer::Verdict(v) => Ok(v),
-            Answer::Fail(e) => Err(e),
-            Answer::Hang => std::future::pending().await,
+            ScriptedAnswer::Verdict(v) => Ok(v),
+            ScriptedAnswer::Fail(e) => Err(e),
+            ScriptedAnswer::Hang => std::future::pending().await,
         }
     }
     fn classify(&self, response: &Verdict, _events: &[Event]) -> Verdict {
@@ -177,7 +177,7 @@ fn wiring(acker: &Arc<Acker>) -> Wiring {
     }
 }
 
-fn rig(answers: Vec<Answer>, settings: EngineSettings, send_delay: Duration) -> Rig {
+fn rig(answers: Vec<ScriptedAnswer>, settings: EngineSettings, send_delay: Duration) -> Rig {
     let connector = Arc::new(Scripted {
         answers: Mutex::new(answers.into()),
         send_delay,
@@ -286,7 +286,7 @@ async fn partial_outcome_settles_each_event_and_resends_only_the_retries() {
         EventVerdict::Delivered,
     ]);
     let r = rig(
-        vec![Answer::Verdict(Verdict::new(400, partial))],
+        vec![ScriptedAnswer::Verdict(Verdict::new(400, partial))],
         settings(4, 1000),
         Duration::ZERO,
     );
@@ -307,7 +307,7 @@ async fn partial_outcome_settles_each_event_and_resends_only_the_retries() {
 async fn events_a_destination_drops_after_accepting_are_counted_and_not_resent() {
     let accepted = Verdict::new(200, Outcome::Delivered).with_dropped(2, "2 too old".into());
     let r = rig(
-        vec![Answer::Verdict(accepted)],
+        vec![ScriptedAnswer::Verdict(accepted)],
         settings(4, 1000),
         Duration::ZERO,
     );
@@ -331,7 +331,7 @@ async fn events_a_destination_drops_after_accepting_are_counted_and_not_resent()
 
 #[tokio::test(start_paused = true)]
 async fn exhausted_retries_reject_with_the_last_reason() {
-    let busy = Answer::Verdict(Verdict::new(
+    let busy = ScriptedAnswer::Verdict(Verdict::new(
         503,
         Outcome::Retry {
             reason: "busy".into(),
@@ -360,7 +360,7 @@ async fn gap_after_retry_after(asked: Duration) -> u64 {
     );
     throttled.retry_after = Some(asked);
     let r = rig(
-        vec![Answer::Verdict(throttled)],
+        vec![ScriptedAnswer::Verdict(throttled)],
         settings(1, 1000),
         Duration::ZERO,
     );
@@ -386,7 +386,7 @@ async fn a_retry_after_of_a_day_waits_only_max_backoff() {
 
 #[tokio::test(start_paused = true)]
 async fn too_large_requests_are_split_in_halves() {
-    let split = Answer::Verdict(Verdict::new(413, Outcome::Split));
+    let split = ScriptedAnswer::Verdict(Verdict::new(413, Outcome::Split));
     let r = rig(
         vec![split.clone(), split],
         settings(4, 1000),
@@ -404,7 +404,7 @@ async fn too_large_requests_are_split_in_halves() {
 
 #[tokio::test(start_paused = true)]
 async fn a_single_event_that_is_still_too_large_is_rejected() {
-    let split = Answer::Verdict(Verdict::new(413, Outcome::Split));
+    let split = ScriptedAnswer::Verdict(Verdict::new(413, Outcome::Split));
     let r = rig(vec![split], settings(1, 1000), Duration::ZERO);
     r.feed(0..1);
     let (_, _, _, stats) = r.finish().await;
@@ -415,8 +415,8 @@ async fn a_single_event_that_is_still_too_large_is_rejected() {
 async fn no_answer_times_out_and_is_retried() {
     let r = rig(
         vec![
-            Answer::Hang,
-            Answer::Fail(SendError::Connect("reset".into())),
+            ScriptedAnswer::Hang,
+            ScriptedAnswer::Fail(SendError::Connect("reset".into())),
         ],
         settings(1, 1000),
         Duration::ZERO,
@@ -437,7 +437,7 @@ async fn no_answer_times_out_and_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn non_retryable_transport_errors_reject() {
-    let fatal = Answer::Fail(SendError::Transport {
+    let fatal = ScriptedAnswer::Fail(SendError::Transport {
         message: "cannot build request".into(),
         retryable: false,
     });
@@ -700,7 +700,7 @@ async fn a_request_too_large_to_encode_is_split_before_sending() {
 
 #[tokio::test(start_paused = true)]
 async fn block_keeps_retrying_past_max_attempts_until_delivered() {
-    let busy = Answer::Verdict(Verdict::new(
+    let busy = ScriptedAnswer::Verdict(Verdict::new(
         503,
         Outcome::Retry {
             reason: "busy".into(),

@@ -47,7 +47,7 @@ pub trait HttpApi: Send + Sync + Sized + 'static {
 
     /// The GET that tells whether the destination is up and takes these credentials, sent
     /// with the transport's headers; 200 means healthy. None: the API has no such endpoint.
-    fn health_check(&self) -> Option<HealthCheck> {
+    fn health_probe(&self) -> Option<HealthProbe> {
         None
     }
 
@@ -106,7 +106,7 @@ impl From<HttpResponse> for Answered {
 
 /// A destination's health endpoint.
 #[derive(Debug, Clone)]
-pub struct HealthCheck {
+pub struct HealthProbe {
     pub url: Url,
     /// What the answer is, for the message when it is not 200 (`HEC health`).
     pub name: &'static str,
@@ -185,7 +185,7 @@ impl<A: HttpApi> Connector for HttpDestination<A> {
     }
 
     async fn health(&self) -> Result<(), String> {
-        let Some(check) = self.api.health_check() else {
+        let Some(check) = self.api.health_probe() else {
             return Ok(());
         };
         let r = self
@@ -213,7 +213,7 @@ mod tests {
 
     /// The least an API can be: HEC's endpoints, a body of the events as they are.
     struct Minimal {
-        health: Option<HealthCheck>,
+        health: Option<HealthProbe>,
     }
 
     #[derive(Debug, thiserror::Error)]
@@ -230,7 +230,7 @@ mod tests {
         ) -> Result<(Minimal, HttpTransport), Failed> {
             let url = Url::parse(&format!("{base}/services/collector/event"))
                 .map_err(|e| Failed(e.to_string()))?;
-            let check = health.then(|| HealthCheck {
+            let check = health.then(|| HealthProbe {
                 url: url.join("/services/collector/health").unwrap(),
                 name: "test health",
             });
@@ -274,7 +274,7 @@ mod tests {
             Verdict::new(response.status, outcome)
         }
 
-        fn health_check(&self) -> Option<HealthCheck> {
+        fn health_probe(&self) -> Option<HealthProbe> {
             self.health.clone()
         }
     }

@@ -14,7 +14,7 @@ use switchyard_core::compress::{BodyWriter, CompressError};
 use switchyard_core::{Secret, SendError};
 
 pub use client::{ClientError, ClientOptions, Proxy, Tls, TlsError, TlsFiles};
-pub use destination::{Answered, HealthCheck, HttpApi, HttpDestination};
+pub use destination::{Answered, HealthProbe, HttpApi, HttpDestination};
 pub use reqwest::StatusCode;
 pub use url::Url;
 

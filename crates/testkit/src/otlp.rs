@@ -52,7 +52,7 @@ pub struct Received {
 
 /// A scripted OTLP answer for one upcoming request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Answer {
+pub enum OtlpAnswer {
     /// A failure: `google.rpc.Status` with `message`, and `Retry-After` in seconds if set.
     /// Nothing of the request is accepted.
     Fail {
@@ -64,17 +64,17 @@ pub enum Answer {
     Partial { rejected: i64, message: String },
 }
 
-impl Answer {
-    pub fn fail(status: u16, message: &str, retry_after: Option<u64>) -> Answer {
-        Answer::Fail {
+impl OtlpAnswer {
+    pub fn fail(status: u16, message: &str, retry_after: Option<u64>) -> OtlpAnswer {
+        OtlpAnswer::Fail {
             status,
             message: message.into(),
             retry_after,
         }
     }
 
-    pub fn partial(rejected: i64, message: &str) -> Answer {
-        Answer::Partial {
+    pub fn partial(rejected: i64, message: &str) -> OtlpAnswer {
+        OtlpAnswer::Partial {
             rejected,
             message: message.into(),
         }
@@ -85,7 +85,7 @@ struct Otlp {
     api_key: String,
     max_body: usize,
     retain: bool,
-    answers: Mutex<VecDeque<Answer>>,
+    answers: Mutex<VecDeque<OtlpAnswer>>,
     records: Mutex<Vec<Received>>,
     rec: Recorder,
 }
@@ -136,7 +136,7 @@ impl FakeOtlp {
 
     /// The next requests get these OTLP answers, in order, before any [`Self::script`]ed
     /// one and before normal service resumes.
-    pub fn script_otlp(&self, answers: impl IntoIterator<Item = Answer>) {
+    pub fn script_otlp(&self, answers: impl IntoIterator<Item = OtlpAnswer>) {
         self.state.answers.lock().unwrap().extend(answers);
     }
 
@@ -231,12 +231,12 @@ impl Otlp {
         }
         let scripted = self.answers.lock().unwrap().pop_front();
         let partial = match scripted {
-            Some(Answer::Fail {
+            Some(OtlpAnswer::Fail {
                 status,
                 message,
                 retry_after,
             }) => return (status, 0, failure(status, &message, retry_after)),
-            Some(Answer::Partial { rejected, message }) => Some((rejected, message)),
+            Some(OtlpAnswer::Partial { rejected, message }) => Some((rejected, message)),
             None => {
                 if let Some(s) = self.rec.next_scripted() {
                     return shared(&s);

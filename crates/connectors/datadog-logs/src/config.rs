@@ -155,7 +155,7 @@ impl DatadogConfig {
         Url::parse(&format!("https://api.{site}/api/v1/validate")).ok()
     }
 
-    /// The algorithms the API accepts as `Content-Encoding` (see `/work/shared/destinations.md`).
+    /// The algorithms the API accepts as `Content-Encoding` (docs/performance.md, "Compression, chosen for cost").
     pub const ACCEPTS: [Compression; 3] = [Compression::Gzip, Compression::Zstd, Compression::None];
 
     /// How request bodies are compressed, or the key at fault and why.

@@ -13,7 +13,7 @@ pub mod encode;
 use switchyard_core::compress::{BodyWriter, Codec};
 use switchyard_core::{BatchLimits, EncodeError, Encoded, Event, Shipment, Verdict};
 use switchyard_http::{
-    ClientOptions, HealthCheck, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
+    ClientOptions, HealthProbe, HttpApi, HttpBody, HttpDestination, HttpResponse, HttpTransport,
 };
 
 pub use config::DatadogConfig;
@@ -30,7 +30,7 @@ pub struct Datadog {
     codec: Codec,
     /// `GET /api/v1/validate` on the site's API host; None behind a proxy endpoint, which
     /// has nothing standard to ask.
-    validate: Option<HealthCheck>,
+    validate: Option<HealthProbe>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +63,7 @@ impl HttpApi for Datadog {
             codec: cfg
                 .codec()
                 .map_err(|(key, why)| BuildError::Compression(format!("{key}: {why}")))?,
-            validate: cfg.validate_url().map(|url| HealthCheck {
+            validate: cfg.validate_url().map(|url| HealthProbe {
                 url,
                 name: "Datadog key validation",
             }),
@@ -103,7 +103,7 @@ impl HttpApi for Datadog {
     }
 
     /// 200 when the API key is valid.
-    fn health_check(&self) -> Option<HealthCheck> {
+    fn health_probe(&self) -> Option<HealthProbe> {
         self.validate.clone()
     }
 }

@@ -4,7 +4,7 @@ use switchyard_core::{EventVerdict, Outcome, Verdict};
 
 /// A PutRecordBatch answer, reduced to what classification needs.
 #[derive(Debug, Clone)]
-pub enum Answer {
+pub enum PutAnswer {
     /// HTTP 200: per record (in request order), its `ErrorCode` if it failed, and how many
     /// events it carried.
     Put {
@@ -31,9 +31,9 @@ const RETRYABLE: [&str; 8] = [
     "ProvisionedThroughputExceededException",
 ];
 
-pub fn classify(answer: &Answer, sent: usize) -> Verdict {
+pub fn classify(answer: &PutAnswer, sent: usize) -> Verdict {
     match answer {
-        Answer::Put {
+        PutAnswer::Put {
             failures,
             events_per_record,
         } => {
@@ -52,7 +52,7 @@ pub fn classify(answer: &Answer, sent: usize) -> Verdict {
             }
             Verdict::new(200, Outcome::Partial(verdicts))
         }
-        Answer::Failed {
+        PutAnswer::Failed {
             code,
             message,
             status,
@@ -76,7 +76,7 @@ mod tests {
 
     fn failed(code: &str, status: u16) -> Outcome {
         classify(
-            &Answer::Failed {
+            &PutAnswer::Failed {
                 code: code.into(),
                 message: "m".into(),
                 status,
@@ -88,7 +88,7 @@ mod tests {
 
     #[test]
     fn all_delivered() {
-        let a = Answer::Put {
+        let a = PutAnswer::Put {
             failures: vec![None, None],
             events_per_record: vec![1, 1],
         };
@@ -97,7 +97,7 @@ mod tests {
 
     #[test]
     fn failed_records_retry_by_position_including_packed_events() {
-        let a = Answer::Put {
+        let a = PutAnswer::Put {
             failures: vec![
                 None,
                 Some("ServiceUnavailableException".into()),

@@ -6,7 +6,7 @@ use switchyard_core::{Event, Shipment};
 
 /// One record's data and how many events (in order) it carries.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
+pub struct FirehoseRecord {
     pub data: Vec<u8>,
     pub events: usize,
 }
@@ -14,7 +14,7 @@ pub struct Record {
 /// The records of a request, and the events that could not be sent.
 #[derive(Debug, Default)]
 pub struct Records {
-    pub records: Vec<Record>,
+    pub records: Vec<FirehoseRecord>,
     pub rejected: Vec<(usize, String)>,
 }
 
@@ -39,7 +39,7 @@ pub fn encode(shipment: Shipment<'_>, delimiter: &[u8], packing: bool) -> Record
                 .last()
                 .is_some_and(|r| r.data.len() + len <= MAX_RECORD_BYTES);
         if !fits_last {
-            out.records.push(Record {
+            out.records.push(FirehoseRecord {
                 data: Vec::with_capacity(len),
                 events: 0,
             });

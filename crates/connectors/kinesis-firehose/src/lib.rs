@@ -20,7 +20,7 @@ use aws_sdk_firehose::types::Record;
 use aws_sdk_firehose::{Client, config::Credentials, config::Region};
 use aws_smithy_http_client::proxy::ProxyConfig;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
-use classify::Answer;
+use classify::PutAnswer;
 use switchyard_core::{
     BatchLimits, Connector, EncodeError, Encoded, Event, SendError, Shipment, Verdict,
 };
@@ -190,7 +190,7 @@ fn describe<E: ProvideErrorMetadata>(e: &SdkError<E, HttpResponse>) -> String {
 
 impl Connector for KinesisFirehose {
     type Request = PutRequest;
-    type Response = Answer;
+    type Response = PutAnswer;
 
     fn hard_limits(&self) -> BatchLimits {
         config::HARD_LIMITS
@@ -227,7 +227,7 @@ impl Connector for KinesisFirehose {
         request.bytes
     }
 
-    async fn send(&self, batch: &PutRequest) -> Result<Answer, SendError> {
+    async fn send(&self, batch: &PutRequest) -> Result<PutAnswer, SendError> {
         let sent = self
             .client
             .put_record_batch()
@@ -245,7 +245,7 @@ impl Connector for KinesisFirehose {
                         None => Some("MissingResponseEntry".into()),
                     })
                     .collect();
-                Ok(Answer::Put {
+                Ok(PutAnswer::Put {
                     failures,
                     events_per_record: batch.events_per_record.clone(),
                 })
@@ -253,7 +253,7 @@ impl Connector for KinesisFirehose {
             Err(SdkError::ServiceError(ctx)) => {
                 let status = ctx.raw().status().as_u16();
                 let err = ctx.err();
-                Ok(Answer::Failed {
+                Ok(PutAnswer::Failed {
                     code: err.code().unwrap_or("Unknown").to_string(),
                     message: err.message().unwrap_or_default().to_string(),
                     status,
@@ -274,7 +274,7 @@ impl Connector for KinesisFirehose {
         }
     }
 
-    fn classify(&self, answer: &Answer, events: &[Event]) -> Verdict {
+    fn classify(&self, answer: &PutAnswer, events: &[Event]) -> Verdict {
         classify::classify(answer, events.len())
     }
 

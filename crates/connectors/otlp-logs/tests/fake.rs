@@ -11,7 +11,7 @@ use switchyard_core::compress::Compression;
 use switchyard_core::{Connector, Event, Outcome, Secret, Shipment, Verdict};
 use switchyard_http::{ClientOptions, HttpBody, HttpTransport, Url};
 use switchyard_otlp_logs::{BuildError, OtlpLogs, OtlpLogsConfig};
-use switchyard_testkit::otlp::Answer;
+use switchyard_testkit::otlp::OtlpAnswer;
 use switchyard_testkit::{FakeOtlp, event};
 
 const KEY: &str = "k-123";
@@ -151,7 +151,7 @@ async fn a_missing_or_wrong_key_is_rejected() {
 #[tokio::test]
 async fn overload_is_retried_after_the_servers_delay() {
     let fake = FakeOtlp::start(KEY).await.unwrap();
-    fake.script_otlp([Answer::fail(503, "collector busy", Some(7))]);
+    fake.script_otlp([OtlpAnswer::fail(503, "collector busy", Some(7))]);
     let c = connector(&config(&fake));
     let events = numbered(2);
     let encoded = c.encode(Shipment::plain(&events)).unwrap();
@@ -177,7 +177,7 @@ async fn overload_is_retried_after_the_servers_delay() {
 #[tokio::test]
 async fn a_partial_success_is_delivered_with_the_drop_counted() {
     let fake = FakeOtlp::start(KEY).await.unwrap();
-    fake.script_otlp([Answer::partial(2, "2 records over the attribute limit")]);
+    fake.script_otlp([OtlpAnswer::partial(2, "2 records over the attribute limit")]);
     let c = connector(&config(&fake));
     let v = deliver(&c, &numbered(5), None).await;
     assert_eq!(v.outcome, Outcome::Delivered, "the spec forbids a retry");

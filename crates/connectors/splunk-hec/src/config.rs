@@ -108,7 +108,7 @@ impl HecConfig {
         })
     }
 
-    /// The algorithms the API accepts as `Content-Encoding` (see `/work/shared/destinations.md`).
+    /// The algorithms the API accepts as `Content-Encoding` (docs/performance.md, "Compression, chosen for cost").
     pub const ACCEPTS: [Compression; 2] = [Compression::Gzip, Compression::None];
 
     /// How request bodies are compressed, or the key at fault and why.

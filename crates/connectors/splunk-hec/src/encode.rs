@@ -8,7 +8,7 @@ use switchyard_core::compress::BodySink;
 use switchyard_core::{Event, Shipment};
 
 #[derive(Debug, Clone)]
-pub struct Envelope {
+pub struct HecEnvelope {
     /// `,"host":…,"source":…,"sourcetype":…,"index":…,"event":` for the configured fields.
     middle: Vec<u8>,
 }
@@ -16,7 +16,7 @@ pub struct Envelope {
 /// `{"time":` + the longest time we write (`18446744073709.551615`) + `}`.
 const FIXED_LEN: usize = 8 + 21 + 1;
 
-impl Envelope {
+impl HecEnvelope {
     pub fn new(cfg: &HecConfig) -> Self {
         let mut middle = Vec::new();
         for (key, value) in [
@@ -32,7 +32,7 @@ impl Envelope {
             }
         }
         middle.extend_from_slice(b",\"event\":");
-        Envelope { middle }
+        HecEnvelope { middle }
     }
 
     /// An upper bound of the bytes `event` adds to a body.
@@ -79,8 +79,8 @@ mod tests {
     use switchyard_core::compress::Compression;
     use switchyard_testkit::event;
 
-    fn envelope(index: Option<&str>) -> Envelope {
-        Envelope::new(&HecConfig {
+    fn envelope(index: Option<&str>) -> HecEnvelope {
+        HecEnvelope::new(&HecConfig {
             endpoint: "http://x".into(),
             token: None,
             index: index.map(Into::into),

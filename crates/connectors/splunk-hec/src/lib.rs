@@ -18,13 +18,13 @@ use switchyard_core::{
     Shipment, Verdict,
 };
 use switchyard_http::{
-    ClientError, ClientOptions, HealthCheck, HttpApi, HttpBody, HttpDestination, HttpResponse,
+    ClientError, ClientOptions, HealthProbe, HttpApi, HttpBody, HttpDestination, HttpResponse,
     HttpTransport, Url,
 };
 
 pub use config::HecConfig;
 pub use destination::DESCRIPTOR;
-use encode::Envelope;
+use encode::HecEnvelope;
 
 /// A configured HEC endpoint.
 pub type SplunkHec = HttpDestination<Hec>;
@@ -32,9 +32,9 @@ pub type SplunkHec = HttpDestination<Hec>;
 /// What is particular to HEC: its envelope and its answers.
 #[derive(Debug)]
 pub struct Hec {
-    envelope: Envelope,
+    envelope: HecEnvelope,
     codec: Codec,
-    health: HealthCheck,
+    health: HealthProbe,
     /// Indexer acknowledgement, when `ack = true`.
     ack: Option<Acks>,
 }
@@ -93,11 +93,11 @@ impl HttpApi for Hec {
             None => None,
         };
         let hec = Hec {
-            envelope: Envelope::new(cfg),
+            envelope: HecEnvelope::new(cfg),
             codec: cfg
                 .codec()
                 .map_err(|(key, why)| BuildError::Compression(format!("{key}: {why}")))?,
-            health: HealthCheck {
+            health: HealthProbe {
                 url: health,
                 name: "HEC health",
             },
@@ -149,7 +149,7 @@ impl HttpApi for Hec {
 
     /// `GET /services/collector/health`: 200 while HEC accepts data (it does not check the
     /// token; the first delivery does).
-    fn health_check(&self) -> Option<HealthCheck> {
+    fn health_probe(&self) -> Option<HealthProbe> {
         Some(self.health.clone())
     }
 

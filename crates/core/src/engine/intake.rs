@@ -1,7 +1,7 @@
 //! The intake: takes the connector's queue, forms batches by the limits and hands each to a
 //! delivery task once a request slot is free, or parks it while the destination is detached.
 
-use super::settle::Answer;
+use super::settle::LastAnswer;
 use super::{Courier, PARKED};
 use crate::batch::{Batch, Batcher, Push};
 use crate::connector::Connector;
@@ -101,7 +101,7 @@ impl<C: Connector> Intake<C> {
                 if !isolation.take_probe() {
                     let reason = format!("{}: destination {}", PARKED, isolation.state());
                     // Never sent: the time it was first queued stands for the first attempt.
-                    let never_sent = Answer {
+                    let never_sent = LastAnswer {
                         status: 0,
                         attempts: 0,
                         first_attempt_ms: batch.opened_wall_ms,

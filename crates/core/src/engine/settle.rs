@@ -89,7 +89,7 @@ impl<C: Connector> Courier<C> {
 
     /// Writes `events` to the parking topic; each finishes for this connector once its write
     /// is acknowledged, as a dead letter does, so the commit point moves on.
-    pub(super) fn park(&self, events: Vec<Event>, reason: &str, last: Answer) {
+    pub(super) fn park(&self, events: Vec<Event>, reason: &str, last: LastAnswer) {
         let Some((isolation, parking)) = self.parking() else {
             return;
         };
@@ -258,7 +258,7 @@ impl<C: Connector> Courier<C> {
             self.acker.complete(self.index, &events);
             return;
         };
-        let last = Answer {
+        let last = LastAnswer {
             status,
             attempts,
             first_attempt_ms: 0,
@@ -273,7 +273,7 @@ impl<C: Connector> Courier<C> {
         &self,
         sink: &Arc<dyn DeadLetters>,
         events: impl IntoIterator<Item = (Event, String)>,
-        last: Answer,
+        last: LastAnswer,
         written: fn(&ConnectorStats) -> &std::sync::atomic::AtomicU64,
     ) {
         for (event, reason) in events {
@@ -301,7 +301,7 @@ impl<C: Connector> Courier<C> {
 
 /// What the destination last said of events written to a letter topic.
 #[derive(Clone, Copy)]
-pub(super) struct Answer {
+pub(super) struct LastAnswer {
     pub(super) status: u16,
     pub(super) attempts: u32,
     /// Epoch ms; 0 when they were never sent.
@@ -465,7 +465,7 @@ mod tests {
             parking: parking.clone(),
         };
         let r = Rig::new(Scripted::answering(vec![]), Some(role));
-        let last = Answer {
+        let last = LastAnswer {
             status: 503,
             attempts: 4,
             first_attempt_ms: 1_000,

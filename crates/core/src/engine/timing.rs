@@ -2,7 +2,7 @@
 //! connector's next requests carry.
 
 use super::Courier;
-use super::settle::Answer;
+use super::settle::LastAnswer;
 use crate::connector::Connector;
 use crate::timings::{CallTiming, DeliveryTimings};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -68,8 +68,8 @@ impl Stopwatch {
     }
 
     /// What the destination last said, for letters.
-    pub(super) fn last_answer(&self) -> Answer {
-        Answer {
+    pub(super) fn last_answer(&self) -> LastAnswer {
+        LastAnswer {
             status: self.status(),
             attempts: self.attempts(),
             first_attempt_ms: self.send_start_ms,
