@@ -397,6 +397,31 @@ mod tests {
         }
     }
 
+    /// A client that cannot be built is an error saying why, never reqwest's default client
+    /// (which would send without the configured identity), shared or not.
+    #[test]
+    fn a_client_that_cannot_be_built_is_an_error_not_a_default_client() {
+        let opts = ClientOptions::new(
+            Tls {
+                ca_pem: None,
+                system_roots: true,
+                // A certificate with no private key: not an identity.
+                identity_pem: Some(Secret::new(
+                    "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                )),
+            },
+            Proxy::Direct,
+        );
+        let e = opts.check().unwrap_err().to_string();
+        assert!(e.starts_with("HTTP client: "), "{e}");
+        let shared = opts.sharing_one_client();
+        assert!(shared.client().is_err());
+        assert!(
+            shared.client().is_err(),
+            "no default client was kept for the next call"
+        );
+    }
+
     fn scratch() -> PathBuf {
         std::env::temp_dir().join(format!("switchyard-http-{}", std::process::id()))
     }
