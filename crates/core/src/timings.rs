@@ -208,10 +208,10 @@ impl TimingRecorder {
 mod tests {
     use super::*;
 
-    #[test]
-    fn records_have_the_sample_shape() {
-        let t = DeliveryTimings {
-            target: Arc::from("splunk"),
+    /// The delivery the sample event's records describe, to `target`.
+    fn sample_delivery(target: &str) -> DeliveryTimings {
+        DeliveryTimings {
+            target: Arc::from(target),
             events: 3,
             enqueued_ms: 1712167311684,
             queue_ms: 56,
@@ -226,7 +226,12 @@ mod tests {
                 attempt: 1,
                 status_code: 200,
             }],
-        };
+        }
+    }
+
+    #[test]
+    fn records_have_the_sample_shape() {
+        let t = sample_delivery("splunk");
         let got = serde_json::to_value(t.records()).unwrap();
         let sample: serde_json::Value =
             serde_json::from_str(include_str!("../../testkit/data/sample-event.json")).unwrap();
@@ -244,23 +249,7 @@ mod tests {
     /// A change here changes every destination's bill: README "What the records cost".
     #[test]
     fn records_are_compact_to_the_byte() {
-        let t = DeliveryTimings {
-            target: Arc::from("dz-connector-splunk"),
-            events: 3,
-            enqueued_ms: 1712167311684,
-            queue_ms: 56,
-            send_start_ms: 1712167311740,
-            send_ms: 115,
-            process_ms: 171,
-            attempt_count: 1,
-            status_code: 200,
-            calls: vec![CallTiming {
-                start_ms: 1712167311740,
-                duration_ms: 115,
-                attempt: 1,
-                status_code: 200,
-            }],
-        };
+        let t = sample_delivery("dz-connector-splunk");
         let got = serde_json::to_vec(&t.records()).unwrap();
         let want = concat!(
             r#"[{"time":1712167311684,"metric_name":"process_duration_ms","dimension":{"target":"dz-connector-splunk","attempt_count":1,"status_code":200},"metric_value":171},"#,
